@@ -1,0 +1,1 @@
+"""Readings in, windowed aggregates out: simulator, CSV loader, aggregator, SQL store."""
