@@ -1,0 +1,77 @@
+"""Blob Storage access for the pipeline: one small API over a BlobServiceClient.
+
+Built from an Airflow connection through the provider's WasbHook (connection
+string, service principal, SAS or managed identity: whatever the connection
+holds), so the same code talks to Azurite locally and to Azure in production.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BlobStore:
+    """The few blob operations the pipeline needs; every write overwrites."""
+
+    def __init__(self, service_client):
+        self._client = service_client
+
+    @classmethod
+    def from_conn_id(cls, conn_id: str) -> "BlobStore":
+        from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+
+        return cls(WasbHook(wasb_conn_id=conn_id).get_conn())
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str) -> "BlobStore":
+        from azure.storage.blob import BlobServiceClient
+
+        return cls(BlobServiceClient.from_connection_string(connection_string))
+
+    def ensure_containers(self, names) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        for name in names:
+            try:
+                self._client.create_container(name)
+            except ResourceExistsError:
+                pass
+
+    def _blob(self, container: str, name: str):
+        return self._client.get_blob_client(container=container, blob=name)
+
+    def upload_bytes(self, container: str, name: str, data: bytes) -> None:
+        self._blob(container, name).upload_blob(data, overwrite=True)
+
+    def upload_file(self, container: str, name: str, path: Path | str) -> None:
+        with open(path, "rb") as fh:
+            self._blob(container, name).upload_blob(fh, overwrite=True)
+
+    def download_bytes(self, container: str, name: str) -> bytes:
+        return self._blob(container, name).download_blob().readall()
+
+    def download_file(self, container: str, name: str, path: Path | str) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            self._blob(container, name).download_blob().readinto(fh)
+        return path
+
+    def exists(self, container: str, name: str) -> bool:
+        return self._blob(container, name).exists()
+
+    def list_names(self, container: str, prefix: str = "") -> list[str]:
+        client = self._client.get_container_client(container)
+        return sorted(b.name for b in client.list_blobs(name_starts_with=prefix or None))
+
+    def delete(self, container: str, name: str) -> None:
+        self._blob(container, name).delete_blob()
+
+    def upload_folder(self, container: str, prefix: str, folder: Path | str) -> list[str]:
+        """Upload every file under ``folder`` to ``prefix/<relative path>``; returns blob names."""
+        folder = Path(folder)
+        names = []
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            name = f"{prefix.rstrip('/')}/{path.relative_to(folder).as_posix()}" if prefix else path.relative_to(folder).as_posix()
+            self.upload_file(container, name, path)
+            names.append(name)
+        return names

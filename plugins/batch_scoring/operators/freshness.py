@@ -1,0 +1,62 @@
+"""Rescheduling sensor: wait until the SQL aggregates cover the data interval."""
+from __future__ import annotations
+
+from airflow.sdk.bases.sensor import BaseSensorOperator
+
+
+class AggregatesFreshnessSensor(BaseSensorOperator):
+    """Succeeds once every target with a deployed model has aggregates reaching the interval's end.
+
+    Each poke is one SQL query; in ``reschedule`` mode the worker slot is freed
+    between pokes. On timeout the error names the stale targets and how far
+    their data reaches, instead of Airflow's generic timeout message.
+    """
+
+    ui_color = "#e8f4fd"
+
+    def __init__(self, *, sql_conn_id: str, blob_conn_id: str, models_container: str, **kwargs):
+        kwargs.setdefault("mode", "reschedule")
+        super().__init__(**kwargs)
+        self.sql_conn_id = sql_conn_id
+        self.blob_conn_id = blob_conn_id
+        self.models_container = models_container
+
+    def _stale(self, context) -> tuple[str, dict]:
+        from airflow.providers.odbc.hooks.odbc import OdbcHook
+
+        from batch_scoring.hooks.blob_storage import BlobStore
+        from batch_scoring.pipeline import Interval, model_targets
+        from ingest_sim.store import stale_targets
+
+        interval = Interval.from_context(context)
+        expected = model_targets(BlobStore.from_conn_id(self.blob_conn_id), self.models_container)
+        with OdbcHook(odbc_conn_id=self.sql_conn_id).get_conn() as conn:
+            stale = stale_targets(conn, interval.start, interval.end, expected)
+        return interval.key, {"expected": len(expected), "stale": stale}
+
+    @staticmethod
+    def describe(interval_key: str, found: dict, limit: int = 10) -> str:
+        stale = found["stale"]
+        if not found["expected"]:
+            return f"interval {interval_key}: no targets have a deployed model"
+        items = list(stale.items()) if isinstance(stale, dict) else [(t, None) for t in stale]
+        shown = ", ".join(f"{t} (data until {last or 'never'})" for t, last in items[:limit])
+        more = f" and {len(items) - limit} more" if len(items) > limit else ""
+        return f"interval {interval_key}: {len(items)} of {found['expected']} targets stale: {shown}{more}"
+
+    def poke(self, context) -> bool:
+        key, found = self._stale(context)
+        if found["expected"] and not found["stale"]:
+            self.log.info("interval %s: aggregates fresh for all %d targets", key, found["expected"])
+            return True
+        self.log.info("%s", self.describe(key, found))
+        return False
+
+    def execute(self, context):
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as exc:
+            key, found = self._stale(context)
+            raise AirflowSensorTimeout(f"aggregates not fresh after {self.timeout:.0f}s: {self.describe(key, found)}") from exc

@@ -1,0 +1,265 @@
+"""What one DAG run does for its data interval, as plain functions.
+
+The DAG file wires these together; the operators and tasks only fetch clients
+from Airflow connections and hand them in, so every step can be run and tested
+without a scheduler. Every blob written here lives under the interval's own
+prefix, which is what makes reruns and backfills overwrite instead of pile up.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from scoring.config import (
+    MODEL_FILE,
+    MODEL_MANIFEST,
+    PREDICTIONS_MANIFEST,
+    RECEIPT_SUFFIX,
+    SNAPSHOT_FILE,
+    interval_key,
+    parse_target,
+    target_name,
+)
+
+log = logging.getLogger(__name__)
+
+
+class PipelineError(RuntimeError):
+    """A run-stopping problem whose message names the interval and what is at fault."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A data interval [start, end) in naive UTC."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    @property
+    def key(self) -> str:
+        return interval_key(self.start, self.end)
+
+    @classmethod
+    def from_context(cls, context) -> "Interval":
+        start, end = context.get("data_interval_start"), context.get("data_interval_end")
+        if start is None or end is None or start >= end:
+            raise PipelineError(
+                f"run {context.get('run_id')} has no data interval ({start} to {end}); "
+                "trigger runs with a logical date so the interval is defined"
+            )
+        return cls(_naive_utc(start), _naive_utc(end))
+
+    @classmethod
+    def from_key(cls, key: str) -> "Interval":
+        start, end = (dt.datetime.strptime(p, "%Y%m%dT%H%MZ") for p in key.split("_"))
+        return cls(start, end)
+
+
+def _naive_utc(ts) -> dt.datetime:
+    ts = dt.datetime.fromisoformat(str(ts)) if not isinstance(ts, dt.datetime) else ts
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return ts
+
+
+def snapshot_blob(interval: Interval) -> str:
+    return f"{interval.key}/{SNAPSHOT_FILE}"
+
+
+def prediction_blob(interval: Interval, target: str) -> str:
+    device, sensor = parse_target(target)
+    return f"{interval.key}/{device}/{sensor}.parquet"
+
+
+def receipt_blob(interval: Interval, target: str) -> str:
+    device, sensor = parse_target(target)
+    return f"{interval.key}/{device}/{sensor}{RECEIPT_SUFFIX}"
+
+
+def model_targets(store, models_container: str) -> list[str]:
+    """Targets with a deployed model: ``<device>/<sensor>/manifest.json`` blobs."""
+    targets = []
+    for name in store.list_names(models_container):
+        parts = name.split("/")
+        if len(parts) == 3 and parts[2] == MODEL_MANIFEST:
+            targets.append(target_name(parts[0], parts[1]))
+    return sorted(targets)
+
+
+def chunk(items: list, size: int) -> list[list]:
+    size = max(1, int(size))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def unit_label(unit: list[str]) -> str:
+    """How a scoring unit is named in the UI: its target, or its first and last."""
+    return unit[0] if len(unit) == 1 else f"{unit[0]} .. {unit[-1]} ({len(unit)})"
+
+
+def frame_to_parquet_bytes(frame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+# --- snapshot -----------------------------------------------------------------
+
+def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per_unit: int = 1) -> dict:
+    """Export the interval's aggregates once to blob and decide what gets scored.
+
+    Returns the plan the rest of the run follows: targets (have data and a
+    model), skipped targets with the reason, and the targets grouped into units.
+    """
+    from ingest_sim.store import read_aggregates
+
+    frame = read_aggregates(sql_conn, interval.start, interval.end)
+    store.upload_bytes(settings.aggregates_container, snapshot_blob(interval), frame_to_parquet_bytes(frame))
+    with_data = {target_name(d, s) for d, s in frame[["device_id", "sensor_id"]].drop_duplicates().itertuples(index=False)}
+    with_model = set(model_targets(store, settings.models_container))
+    targets = sorted(with_data & with_model)
+    skipped = {t: "no model deployed" for t in sorted(with_data - with_model)}
+    skipped.update({t: "no aggregates in the interval" for t in sorted(with_model - with_data)})
+    log.info("interval %s: %d windows, %d targets to score, %d skipped", interval.key, len(frame), len(targets), len(skipped))
+    return {
+        "interval": interval.key,
+        "targets": targets,
+        "skipped": dict(sorted(skipped.items())),
+        "units": chunk(targets, targets_per_unit),
+    }
+
+
+# --- local scoring backend ------------------------------------------------------
+
+def score_unit_local(store, settings, interval: Interval, targets: list[str]) -> list[dict]:
+    """Score one unit as an Azure ML job would: download inputs, run the CLI's code on local paths, upload outputs."""
+    import pandas as pd
+
+    from scoring.score import score_targets
+
+    with tempfile.TemporaryDirectory(prefix="score-unit-") as tmp:
+        tmp = Path(tmp)
+        snapshot = store.download_file(settings.aggregates_container, snapshot_blob(interval), tmp / "in" / SNAPSHOT_FILE)
+        models = tmp / "models"
+        for target in targets:
+            device, sensor = parse_target(target)
+            for name in (MODEL_FILE, MODEL_MANIFEST):
+                blob = f"{device}/{sensor}/{name}"
+                if store.exists(settings.models_container, blob):
+                    store.download_file(settings.models_container, blob, models / device / sensor / name)
+        out = tmp / "out"
+        receipts = score_targets(pd.read_parquet(snapshot), models, out, targets)
+        upload_outputs(store, settings, interval, out, targets)
+    failed = [r for r in receipts if r.get("status") != "ok"]
+    if failed:
+        raise PipelineError(
+            f"interval {interval.key}: scoring failed for "
+            + "; ".join(f"{r['target']}: {r.get('error', r.get('status'))}" for r in failed)
+        )
+    return receipts
+
+
+def upload_outputs(store, settings, interval: Interval, out_dir: Path, targets: list[str]) -> None:
+    """Upload each target's prediction and receipt that the scoring step produced."""
+    for target in targets:
+        device, sensor = parse_target(target)
+        for local, blob in (
+            (out_dir / device / f"{sensor}.parquet", prediction_blob(interval, target)),
+            (out_dir / device / f"{sensor}{RECEIPT_SUFFIX}", receipt_blob(interval, target)),
+        ):
+            if local.exists():
+                store.upload_file(settings.predictions_container, blob, local)
+
+
+# --- collect ----------------------------------------------------------------------
+
+PREDICTION_REQUIRED_COLUMNS = ("device_id", "sensor_id", "window_start", "window_end", "decision_score", "is_anomaly", "model_sha256")
+
+
+def validate_prediction(data: bytes, target: str, expected_windows) -> tuple[dict | None, str | None]:
+    """Check one prediction blob; returns (summary, None) or (None, what is wrong)."""
+    import numpy as np
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(io.BytesIO(data))
+    except Exception as exc:  # a truncated or corrupt file: say so, do not crash the collector
+        return None, f"unreadable parquet ({type(exc).__name__}: {exc})"
+    missing = [c for c in PREDICTION_REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        return None, f"missing columns {missing}"
+    device, sensor = parse_target(target)
+    if not ((frame["device_id"] == device) & (frame["sensor_id"] == sensor)).all():
+        return None, "rows for another device/sensor"
+    if len(frame) != len(expected_windows):
+        return None, f"{len(frame)} rows for {len(expected_windows)} input windows"
+    if sorted(pd.to_datetime(frame["window_start"])) != sorted(expected_windows):
+        return None, "windows differ from the snapshot's"
+    scores = frame["decision_score"].to_numpy(dtype=float)
+    if not np.isfinite(scores).all():
+        return None, f"{int((~np.isfinite(scores)).sum())} non-finite decision scores"
+    hashes = frame["model_sha256"].unique()
+    if len(hashes) != 1:
+        return None, "more than one model hash"
+    return {"rows": len(frame), "anomalies": int(frame["is_anomaly"].sum()), "model_sha256": str(hashes[0])}, None
+
+
+def collect_interval(store, settings, interval: Interval, plan: dict, min_coverage: float = 1.0) -> dict:
+    """Validate every expected prediction blob, write the interval's manifest, fail naming what is wrong."""
+    import pandas as pd
+
+    snapshot = pd.read_parquet(io.BytesIO(store.download_bytes(settings.aggregates_container, snapshot_blob(interval))))
+    windows = {
+        target_name(d, s): sorted(pd.to_datetime(g["window_start"]))
+        for (d, s), g in snapshot.groupby(["device_id", "sensor_id"])
+    }
+    present = set(store.list_names(settings.predictions_container, prefix=f"{interval.key}/"))
+    results: dict[str, dict] = {}
+    for target in plan["targets"]:
+        blob = prediction_blob(interval, target)
+        if blob not in present:
+            results[target] = {"status": "failed", "reason": "prediction blob missing", "blob": blob}
+            continue
+        data = store.download_bytes(settings.predictions_container, blob)
+        summary, problem = validate_prediction(data, target, windows.get(target, []))
+        if problem:
+            results[target] = {"status": "failed", "reason": problem, "blob": blob}
+        else:
+            results[target] = {"status": "ok", "blob": blob, "sha256": hashlib.sha256(data).hexdigest(), **summary}
+    for target, reason in plan.get("skipped", {}).items():
+        results[target] = {"status": "skipped", "reason": reason}
+
+    ok = sorted(t for t, r in results.items() if r["status"] == "ok")
+    failed = sorted(t for t, r in results.items() if r["status"] == "failed")
+    expected = len(plan["targets"])
+    coverage = len(ok) / expected if expected else 1.0
+    manifest = {
+        "interval": interval.key,
+        "start": interval.start.isoformat(),
+        "end": interval.end.isoformat(),
+        "coverage": round(coverage, 6),
+        "min_coverage": min_coverage,
+        "counts": {"ok": len(ok), "failed": len(failed), "skipped": len(plan.get("skipped", {}))},
+        "rows": sum(results[t]["rows"] for t in ok),
+        "anomalies": sum(results[t]["anomalies"] for t in ok),
+        "targets": dict(sorted(results.items())),
+    }
+    store.upload_bytes(
+        settings.predictions_container,
+        f"{interval.key}/{PREDICTIONS_MANIFEST}",
+        json.dumps(manifest, indent=2, sort_keys=True).encode(),
+    )
+    if expected == 0 or coverage < min_coverage:
+        detail = "; ".join(f"{t}: {results[t]['reason']}" for t in failed[:20])
+        more = f" (and {len(failed) - 20} more)" if len(failed) > 20 else ""
+        raise PipelineError(
+            f"interval {interval.key}: {len(failed)} of {expected} targets failed validation "
+            f"(coverage {coverage:.1%} < {min_coverage:.0%}): {detail}{more}"
+            if expected else f"interval {interval.key}: nothing to score (no targets with both aggregates and a model)"
+        )
+    return manifest

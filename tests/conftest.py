@@ -1,0 +1,6 @@
+"""Shared fixtures: real SQL engines, real Azurite, an isolated Airflow home."""
+pytest_plugins = [
+    "tests.fixtures.sql",
+    "tests.fixtures.azurite",
+    "tests.fixtures.airflow_env",
+]
