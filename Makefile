@@ -1,0 +1,67 @@
+# Front door. `make demo` and `make test` install what they need first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := $(shell sed -n 's/^uv==//p' requirements.lock)
+APT_PACKAGES := unixodbc libsqliteodbc odbc-postgresql postgresql python3-venv nodejs npm
+PYTEST_ARGS ?=
+
+.PHONY: help setup system demo airflow test test-fast test-slow clean
+
+help:
+	@echo "make demo     simulate, aggregate, train, backfill the DAG through Airflow's scheduler, print the report"
+	@echo "make test     the whole test suite (real Airflow, Azurite, SQLite and PostgreSQL over ODBC)"
+	@echo "make airflow  Azurite + airflow standalone on the demo's runs (UI at http://localhost:8080)"
+	@echo "make setup    only install: system packages (as root), venv from requirements.lock, Azurite"
+
+setup: system $(VENV)/.installed node_modules/.installed
+
+# System packages via apt when root and something is missing; otherwise say what is needed.
+system:
+	@missing=""; \
+	odbcinst -q -d -n SQLite3 >/dev/null 2>&1 || missing="$$missing libsqliteodbc unixodbc"; \
+	odbcinst -q -d -n "PostgreSQL Unicode" >/dev/null 2>&1 || missing="$$missing odbc-postgresql"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	$(PYTHON) -c "import venv, ensurepip" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing system packages: $(APT_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing -- run: sudo apt-get install -y $(APT_PACKAGES)"; exit 1; \
+	  fi; \
+	fi
+
+# The venv is built from the fully pinned lock (Airflow's constraint files are not reachable here).
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/uv || $(VENV)/bin/pip install -q "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo: setup
+	$(PY) -m devstack.demo
+
+airflow: setup
+	$(PY) -m devstack.airflow_ui
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf .local
