@@ -1,0 +1,294 @@
+"""One SQL schema, portable statements, all through pyodbc.
+
+Engines: SQLite (driver ``SQLite3``, the embedded default), PostgreSQL
+(``PostgreSQL Unicode``) and Azure SQL / SQL Server (T-SQL, e.g. ``ODBC Driver
+18 for SQL Server``). Statements use ``?`` placeholders and only SQL that all
+three accept; the DDL is the one place with dialect branches.
+
+Measured driver facts this module absorbs (see PLATFORM-NOTES):
+
+* ``fast_executemany`` segfaults the SQLite ODBC driver: never used; inserts are
+  multi-row ``INSERT ... VALUES (?,..),(?,..)`` with at most ``MAX_PARAMS``
+  parameters and ``MAX_ROWS`` rows per statement (SQL Server limits).
+* numpy / pandas scalars fail to bind (``HY105``): converted to Python values.
+* Timezone offsets are dropped on bind: every timestamp is stored as naive UTC.
+  SQLite ODBC keeps milliseconds only, so timestamps are floored to the
+  millisecond on every engine (same data whatever the engine).
+* ``REAL`` is 4-byte on PostgreSQL / SQL Server: columns are ``FLOAT`` (8-byte).
+* The SQLite ODBC driver returns doubles through a 15-digit text conversion
+  (0.1+0.2 reads back as 0.3) and aggregates such as ``MAX(ts)`` as strings:
+  :func:`float_expr` and :func:`to_datetime` undo both.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pyodbc
+
+# SQL Server: at most 2,100 parameters per request (sp_executesql's own
+# parameters count too, so stay a little under) and 1,000 rows per VALUES list.
+MAX_PARAMS = 2000
+MAX_ROWS = 1000
+
+READINGS = "sensor_readings"
+AGGREGATES = "sensor_aggregates"
+LABELS = "anomaly_labels"
+
+READING_COLUMNS = ("ts", "device_id", "sensor_id", "value")
+LABEL_COLUMNS = ("device_id", "sensor_id", "kind", "start_ts", "end_ts", "magnitude")
+
+ENV_CONN_STR = "SENSOR_SQL_ODBC"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# column name -> logical type, per table (order = table column order)
+_ID = "id"
+_TS = "ts"
+_FLOAT = "float"
+_INT = "int"
+_KIND = "kind"
+
+TABLES: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    # (column, logical type, NOT NULL)
+    READINGS: (
+        ("ts", _TS, True),
+        ("device_id", _ID, True),
+        ("sensor_id", _ID, True),
+        ("value", _FLOAT, False),
+    ),
+    AGGREGATES: (
+        ("device_id", _ID, True),
+        ("sensor_id", _ID, True),
+        ("window_start", _TS, True),
+        ("window_end", _TS, True),
+        ("value_mean", _FLOAT, False),
+        ("value_min", _FLOAT, False),
+        ("value_max", _FLOAT, False),
+        ("value_std", _FLOAT, False),
+        ("n_readings", _INT, True),
+    ),
+    LABELS: (
+        ("device_id", _ID, True),
+        ("sensor_id", _ID, True),
+        ("kind", _KIND, True),
+        ("start_ts", _TS, True),
+        ("end_ts", _TS, True),
+        ("magnitude", _FLOAT, False),
+    ),
+}
+PRIMARY_KEYS = {AGGREGATES: ("device_id", "sensor_id", "window_start")}
+INDEXES = (
+    # (name, table, columns)
+    ("ix_sensor_readings_ts", READINGS, ("ts",)),
+    ("ix_sensor_readings_target_ts", READINGS, ("device_id", "sensor_id", "ts")),
+    ("ix_sensor_aggregates_window_start", AGGREGATES, ("window_start",)),
+    ("ix_anomaly_labels_target_start", LABELS, ("device_id", "sensor_id", "start_ts")),
+)
+
+
+def _sql_type(logical: str, dialect_name: str) -> str:
+    if logical == _ID:
+        return "VARCHAR(64)"
+    if logical == _KIND:
+        return "VARCHAR(16)"
+    if logical == _FLOAT:
+        return "FLOAT"  # 8-byte everywhere (SQL Server FLOAT = FLOAT(53)); never REAL
+    if logical == _INT:
+        return "INTEGER"
+    if logical == _TS:
+        return "DATETIME2" if dialect_name == "mssql" else "TIMESTAMP"
+    raise ValueError(logical)
+
+
+def column_types(table: str) -> dict[str, str]:
+    """Logical type ('id', 'ts', 'float', 'int', 'kind') of each column of ``table``."""
+    return {name: logical for name, logical, _ in TABLES[table]}
+
+
+# --------------------------------------------------------------------------- connection
+def default_conn_str() -> str:
+    """``$SENSOR_SQL_ODBC``, else a SQLite file under ``<repo>/.local/`` (folder created)."""
+    env = os.environ.get(ENV_CONN_STR, "").strip()
+    if env:
+        return env
+    path = REPO_ROOT / ".local" / "sensors.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"Driver=SQLite3;Database={path}"
+
+
+def connect(conn_str: str | None = None) -> pyodbc.Connection:
+    """Open a pyodbc connection with autocommit off (callers commit per unit of work)."""
+    conn = pyodbc.connect(conn_str or default_conn_str(), autocommit=False)
+    if dialect(conn) == "sqlite":
+        # a writer (CLI) and a reader (Airflow sensor) may overlap: wait, don't fail
+        cur = conn.cursor()
+        cur.execute("PRAGMA busy_timeout = 30000")
+        cur.close()
+    return conn
+
+
+def dialect(conn: pyodbc.Connection) -> str:
+    """'sqlite' | 'postgresql' | 'mssql' from the driver's SQL_DBMS_NAME."""
+    name = (conn.getinfo(pyodbc.SQL_DBMS_NAME) or "").lower()
+    if "sqlite" in name:
+        return "sqlite"
+    if "postgres" in name:
+        return "postgresql"
+    if "sql server" in name or "microsoft" in name or "azure" in name:
+        return "mssql"
+    raise ValueError(f"unsupported database engine {name!r} (expected SQLite, PostgreSQL or SQL Server)")
+
+
+# --------------------------------------------------------------------------- schema
+def schema_statements(dialect_name: str) -> list[str]:
+    """Idempotent DDL for ``dialect_name``: tables, primary key, indexes."""
+    stmts = []
+    for table, cols in TABLES.items():
+        defs = [f"{name} {_sql_type(logical, dialect_name)}{' NOT NULL' if nn else ''}" for name, logical, nn in cols]
+        if table in PRIMARY_KEYS:
+            defs.append(f"CONSTRAINT pk_{table} PRIMARY KEY ({', '.join(PRIMARY_KEYS[table])})")
+        body = ",\n    ".join(defs)
+        if dialect_name == "mssql":
+            stmts.append(f"IF OBJECT_ID(N'dbo.{table}', N'U') IS NULL\nCREATE TABLE dbo.{table} (\n    {body}\n)")
+        else:
+            stmts.append(f"CREATE TABLE IF NOT EXISTS {table} (\n    {body}\n)")
+    for name, table, cols in INDEXES:
+        collist = ", ".join(cols)
+        if dialect_name == "mssql":
+            stmts.append(
+                f"IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'{name}' "
+                f"AND object_id = OBJECT_ID(N'dbo.{table}'))\n"
+                f"CREATE INDEX {name} ON dbo.{table} ({collist})"
+            )
+        else:
+            stmts.append(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({collist})")
+    return stmts
+
+
+def create_schema(conn: pyodbc.Connection) -> None:
+    """Create tables and indexes if missing (safe to run any number of times)."""
+    cur = conn.cursor()
+    try:
+        for stmt in schema_statements(dialect(conn)):
+            cur.execute(stmt)
+        conn.commit()
+    except Exception:
+        conn.rollback()
+        raise
+    finally:
+        cur.close()
+
+
+# --------------------------------------------------------------------------- values
+def to_db_value(v: Any) -> Any:
+    """A Python value pyodbc binds on every engine.
+
+    numpy/pandas scalars → ``.item()``; NaN/NaT/NA → None; timestamps → naive UTC
+    ``datetime`` floored to the millisecond.
+    """
+    if v is None:
+        return None
+    t = type(v)
+    if t is str or t is int or t is bool:
+        return v
+    if t is float:
+        return None if v != v else v
+    if isinstance(v, dt.datetime):  # includes pandas.Timestamp
+        if v != v:  # NaT
+            return None
+        if getattr(v, "tzinfo", None) is not None:
+            v = v.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        if hasattr(v, "to_pydatetime"):
+            v = v.to_pydatetime(warn=False)
+        return v.replace(microsecond=v.microsecond // 1000 * 1000)
+    # numpy / pandas scalars and missing markers
+    try:
+        import pandas as pd
+
+        if v is pd.NaT or v is pd.NA:
+            return None
+        import numpy as np
+
+        if isinstance(v, np.datetime64):
+            return None if np.isnat(v) else to_db_value(pd.Timestamp(v))
+        if isinstance(v, np.generic):
+            return to_db_value(v.item())
+    except ImportError:  # pragma: no cover - pandas is a project dependency
+        pass
+    if isinstance(v, float):
+        return None if math.isnan(v) else float(v)
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, dt.date):
+        return dt.datetime(v.year, v.month, v.day)
+    return v
+
+
+def insert_rows(conn: pyodbc.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """Insert ``rows`` with multi-row parameterised INSERTs; returns rows inserted.
+
+    Does not commit (the caller owns the transaction). Each statement carries at
+    most ``MAX_PARAMS`` parameters and ``MAX_ROWS`` rows.
+    """
+    columns = list(columns)
+    ncols = len(columns)
+    if ncols == 0:
+        raise ValueError("insert_rows needs at least one column")
+    if not all(c.isidentifier() for c in [table, *columns]):
+        raise ValueError(f"bad table/column name in {table}{columns}")
+    per_stmt = max(1, min(MAX_ROWS, MAX_PARAMS // ncols))
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    one = "(" + ", ".join("?" * ncols) + ")"
+    full_sql = head + ", ".join([one] * per_stmt)
+    cur = conn.cursor()
+    total = 0
+    batch: list[Any] = []
+    nbatch = 0
+    try:
+        for row in rows:
+            if len(row) != ncols:
+                raise ValueError(f"row has {len(row)} values, expected {ncols} ({columns})")
+            batch.extend(to_db_value(v) for v in row)
+            nbatch += 1
+            if nbatch == per_stmt:
+                cur.execute(full_sql, batch)
+                total += nbatch
+                batch, nbatch = [], 0
+        if nbatch:
+            cur.execute(head + ", ".join([one] * nbatch), batch)
+            total += nbatch
+    finally:
+        cur.close()
+    return total
+
+
+# --------------------------------------------------------------------------- reading back
+def float_expr(conn_or_dialect, column: str) -> str:
+    """SELECT expression returning ``column`` (a FLOAT) without precision loss.
+
+    The SQLite ODBC driver converts doubles through 15-significant-digit text;
+    on SQLite the value is selected as 17-digit text instead (parsed back by
+    :func:`to_float`). Other engines return the column unchanged.
+    """
+    d = conn_or_dialect if isinstance(conn_or_dialect, str) else dialect(conn_or_dialect)
+    if d == "sqlite":
+        return f"CASE WHEN {column} IS NULL THEN NULL ELSE printf('%!.17g', {column}) END AS {column}"
+    return column
+
+
+def to_float(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def to_datetime(v: Any) -> dt.datetime | None:
+    """Normalise a fetched timestamp (datetime, or text from SQLite aggregates) to naive datetime."""
+    if v is None or isinstance(v, dt.datetime):
+        return v
+    if isinstance(v, str):
+        return dt.datetime.fromisoformat(v.strip())
+    if isinstance(v, dt.date):
+        return dt.datetime(v.year, v.month, v.day)
+    raise TypeError(f"cannot read {v!r} as a timestamp")

@@ -1,0 +1,342 @@
+"""Readings, aggregates and anomaly labels in SQL: the one module that reads and writes them.
+
+Used by the ``python -m ingest_sim`` CLI and by the Airflow DAG (which passes a
+pyodbc connection from ``OdbcHook``): no Airflow import here. Every function
+takes an open pyodbc connection; writers run as one transaction (commit on
+success, rollback on error). Times are naive UTC (aware inputs are converted);
+intervals are half-open ``[start, end)``.
+
+Frames are built from ``cursor.fetchall()`` + ``cursor.description`` and typed
+explicitly: ids ``str``, timestamps ``datetime64[us]``, floats ``float64`` (NULL →
+NaN), counts ``int64``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from ingest_sim import db
+from ingest_sim.aggregator import aggregate_readings
+from scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES, parse_target, target_name
+
+
+
+# --------------------------------------------------------------------------- helpers
+def utc_naive(value: Any) -> dt.datetime:
+    """datetime / Timestamp / ISO string → naive UTC ``datetime`` (aware values converted)."""
+    if value is None:
+        raise ValueError("a timestamp is required")
+    ts = pd.Timestamp(value)
+    if ts is pd.NaT:
+        raise ValueError(f"not a timestamp: {value!r}")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.to_pydatetime(warn=False)
+
+
+def _interval(start: Any, end: Any) -> tuple[dt.datetime, dt.datetime]:
+    s, e = utc_naive(start), utc_naive(end)
+    if e <= s:
+        raise ValueError(f"empty interval: end {e.isoformat()} is not after start {s.isoformat()}")
+    return s, e
+
+
+def _utc_series(s: pd.Series) -> pd.Series:
+    s = pd.to_datetime(s)
+    if getattr(s.dt, "tz", None) is not None:
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    return s.dt.floor("ms").astype("datetime64[us]")
+
+
+def _as_pairs(targets: Iterable[Any] | None) -> list[tuple[str, str]] | None:
+    if targets is None:
+        return None
+    pairs = []
+    for t in targets:
+        if isinstance(t, str):
+            pairs.append(parse_target(t))
+        else:
+            d, s = t
+            pairs.append((str(d), str(s)))
+    return sorted(set(pairs))
+
+
+def _typed_frame(rows: list, description, types: dict[str, str], columns: Sequence[str]) -> pd.DataFrame:
+    names = [d[0].lower() for d in description]
+    raw = list(zip(*rows)) if rows else [() for _ in names]
+    data = {}
+    for name, values in zip(names, raw):
+        logical = types.get(name)
+        if logical == "ts":
+            data[name] = pd.Series([db.to_datetime(v) for v in values], dtype="datetime64[us]")
+        elif logical == "float":
+            data[name] = pd.Series([db.to_float(v) for v in values], dtype="float64")
+        elif logical == "int":
+            data[name] = pd.Series([int(v) for v in values], dtype="int64")
+        else:
+            data[name] = pd.Series([None if v is None else str(v) for v in values], dtype="str")
+    return pd.DataFrame(data, columns=list(columns))
+
+
+def _select(conn, table: str, columns: Sequence[str], where: str, params: Sequence[Any], order: str) -> pd.DataFrame:
+    types = db.column_types(table)
+    d = db.dialect(conn)
+    exprs = [db.float_expr(d, c) if types[c] == "float" else c for c in columns]
+    sql = f"SELECT {', '.join(exprs)} FROM {table}"
+    if where:
+        sql += f" WHERE {where}"
+    if order:
+        sql += f" ORDER BY {order}"
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, list(params))
+        rows = cur.fetchall()
+        description = cur.description
+    finally:
+        cur.close()
+    return _typed_frame(rows, description, types, columns)
+
+
+def _pair_clause(pairs: list[tuple[str, str]]) -> tuple[str, list[str]]:
+    clause = " OR ".join(["(device_id = ? AND sensor_id = ?)"] * len(pairs))
+    return f"({clause})", [v for p in pairs for v in p]
+
+
+def _filter_pairs(df: pd.DataFrame, pairs: list[tuple[str, str]] | None) -> pd.DataFrame:
+    if pairs is None:
+        return df
+    keys = pd.MultiIndex.from_frame(df[["device_id", "sensor_id"]])
+    return df[keys.isin(pairs)].reset_index(drop=True)
+
+
+def _frame_rows(df: pd.DataFrame, columns: Sequence[str], types: dict[str, str]) -> list[tuple]:
+    cols = []
+    for c in columns:
+        s = df[c]
+        if types[c] == "ts":
+            cols.append(_utc_series(s).dt.to_pydatetime().tolist())
+        elif types[c] == "float":
+            cols.append(pd.to_numeric(s, errors="raise").astype("float64").tolist())
+        elif types[c] == "int":
+            cols.append(s.astype("int64").tolist())
+        else:
+            cols.append(s.astype(str).tolist())
+    return list(zip(*cols))
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} frame lacks columns {missing} (has {list(df.columns)})")
+
+
+class _transaction:
+    """Commit on success, rollback on error; yields a cursor."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.cur = self.conn.cursor()
+        return self.cur
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.conn.commit()
+            else:
+                self.conn.rollback()
+        finally:
+            self.cur.close()
+        return False
+
+
+def _delete_pairs_in_range(cur, table: str, ts_col: str, pairs, lo, hi, hi_inclusive: bool) -> None:
+    op = "<=" if hi_inclusive else "<"
+    sql = f"DELETE FROM {table} WHERE device_id = ? AND sensor_id = ? AND {ts_col} >= ? AND {ts_col} {op} ?"
+    for d, s in pairs:
+        cur.execute(sql, d, s, lo, hi)
+
+
+# --------------------------------------------------------------------------- readings
+def replace_readings(conn, df: pd.DataFrame) -> int:
+    """Store readings idempotently; returns rows inserted.
+
+    In one transaction: delete the readings of the frame's device/sensor pairs
+    within the frame's [min ts, max ts] (inclusive), then insert the frame.
+    Loading the same file or simulated range twice leaves one copy.
+    """
+    _require(df, db.READING_COLUMNS, "readings")
+    if df.empty:
+        return 0
+    types = db.column_types(db.READINGS)
+    rows = _frame_rows(df, db.READING_COLUMNS, types)
+    ts = [r[0] for r in rows]
+    lo, hi = db.to_db_value(min(ts)), db.to_db_value(max(ts))
+    pairs = sorted({(r[1], r[2]) for r in rows})
+    with _transaction(conn) as cur:
+        _delete_pairs_in_range(cur, db.READINGS, "ts", pairs, lo, hi, hi_inclusive=True)
+        return db.insert_rows(conn, db.READINGS, db.READING_COLUMNS, rows)
+
+
+def read_readings(conn, start: Any, end: Any, targets: Iterable[Any] | None = None) -> pd.DataFrame:
+    """Readings with ``start <= ts < end``, sorted by device, sensor, ts."""
+    s, e = _interval(start, end)
+    pairs = _as_pairs(targets)
+    where, params = "ts >= ? AND ts < ?", [s, e]
+    if pairs is not None and len(pairs) <= 500:
+        clause, extra = _pair_clause(pairs) if pairs else ("1 = 0", [])
+        where, params = f"{where} AND {clause}", params + extra
+    df = _select(conn, db.READINGS, db.READING_COLUMNS, where, params, "device_id, sensor_id, ts")
+    return _filter_pairs(df, pairs)
+
+
+# --------------------------------------------------------------------------- aggregates
+def window_bounds(start: Any, end: Any, window_minutes: int = WINDOW_MINUTES) -> tuple[dt.datetime, dt.datetime]:
+    """The whole windows covering [start, end): start floored, end ceiled to the window grid."""
+    s, e = _interval(start, end)
+    freq = f"{int(window_minutes)}min"
+    return pd.Timestamp(s).floor(freq).to_pydatetime(), pd.Timestamp(e).ceil(freq).to_pydatetime()
+
+
+def aggregate_range(conn, start: Any, end: Any, window_minutes: int = WINDOW_MINUTES) -> int:
+    """(Re)aggregate every window overlapping [start, end); returns aggregate rows written.
+
+    Reads the readings of the whole windows covering the range, aggregates them
+    with :func:`aggregate_readings`, and in one transaction deletes every
+    aggregate whose window starts in that span and inserts the new ones, so
+    re-aggregating replaces a window (and drops windows whose readings are gone).
+    """
+    ws, we = window_bounds(start, end, window_minutes)
+    readings = read_readings(conn, ws, we)
+    aggs = aggregate_readings(readings, window_minutes)
+    types = db.column_types(db.AGGREGATES)
+    rows = _frame_rows(aggs, AGGREGATE_COLUMNS, types) if not aggs.empty else []
+    with _transaction(conn) as cur:
+        cur.execute(f"DELETE FROM {db.AGGREGATES} WHERE window_start >= ? AND window_start < ?", ws, we)
+        return db.insert_rows(conn, db.AGGREGATES, AGGREGATE_COLUMNS, rows)
+
+
+def upsert_aggregates(conn, df: pd.DataFrame) -> int:
+    """Insert or replace aggregate rows by (device_id, sensor_id, window_start); returns rows written."""
+    _require(df, AGGREGATE_COLUMNS, "aggregates")
+    if df.empty:
+        return 0
+    types = db.column_types(db.AGGREGATES)
+    rows = _frame_rows(df, AGGREGATE_COLUMNS, types)
+    keys: dict[tuple[str, str], set] = {}
+    for r in rows:
+        keys.setdefault((r[0], r[1]), set()).add(db.to_db_value(r[2]))
+    if sum(len(v) for v in keys.values()) != len(rows):
+        raise ValueError("aggregates frame has duplicate (device_id, sensor_id, window_start) keys")
+    chunk = db.MAX_PARAMS - 2
+    with _transaction(conn) as cur:
+        for (d, s), starts in sorted(keys.items()):
+            starts = sorted(starts)
+            for i in range(0, len(starts), chunk):
+                part = starts[i : i + chunk]
+                marks = ", ".join("?" * len(part))
+                cur.execute(
+                    f"DELETE FROM {db.AGGREGATES} WHERE device_id = ? AND sensor_id = ? AND window_start IN ({marks})",
+                    [d, s, *part],
+                )
+        return db.insert_rows(conn, db.AGGREGATES, AGGREGATE_COLUMNS, rows)
+
+
+def read_aggregates(conn, start: Any, end: Any, targets: Iterable[Any] | None = None) -> pd.DataFrame:
+    """Aggregates of windows inside [start, end) (window_start >= start, window_end <= end).
+
+    Columns exactly ``AGGREGATE_COLUMNS``; sorted by device, sensor, window_start.
+    ``targets``: 'device/sensor' names or (device, sensor) tuples; None = all.
+    """
+    s, e = _interval(start, end)
+    pairs = _as_pairs(targets)
+    where, params = "window_start >= ? AND window_end <= ?", [s, e]
+    if pairs is not None and len(pairs) <= 500:
+        clause, extra = _pair_clause(pairs) if pairs else ("1 = 0", [])
+        where, params = f"{where} AND {clause}", params + extra
+    df = _select(conn, db.AGGREGATES, AGGREGATE_COLUMNS, where, params, "device_id, sensor_id, window_start")
+    return _filter_pairs(df, pairs)
+
+
+def target_watermarks(conn, targets: Iterable[Any] | None = None) -> dict[str, dt.datetime | None]:
+    """Last ``window_end`` per 'device/sensor' (None for a requested target with no aggregates).
+
+    ``targets`` None → every target present in the table.
+    """
+    pairs = _as_pairs(targets)
+    sql = f"SELECT device_id, sensor_id, MAX(window_end) FROM {db.AGGREGATES}"
+    params: list[Any] = []
+    if pairs is not None and 0 < len(pairs) <= 500:
+        clause, params = _pair_clause(pairs)
+        sql += f" WHERE {clause}"
+    sql += " GROUP BY device_id, sensor_id"
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, params) if params else cur.execute(sql)
+        found = {(str(d), str(s)): db.to_datetime(m) for d, s, m in cur.fetchall()}
+    finally:
+        cur.close()
+    if pairs is None:
+        return {target_name(d, s): found[(d, s)] for d, s in sorted(found)}
+    return {target_name(d, s): found.get((d, s)) for d, s in pairs}
+
+
+def stale_targets(conn, start: Any, end: Any, expected_targets: Iterable[Any]) -> dict[str, dt.datetime | None]:
+    """Expected targets whose aggregates do not reach ``end`` (max window_end < end, or none).
+
+    Returns {'device/sensor': last window_end or None}, sorted by name; empty
+    when the interval [start, end) is fresh for every expected target.
+    """
+    _, e = _interval(start, end)
+    marks = target_watermarks(conn, expected_targets)
+    return {t: m for t, m in marks.items() if m is None or m < e}
+
+
+# --------------------------------------------------------------------------- labels
+def replace_labels(
+    conn,
+    df: pd.DataFrame,
+    start: Any = None,
+    end: Any = None,
+    targets: Iterable[Any] | None = None,
+) -> int:
+    """Replace the anomaly labels of a range; returns labels inserted.
+
+    Deletes labels with ``start <= start_ts < end`` (default: the frame's
+    min start_ts / max end_ts) for ``targets`` (default: the frame's pairs),
+    then inserts the frame, in one transaction. Pass start/end/targets to
+    clear a range that now has no anomalies (an empty frame).
+    """
+    _require(df, db.LABEL_COLUMNS, "labels")
+    types = db.column_types(db.LABELS)
+    rows = _frame_rows(df, db.LABEL_COLUMNS, types) if not df.empty else []
+    if start is None or end is None:
+        if not rows:
+            return 0
+        lo = min(r[3] for r in rows) if start is None else utc_naive(start)
+        hi = max(r[4] for r in rows) if end is None else utc_naive(end)
+        hi = max(hi, lo + dt.timedelta(milliseconds=1))
+    else:
+        lo, hi = _interval(start, end)
+    pairs = _as_pairs(targets) if targets is not None else sorted({(r[0], r[1]) for r in rows})
+    lo, hi = db.to_db_value(lo), db.to_db_value(hi)
+    with _transaction(conn) as cur:
+        _delete_pairs_in_range(cur, db.LABELS, "start_ts", pairs, lo, hi, hi_inclusive=False)
+        return db.insert_rows(conn, db.LABELS, db.LABEL_COLUMNS, rows)
+
+
+def read_labels(conn, start: Any = None, end: Any = None) -> pd.DataFrame:
+    """Labels overlapping [start, end) (all if unbounded), sorted by device, sensor, start_ts."""
+    where, params = [], []
+    if start is not None:
+        where.append("end_ts > ?")
+        params.append(utc_naive(start))
+    if end is not None:
+        where.append("start_ts < ?")
+        params.append(utc_naive(end))
+    return _select(
+        conn, db.LABELS, db.LABEL_COLUMNS, " AND ".join(where), params, "device_id, sensor_id, start_ts, kind"
+    )
