@@ -1,0 +1,203 @@
+"""`make demo`: the whole product once, on the embedded default.
+
+Azurite + a SQLite database over ODBC; a day of normal history and a scoring
+day with injected anomalies; aggregates; one model per device/sensor; then the
+real Airflow scheduler (standalone, LocalExecutor) backfills the last hours of
+the scoring day, and the report compares what was flagged with the ground truth.
+The simulated days end at the current hour, so the scheduler's own latest
+interval is fresh too. Re-running replaces everything it made.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from devstack import services
+from devstack.airflow_env import airflow_env
+from devstack.services import REPO
+
+LOCAL = REPO / ".local"
+AIRFLOW_HOME = LOCAL / "airflow"
+DEMO_DIR = LOCAL / "demo"
+AZURITE_DIR = LOCAL / "azurite"
+AZURITE_PORT = 10000
+AIRFLOW_PORT = 8080
+SQL_ODBC = f"Driver=SQLite3;Database={DEMO_DIR / 'sensors.db'}"
+
+
+def demo_env() -> dict[str, str]:
+    """The Airflow environment shared by `make demo` and `make airflow`."""
+    env = airflow_env(AIRFLOW_HOME, SQL_ODBC, services.azurite_connection_string(AZURITE_PORT))
+    env["BATCH_SCORING_FRESHNESS_TIMEOUT_SECONDS"] = "600"
+    env["BATCH_SCORING_FRESHNESS_POKE_SECONDS"] = "30"
+    return env
+
+
+def ensure_azurite() -> "services.subprocess.Popen | None":
+    """Start Azurite on the demo port unless one is already listening there."""
+    if services.port_open(AZURITE_PORT):
+        return None
+    return services.start_azurite(AZURITE_DIR, AZURITE_PORT, log_path=LOCAL / "azurite.log")
+
+
+def step(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def prepare_data(args, end: dt.datetime) -> dict:
+    """Simulate, aggregate and train; returns the time ranges used."""
+    from batch_scoring.config import settings
+    from batch_scoring.hooks.blob_storage import BlobStore
+    from ingest_sim.db import connect, create_schema
+    from ingest_sim.simulator import simulate
+    from ingest_sim.store import aggregate_range, read_aggregates, replace_labels, replace_readings
+    from scoring.train import train_models
+
+    history = (end - dt.timedelta(days=2), end - dt.timedelta(days=1))
+    scoring_day = (end - dt.timedelta(days=1), end)
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    (DEMO_DIR / "sensors.db").unlink(missing_ok=True)
+    conn = connect(SQL_ODBC)
+    create_schema(conn)
+    for (start, stop_), anomalies in ((history, False), (scoring_day, True)):
+        readings, labels = simulate(args.devices, args.sensors, start, stop_, reading_seconds=args.reading_seconds, seed=args.seed, anomalies=anomalies)
+        replace_readings(conn, readings)
+        if anomalies:
+            replace_labels(conn, labels)
+        step(f"simulated {len(readings):,} readings {start:%Y-%m-%d %H:%M} to {stop_:%Y-%m-%d %H:%M}"
+             + (f" with {len(labels)} injected anomalies" if anomalies else " (normal history)"))
+    rows = aggregate_range(conn, history[0], scoring_day[1])
+    step(f"aggregated {rows:,} five-minute windows into sensor_aggregates")
+
+    models = DEMO_DIR / "models"
+    shutil.rmtree(models, ignore_errors=True)
+    manifests = train_models(read_aggregates(conn, *history), models, *history)
+    s = settings()
+    store = BlobStore.from_connection_string(services.azurite_connection_string(AZURITE_PORT))
+    store.ensure_containers(s.containers)
+    for name in store.list_names(s.models_container):
+        store.delete(s.models_container, name)
+    uploaded = store.upload_folder(s.models_container, "", models)
+    step(f"trained {len(manifests)} models on the history day; uploaded {len(uploaded)} files to blob '{s.models_container}'")
+    conn.close()
+    return {"history": history, "scoring_day": scoring_day}
+
+
+def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
+    """Backfill [start, end) through the real scheduler and wait for every run to finish."""
+    from devstack.standalone import AirflowApi, airflow_cli, start_standalone, stop_standalone
+
+    dag_id = "batch_scoring"
+    proc = start_standalone(env, AIRFLOW_PORT, AIRFLOW_HOME / "standalone.log")
+    try:
+        api = AirflowApi(AIRFLOW_PORT)
+        api.wait_healthy()
+        api.wait_for_dag(dag_id)
+        api.unpause(dag_id)
+        last_logical = end - dt.timedelta(hours=1)
+        airflow_cli(env, "backfill", "create", "--dag-id", dag_id,
+                    "--from-date", start.isoformat(), "--to-date", last_logical.isoformat(),
+                    "--reprocess-behavior", "completed")
+        step(f"backfill created for {start:%H:%M}..{end:%H:%M}; the scheduler is running it (UI: make airflow)")
+        wanted = {start + dt.timedelta(hours=h) for h in range(int((end - start) / dt.timedelta(hours=1)))}
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            runs = [r for r in api.dag_runs(dag_id) if _interval_start(r) in wanted]
+            latest = {}
+            for r in runs:  # a backfill run and a scheduled run may share an interval: keep the newest
+                key = _interval_start(r)
+                if key not in latest or r["run_after"] > latest[key]["run_after"]:
+                    latest[key] = r
+            states = [r["state"] for r in latest.values()]
+            done = [s for s in states if s in ("success", "failed")]
+            print(f"\r  runs finished {len(done)}/{len(wanted)}", end="", flush=True)
+            if len(latest) == len(wanted) and len(done) == len(wanted):
+                print()
+                return sorted(latest.values(), key=_interval_start)
+            time.sleep(5)
+        raise TimeoutError("backfill did not finish in 30 minutes; see .local/airflow/standalone.log")
+    finally:
+        stop_standalone(proc)
+
+
+def _interval_start(run: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(run["data_interval_start"].replace("Z", "+00:00")).replace(tzinfo=None)
+
+
+def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
+    import pandas as pd
+
+    from batch_scoring.config import settings
+    from batch_scoring.hooks.blob_storage import BlobStore
+    from batch_scoring.pipeline import Interval
+    from ingest_sim.db import connect
+    from ingest_sim.store import read_labels
+    from scoring.evaluate import precision_recall
+
+    s = settings()
+    store = BlobStore.from_connection_string(services.azurite_connection_string(AZURITE_PORT))
+    frames, manifests = [], []
+    for run in runs:
+        interval = Interval(_interval_start(run), _interval_start(run) + dt.timedelta(hours=1))
+        name = f"{interval.key}/_manifest.json"
+        if store.exists(s.predictions_container, name):
+            manifest = json.loads(store.download_bytes(s.predictions_container, name))
+            manifests.append(manifest)
+            for target, entry in manifest["targets"].items():
+                if entry["status"] == "ok":
+                    frames.append(pd.read_parquet(io.BytesIO(store.download_bytes(s.predictions_container, entry["blob"]))))
+    conn = connect(SQL_ODBC)
+    labels = read_labels(conn)
+    conn.close()
+    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    ok_runs = [r for r in runs if r["state"] == "success"]
+    print("\n=== batch_scoring demo report ===")
+    print(f"intervals      {len(runs)} hourly, {start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC; {len(ok_runs)} succeeded")
+    targets = sorted({t for m in manifests for t, e in m["targets"].items() if e["status"] == "ok"})
+    print(f"targets        {len(targets)} device/sensor models scored per interval "
+          f"({sum(m['counts']['ok'] for m in manifests)} target-intervals validated)")
+    if not predictions.empty:
+        pr = precision_recall(predictions, labels)
+        print(f"windows        {len(predictions):,} scored, {int(predictions['is_anomaly'].sum()):,} flagged as anomalies")
+        print(f"precision      {pr['precision']:.3f}  (tp {pr['tp']}, fp {pr['fp']})")
+        print(f"recall         {pr['recall']:.3f}  (fn {pr['fn']})")
+        for kind, value in sorted(pr.get("by_kind", {}).items()):
+            print(f"  recall {kind:<12} {value if isinstance(value, str) else f'{value:.3f}'}")
+    print(f"predictions    blob container '{s.predictions_container}' in Azurite (127.0.0.1:{AZURITE_PORT}), "
+          f"one prefix per interval, e.g. {manifests[0]['interval'] if manifests else '?'}/_manifest.json")
+    print(f"local copy     Azurite's files live in {AZURITE_DIR}")
+    print("Airflow UI     make airflow   (then http://localhost:8080, login admin / admin)")
+    return 0 if len(ok_runs) == len(runs) and runs else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument("--sensors", type=int, default=4)
+    parser.add_argument("--hours", type=int, default=3, help="consecutive hourly intervals to backfill")
+    parser.add_argument("--reading-seconds", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+
+    end = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    LOCAL.mkdir(exist_ok=True)
+    azurite = ensure_azurite()
+    try:
+        step(f"Azurite on 127.0.0.1:{AZURITE_PORT}; SQL: {SQL_ODBC}")
+        prepare_data(args, end)
+        start = end - dt.timedelta(hours=args.hours)
+        runs = run_backfill(demo_env(), start, end)
+        return report(runs, start, end)
+    finally:
+        if azurite is not None:
+            services.stop(azurite)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

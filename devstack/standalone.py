@@ -1,0 +1,94 @@
+"""Run ``airflow standalone`` (scheduler, dag-processor, triggerer, api-server) and talk to its REST API."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from devstack.airflow_env import write_passwords_file
+from devstack.services import stop, wait_for_port
+
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+def airflow_cli(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([AIRFLOW, *args], env={**os.environ, **env}, check=check, capture_output=True, text=True)
+
+
+def start_standalone(env: dict, port: int, log_path: Path) -> subprocess.Popen:
+    home = Path(env["AIRFLOW_HOME"])
+    write_passwords_file(home)
+    airflow_cli(env, "db", "migrate")
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [AIRFLOW, "standalone"],
+        env={**os.environ, **env, "AIRFLOW__API__PORT": str(port)},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    wait_for_port(port, timeout=120, proc=proc)
+    return proc
+
+
+class AirflowApi:
+    """Just enough of the Airflow 3 REST API for the demo and the tests."""
+
+    def __init__(self, port: int, user: str = "admin", password: str = "admin"):
+        self.base = f"http://127.0.0.1:{port}"
+        self.user, self.password = user, password
+        self._token = None
+
+    def _request(self, method: str, path: str, body=None, auth: bool = True):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+        if auth:
+            req.add_header("Authorization", f"Bearer {self.token()}")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def token(self) -> str:
+        if self._token is None:
+            self._token = self._request("POST", "/auth/token", {"username": self.user, "password": self.password}, auth=False)["access_token"]
+        return self._token
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                health = self._request("GET", "/api/v2/monitor/health", auth=False)
+                if health.get("scheduler", {}).get("status") == "healthy":
+                    return
+            except OSError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"Airflow at {self.base} not healthy after {timeout:.0f}s")
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self._request("GET", f"/api/v2/dags/{dag_id}")
+                return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:
+                    raise
+            time.sleep(1)
+        raise TimeoutError(f"DAG {dag_id} not parsed after {timeout:.0f}s (see the dag-processor log)")
+
+    def unpause(self, dag_id: str) -> None:
+        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    def dag_runs(self, dag_id: str) -> list[dict]:
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=1000&order_by=logical_date")["dag_runs"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        from urllib.parse import quote
+
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances?limit=10000")["task_instances"]
+
+
+def stop_standalone(proc: subprocess.Popen) -> None:
+    stop(proc, timeout=30)
