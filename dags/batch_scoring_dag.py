@@ -71,25 +71,26 @@ with DAG(
         timeout=S.freshness_timeout_seconds,
     )
 
-    @task(multiple_outputs=True)
+    @task
     def snapshot(params=None, **context):
+        """Returns the scoring units to map over; the whole plan goes to XCom key 'plan'."""
         from batch_scoring.tasks import snapshot_task
 
         return snapshot_task(context, int(params["targets_per_unit"]))
 
-    plan = snapshot()
+    units = snapshot()
 
     if S.backend != "local":
         raise ValueError(f"BATCH_SCORING_BACKEND={S.backend!r}: supported backends are 'local'")
     score = LocalScoringOperator.partial(
         task_id="score", blob_conn_id=S.blob_conn_id, map_index_template="{{ unit_label }}"
-    ).expand(unit=plan["units"])
+    ).expand(unit=units)
 
     @task(trigger_rule="all_done", outlets=[PREDICTIONS])
-    def collect(targets, skipped, params=None, **context):
+    def collect(params=None, **context):
         from batch_scoring.tasks import collect_task
 
-        return collect_task(context, targets, skipped, float(params["min_coverage"]), PREDICTIONS)
+        return collect_task(context, float(params["min_coverage"]), PREDICTIONS)
 
-    wait_for_aggregates >> plan
-    score >> collect(plan["targets"], plan["skipped"])
+    wait_for_aggregates >> units
+    score >> collect()

@@ -5,25 +5,28 @@ from batch_scoring.config import settings
 from batch_scoring.pipeline import Interval, PipelineError, collect_interval, snapshot_interval
 
 
-def snapshot_task(context, targets_per_unit: int) -> dict:
+def snapshot_task(context, targets_per_unit: int) -> list[list[str]]:
     from airflow.providers.odbc.hooks.odbc import OdbcHook
 
     from batch_scoring.hooks.blob_storage import BlobStore
 
     s = settings()
     with OdbcHook(odbc_conn_id=s.sql_conn_id).get_conn() as conn:
-        return snapshot_interval(conn, BlobStore.from_conn_id(s.blob_conn_id), s, Interval.from_context(context), targets_per_unit)
+        plan = snapshot_interval(conn, BlobStore.from_conn_id(s.blob_conn_id), s, Interval.from_context(context), targets_per_unit)
+    context["ti"].xcom_push(key="plan", value={k: plan[k] for k in ("interval", "targets", "skipped")})
+    return plan["units"]
 
 
-def collect_task(context, targets, skipped, min_coverage: float, asset) -> dict:
+def collect_task(context, min_coverage: float, asset) -> dict:
     from batch_scoring.hooks.blob_storage import BlobStore
 
-    if targets is None:
+    plan = context["ti"].xcom_pull(task_ids="snapshot", key="plan")
+    if plan is None:
         raise PipelineError("snapshot did not complete for this run: nothing to collect (see the snapshot task's log)")
     s = settings()
     interval = Interval.from_context(context)
     manifest = collect_interval(
-        BlobStore.from_conn_id(s.blob_conn_id), s, interval, {"targets": targets, "skipped": skipped or {}}, min_coverage
+        BlobStore.from_conn_id(s.blob_conn_id), s, interval, plan, min_coverage
     )
     context["outlet_events"][asset].extra = {
         "interval": interval.key,
