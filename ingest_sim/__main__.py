@@ -1,0 +1,228 @@
+"""``python -m ingest_sim``: load readings into SQL and aggregate them.
+
+Subcommands (global option ``--odbc CONNSTR``, default ``$SENSOR_SQL_ODBC`` or a
+SQLite file under ``.local/``):
+
+  init-db                                  create tables and indexes (idempotent)
+  load-csv PATH [--aggregate]              load TS,Device,Sensor,Value readings
+  simulate --start T --end T [...]         simulated readings + anomaly labels
+  aggregate --start T --end T              (re)build the windows covering [start, end)
+  export --start T --end T --out F.parquet [--targets d/s ...]
+
+Times are ISO 8601, read as UTC when they carry no offset. Each command prints
+one summary line; errors print one line and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from scoring.config import WINDOW_MINUTES, parse_target
+
+
+class CliError(Exception):
+    """An error reported as one line, exit code 2."""
+
+
+def _utc(text: str) -> dt.datetime:
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(text)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO timestamp: {text!r} ({exc})") from None
+    if ts is pd.NaT:
+        raise argparse.ArgumentTypeError(f"not an ISO timestamp: {text!r}")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.to_pydatetime()
+
+
+def _target(text: str) -> str:
+    try:
+        parse_target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _fmt(ts) -> str:
+    return "-" if ts is None else ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _connect(args):
+    from ingest_sim import db
+
+    conn = db.connect(args.odbc or db.default_conn_str())
+    db.create_schema(conn)
+    return conn
+
+
+def cmd_init_db(args) -> str:
+    from ingest_sim import db
+
+    conn = _connect(args)
+    try:
+        return f"init-db: schema ready on {db.dialect(conn)} (tables {db.READINGS}, {db.AGGREGATES}, {db.LABELS})"
+    finally:
+        conn.close()
+
+
+def cmd_load_csv(args) -> str:
+    from ingest_sim import store
+    from ingest_sim.csv_loader import load_csv
+
+    df = load_csv(args.path)
+    conn = _connect(args)
+    try:
+        n = store.replace_readings(conn, df)
+        if n == 0:
+            return f"load-csv: 0 readings from {args.path}"
+        lo, hi = df["ts"].min().to_pydatetime(), df["ts"].max().to_pydatetime()
+        pairs = df[["device_id", "sensor_id"]].drop_duplicates().shape[0]
+        msg = f"load-csv: {n} readings, {pairs} targets, {_fmt(lo)} .. {_fmt(hi)} from {args.path}"
+        if args.aggregate:
+            end = hi + dt.timedelta(milliseconds=1)
+            a = store.aggregate_range(conn, lo, end, args.window_minutes)
+            ws, we = store.window_bounds(lo, end, args.window_minutes)
+            msg += f"; {a} aggregates [{_fmt(ws)}, {_fmt(we)})"
+        return msg
+    finally:
+        conn.close()
+
+
+def cmd_simulate(args) -> str:
+    from ingest_sim import store
+
+    try:
+        from ingest_sim.simulator import simulate
+    except ImportError as exc:
+        raise CliError(f"simulator not available: {exc}") from None
+    if args.end <= args.start:
+        raise CliError(f"--end {_fmt(args.end)} is not after --start {_fmt(args.start)}")
+    readings, labels = simulate(
+        devices=args.devices,
+        sensors=args.sensors,
+        start=args.start,
+        end=args.end,
+        reading_seconds=args.reading_seconds,
+        seed=args.seed,
+        anomalies=not args.no_anomalies,
+    )
+    conn = _connect(args)
+    try:
+        n = store.replace_readings(conn, readings)
+        pairs = readings[["device_id", "sensor_id"]].drop_duplicates().itertuples(index=False, name=None)
+        n_labels = store.replace_labels(conn, labels, start=args.start, end=args.end, targets=list(pairs))
+        msg = (
+            f"simulate: {n} readings, {args.devices}x{args.sensors} targets, "
+            f"[{_fmt(args.start)}, {_fmt(args.end)}), {n_labels} anomaly labels"
+        )
+        if args.aggregate:
+            a = store.aggregate_range(conn, args.start, args.end, args.window_minutes)
+            msg += f"; {a} aggregates"
+        return msg
+    finally:
+        conn.close()
+
+
+def cmd_aggregate(args) -> str:
+    from ingest_sim import store
+
+    if args.end <= args.start:
+        raise CliError(f"--end {_fmt(args.end)} is not after --start {_fmt(args.start)}")
+    conn = _connect(args)
+    try:
+        n = store.aggregate_range(conn, args.start, args.end, args.window_minutes)
+        ws, we = store.window_bounds(args.start, args.end, args.window_minutes)
+        return f"aggregate: {n} aggregates [{_fmt(ws)}, {_fmt(we)})"
+    finally:
+        conn.close()
+
+
+def cmd_export(args) -> str:
+    from ingest_sim import store
+
+    if args.end <= args.start:
+        raise CliError(f"--end {_fmt(args.end)} is not after --start {_fmt(args.start)}")
+    out = Path(args.out)
+    conn = _connect(args)
+    try:
+        df = store.read_aggregates(conn, args.start, args.end, args.targets)
+    finally:
+        conn.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    n_targets = df[["device_id", "sensor_id"]].drop_duplicates().shape[0]
+    return f"export: {len(df)} aggregates, {n_targets} targets, [{_fmt(args.start)}, {_fmt(args.end)}) -> {out}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ingest_sim", description=__doc__.split("\n\n")[0])
+    p.add_argument("--odbc", metavar="CONNSTR", default=None, help="ODBC connection string (default: $SENSOR_SQL_ODBC or .local/sensors.db)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # --odbc is also accepted after the subcommand
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--odbc", metavar="CONNSTR", default=argparse.SUPPRESS, help="ODBC connection string")
+
+    def interval(sp, required=True):
+        sp.add_argument("--start", type=_utc, required=required, help="UTC ISO timestamp (inclusive)")
+        sp.add_argument("--end", type=_utc, required=required, help="UTC ISO timestamp (exclusive)")
+
+    def window(sp):
+        sp.add_argument("--window-minutes", type=int, default=WINDOW_MINUTES, help=argparse.SUPPRESS)
+
+    sp = sub.add_parser("init-db", parents=[common], help="create tables and indexes")
+    sp.set_defaults(func=cmd_init_db)
+
+    sp = sub.add_parser("load-csv", parents=[common], help="load a TS,Device,Sensor,Value CSV into sensor_readings")
+    sp.add_argument("path")
+    sp.add_argument("--aggregate", action="store_true", help="also aggregate the windows the file covers")
+    window(sp)
+    sp.set_defaults(func=cmd_load_csv)
+
+    sp = sub.add_parser("simulate", parents=[common], help="simulate readings (and anomaly labels) into SQL")
+    interval(sp)
+    sp.add_argument("--devices", type=int, default=3)
+    sp.add_argument("--sensors", type=int, default=5)
+    sp.add_argument("--reading-seconds", type=float, default=5.0)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--no-anomalies", action="store_true")
+    sp.add_argument("--aggregate", action="store_true", help="also aggregate the simulated range")
+    window(sp)
+    sp.set_defaults(func=cmd_simulate)
+
+    sp = sub.add_parser("aggregate", parents=[common], help="(re)aggregate the windows covering [start, end)")
+    interval(sp)
+    window(sp)
+    sp.set_defaults(func=cmd_aggregate)
+
+    sp = sub.add_parser("export", parents=[common], help="write the aggregates of [start, end) to parquet")
+    interval(sp)
+    sp.add_argument("--out", required=True, help="FILE.parquet")
+    sp.add_argument("--targets", nargs="+", type=_target, default=None, metavar="DEVICE/SENSOR")
+    sp.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # usage errors exit 2 via argparse
+    try:
+        print(args.func(args), flush=True)
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line, no traceback
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
