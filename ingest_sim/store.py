@@ -96,7 +96,21 @@ def _select(conn, table: str, columns: Sequence[str], where: str, params: Sequen
         description = cur.description
     finally:
         cur.close()
+        _end_read(conn)
     return _typed_frame(rows, description, types, columns)
+
+
+def _end_read(conn) -> None:
+    """End the implicit read transaction (autocommit is off).
+
+    On SQLite an open read transaction keeps a SHARED lock, and every writer
+    (the CLI, another task) then waits for ``busy_timeout`` and fails with
+    "database is locked"; on PostgreSQL it leaves the session idle in
+    transaction. Store writers always commit their own work, so committing
+    here never publishes a half-done write of ours.
+    """
+    if not conn.autocommit:
+        conn.commit()
 
 
 def _pair_clause(pairs: list[tuple[str, str]]) -> tuple[str, list[str]]:
@@ -279,6 +293,7 @@ def target_watermarks(conn, targets: Iterable[Any] | None = None) -> dict[str, d
         found = {(str(d), str(s)): db.to_datetime(m) for d, s, m in cur.fetchall()}
     finally:
         cur.close()
+        _end_read(conn)
     if pairs is None:
         return {target_name(d, s): found[(d, s)] for d, s in sorted(found)}
     return {target_name(d, s): found.get((d, s)) for d, s in pairs}
