@@ -13,7 +13,6 @@ import argparse
 import datetime as dt
 import io
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -50,43 +49,30 @@ def step(message: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def prepare_data(args, end: dt.datetime) -> dict:
-    """Simulate, aggregate and train; returns the time ranges used."""
+def prepare_data(args, end: dt.datetime):
+    """Simulate, aggregate, train and deploy; returns the World built."""
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
-    from ingest_sim.db import connect, create_schema
-    from ingest_sim.simulator import simulate
-    from ingest_sim.store import aggregate_range, read_aggregates, replace_labels, replace_readings
-    from scoring.train import train_models
+    from devstack.world import simulate_world
+    from ingest_sim.db import connect
 
-    history = (end - dt.timedelta(days=2), end - dt.timedelta(days=1))
-    scoring_day = (end - dt.timedelta(days=1), end)
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     (DEMO_DIR / "sensors.db").unlink(missing_ok=True)
-    conn = connect(SQL_ODBC)
-    create_schema(conn)
-    for (start, stop_), anomalies in ((history, False), (scoring_day, True)):
-        readings, labels = simulate(args.devices, args.sensors, start, stop_, reading_seconds=args.reading_seconds, seed=args.seed, anomalies=anomalies)
-        replace_readings(conn, readings)
-        if anomalies:
-            replace_labels(conn, labels)
-        step(f"simulated {len(readings):,} readings {start:%Y-%m-%d %H:%M} to {stop_:%Y-%m-%d %H:%M}"
-             + (f" with {len(labels)} injected anomalies" if anomalies else " (normal history)"))
-    rows = aggregate_range(conn, history[0], scoring_day[1])
-    step(f"aggregated {rows:,} five-minute windows into sensor_aggregates")
-
-    models = DEMO_DIR / "models"
-    shutil.rmtree(models, ignore_errors=True)
-    manifests = train_models(read_aggregates(conn, *history), models, *history)
-    s = settings()
     store = BlobStore.from_connection_string(services.azurite_connection_string(AZURITE_PORT))
-    store.ensure_containers(s.containers)
-    for name in store.list_names(s.models_container):
-        store.delete(s.models_container, name)
-    uploaded = store.upload_folder(s.models_container, "", models)
-    step(f"trained {len(manifests)} models on the history day; uploaded {len(uploaded)} files to blob '{s.models_container}'")
-    conn.close()
-    return {"history": history, "scoring_day": scoring_day}
+    conn = connect(SQL_ODBC)
+    try:
+        world = simulate_world(
+            conn, store, settings(), DEMO_DIR / "models", devices=args.devices, sensors=args.sensors,
+            history=(end - dt.timedelta(days=2), end - dt.timedelta(days=1)),
+            scoring=(end - dt.timedelta(days=1), end), reading_seconds=args.reading_seconds, seed=args.seed,
+        )
+    finally:
+        conn.close()
+    step(f"simulated {world.readings:,} readings ({args.devices} devices x {args.sensors} sensors, every "
+         f"{args.reading_seconds:g} s): a normal day from {world.history[0]:%Y-%m-%d %H:%M} and a scoring day "
+         f"with {world.labels} injected anomalies; {world.windows:,} five-minute aggregates in SQL")
+    step(f"trained {world.models} models on the normal day and deployed them to blob storage")
+    return world
 
 
 def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:

@@ -15,8 +15,22 @@ from devstack.services import stop, wait_for_port
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 
 
+def _with_venv_path(env: dict) -> dict:
+    """Standalone starts its components as `airflow ...` from PATH: put this venv first."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, **env, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+
+
 def airflow_cli(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([AIRFLOW, *args], env={**os.environ, **env}, check=check, capture_output=True, text=True)
+    result = subprocess.run([AIRFLOW, *args], env=_with_venv_path(env), capture_output=True, text=True)
+    if check and result.returncode:
+        raise RuntimeError(f"airflow {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    return result
+
+
+def api_port_env(port: int) -> dict[str, str]:
+    """The API server's port, and where task processes reach its execution API."""
+    return {"AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/"}
 
 
 def start_standalone(env: dict, port: int, log_path: Path) -> subprocess.Popen:
@@ -26,7 +40,7 @@ def start_standalone(env: dict, port: int, log_path: Path) -> subprocess.Popen:
     log = open(log_path, "ab")
     proc = subprocess.Popen(
         [AIRFLOW, "standalone"],
-        env={**os.environ, **env, "AIRFLOW__API__PORT": str(port)},
+        env={**_with_venv_path(env), **api_port_env(port)},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     wait_for_port(port, timeout=120, proc=proc)

@@ -6,12 +6,11 @@ from batch_scoring.pipeline import Interval, PipelineError, collect_interval, sn
 
 
 def snapshot_task(context, targets_per_unit: int) -> list[list[str]]:
-    from airflow.providers.odbc.hooks.odbc import OdbcHook
-
     from batch_scoring.hooks.blob_storage import BlobStore
+    from batch_scoring.hooks.sql import sensor_sql
 
     s = settings()
-    with OdbcHook(odbc_conn_id=s.sql_conn_id).get_conn() as conn:
+    with sensor_sql(s.sql_conn_id) as conn:
         plan = snapshot_interval(conn, BlobStore.from_conn_id(s.blob_conn_id), s, Interval.from_context(context), targets_per_unit)
     context["ti"].xcom_push(key="plan", value={k: plan[k] for k in ("interval", "targets", "skipped")})
     return plan["units"]

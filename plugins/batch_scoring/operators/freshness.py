@@ -22,15 +22,14 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         self.models_container = models_container
 
     def _stale(self, context) -> tuple[str, dict]:
-        from airflow.providers.odbc.hooks.odbc import OdbcHook
-
         from batch_scoring.hooks.blob_storage import BlobStore
+        from batch_scoring.hooks.sql import sensor_sql
         from batch_scoring.pipeline import Interval, model_targets
         from ingest_sim.store import stale_targets
 
         interval = Interval.from_context(context)
         expected = model_targets(BlobStore.from_conn_id(self.blob_conn_id), self.models_container)
-        with OdbcHook(odbc_conn_id=self.sql_conn_id).get_conn() as conn:
+        with sensor_sql(self.sql_conn_id) as conn:
             stale = stale_targets(conn, interval.start, interval.end, expected)
         return interval.key, {"expected": len(expected), "stale": stale}
 
