@@ -64,3 +64,32 @@ def _utc(ts):
     if ts.tzinfo is None:
         return ts
     return ts.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+# ---------------------------------------------------------------------------
+# Model: features and parameters (see scoring/features.py for the rationale).
+# ---------------------------------------------------------------------------
+# Per-window features, computed from the aggregate columns only (plus two
+# per-target reference numbers fixed at training time, kept in the manifest).
+FEATURES = ("value_mean", "log_std_ratio", "peak_ratio", "coverage")
+
+# Pipeline(StandardScaler, OneClassSVM(**SVM_PARAMS)) per device/sensor.
+SVM_PARAMS = {"kernel": "rbf", "gamma": 0.1, "nu": 0.01}
+
+# A window is anomalous when decision_score < threshold, calibrated per target
+# at training time and stored in the manifest:
+#   threshold = -THRESHOLD_FRACTION * rho
+# where rho is the fitted OneClassSVM's offset_: decision_function of a point
+# far from every training window tends to -rho, so the threshold sits at a
+# fixed fraction of the way from the learned boundary (0) to "nothing like
+# training" (-rho), whatever the target's scale.
+THRESHOLD_FRACTION = 0.35
+
+# Floor on the reference std (relative to the target's median value) so a
+# target that was already frozen in training does not divide by zero.
+STD_FLOOR_RELATIVE = 1e-6
+# log(std_ratio + LOG_STD_EPS): a frozen sensor (std == 0) maps to log(EPS).
+LOG_STD_EPS = 0.01
+
+# Training refuses a target with fewer windows than this.
+MIN_TRAINING_WINDOWS = 12

@@ -1,0 +1,136 @@
+"""One model per device/sensor on a local directory tree.
+
+Layout: ``<models>/<device>/<sensor>/model.joblib`` + ``manifest.json``.
+The manifest holds the sha256 of the joblib file; ``load_model`` hashes the
+bytes it read and compares BEFORE unpickling them (unpickling runs code), and
+unpickles exactly the bytes it hashed. The manifest carries no wall-clock time,
+so retraining on the same data writes the same manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import joblib
+
+from scoring.config import FEATURES, MODEL_FILE, MODEL_MANIFEST, parse_target, target_name
+
+MANIFEST_VERSION = 1
+
+
+class ModelStoreError(Exception):
+    """Base class: every model-store problem names the target and the path."""
+
+
+class ModelNotFoundError(ModelStoreError, FileNotFoundError):
+    pass
+
+
+class ModelIntegrityError(ModelStoreError):
+    pass
+
+
+class ModelLoadError(ModelStoreError):
+    pass
+
+
+def model_dir(models_dir, device_id: str, sensor_id: str) -> Path:
+    parse_target(target_name(device_id, sensor_id))  # refuse ids that are not path-safe
+    return Path(models_dir) / device_id / sensor_id
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_model(models_dir, device_id: str, sensor_id: str, model, manifest_fields: dict) -> dict:
+    """Write model.joblib then manifest.json (each atomically); return the manifest."""
+    folder = model_dir(models_dir, device_id, sensor_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    joblib.dump(model, buf)
+    data = buf.getvalue()
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "target": target_name(device_id, sensor_id),
+        "device_id": device_id,
+        "sensor_id": sensor_id,
+        "model_file": MODEL_FILE,
+        "sha256": sha256_bytes(data),
+        "size_bytes": len(data),
+        **manifest_fields,
+    }
+    _atomic_write(folder / MODEL_FILE, data)
+    _atomic_write(folder / MODEL_MANIFEST, manifest_json(manifest).encode())
+    return manifest
+
+
+def manifest_json(manifest: dict) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def read_manifest(models_dir, device_id: str, sensor_id: str) -> dict:
+    target = target_name(device_id, sensor_id)
+    path = model_dir(models_dir, device_id, sensor_id) / MODEL_MANIFEST
+    if not path.is_file():
+        raise ModelNotFoundError(f"no model for target {target}: manifest {path} does not exist")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model manifest for target {target} is unreadable: {path}: {exc}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), str):
+        raise ModelLoadError(f"model manifest for target {target} has no sha256: {path}")
+    return manifest
+
+
+def load_model(models_dir, device_id: str, sensor_id: str):
+    """Return ``(model, manifest)`` after verifying the file's sha256 against the manifest.
+
+    Raises ModelNotFoundError (no manifest or model file), ModelIntegrityError
+    (hash mismatch: nothing is unpickled), ModelLoadError (corrupt or
+    truncated file, unreadable manifest, or a feature list that is not this
+    code's ``FEATURES``).
+    """
+    target = target_name(device_id, sensor_id)
+    manifest = read_manifest(models_dir, device_id, sensor_id)
+    path = model_dir(models_dir, device_id, sensor_id) / manifest.get("model_file", MODEL_FILE)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ModelNotFoundError(f"no model for target {target}: model file {path} does not exist") from exc
+    actual = sha256_bytes(data)
+    if actual != manifest["sha256"]:
+        expected_size = manifest.get("size_bytes")
+        hint = ""
+        if isinstance(expected_size, int) and len(data) < expected_size:
+            hint = f" (file is truncated: {len(data)} of {expected_size} bytes)"
+        raise ModelIntegrityError(
+            f"model for target {target} failed its integrity check: {path} has sha256 {actual}, "
+            f"manifest expects {manifest['sha256']}{hint}; refusing to load it"
+        )
+    if list(manifest.get("features", [])) != list(FEATURES):
+        raise ModelLoadError(
+            f"model for target {target} was trained on features {manifest.get('features')}, "
+            f"this code computes {list(FEATURES)}: retrain it ({path})"
+        )
+    try:
+        model = joblib.load(io.BytesIO(data))
+    except Exception as exc:  # truncated/corrupt pickle: EOFError, UnpicklingError, ValueError...
+        raise ModelLoadError(f"model file for target {target} is corrupt or truncated: {path}: {exc!r}") from exc
+    return model, manifest
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
