@@ -33,6 +33,24 @@ class Settings:
     retries: int = field(default_factory=lambda: int(_env("RETRIES", "2")))
     retry_delay_seconds: int = field(default_factory=lambda: int(_env("RETRY_DELAY_SECONDS", "30")))
     max_active_runs: int = field(default_factory=lambda: int(_env("MAX_ACTIVE_RUNS", "4")))
+    # --- Azure ML backend (BATCH_SCORING_BACKEND=azureml); see docs/azure_ml.md ------------
+    azureml_conn_id: str = field(default_factory=lambda: _env("AZUREML_CONN_ID", "azure_ml"))
+    azureml_compute: str = field(default_factory=lambda: _env("AZUREML_COMPUTE", "cpu-scoring"))
+    # Registered once per version by `python -m scoring.azure_setup` (never per job).
+    azureml_environment: str = field(default_factory=lambda: _env("AZUREML_ENVIRONMENT", "batch-scoring-env:1"))
+    azureml_code: str = field(default_factory=lambda: _env("AZUREML_CODE", "batch-scoring-code:1"))
+    # Blob datastores registered over the three containers.
+    azureml_aggregates_datastore: str = field(default_factory=lambda: _env("AZUREML_AGGREGATES_DATASTORE", "scoring_aggregates"))
+    azureml_models_datastore: str = field(default_factory=lambda: _env("AZUREML_MODELS_DATASTORE", "scoring_models"))
+    azureml_predictions_datastore: str = field(default_factory=lambda: _env("AZUREML_PREDICTIONS_DATASTORE", "scoring_predictions"))
+    azureml_experiment: str = field(default_factory=lambda: _env("AZUREML_EXPERIMENT", "batch-scoring"))
+    azureml_poll_seconds: float = field(default_factory=lambda: float(_env("AZUREML_POLL_SECONDS", "30")))
+    # Give up waiting (and cancel the job) after this long; 0 = wait forever.
+    azureml_timeout_seconds: float = field(default_factory=lambda: float(_env("AZUREML_TIMEOUT_SECONDS", "7200")))
+    azureml_deferrable: bool = field(default_factory=lambda: _env("AZUREML_DEFERRABLE", "true").lower() in ("1", "true", "yes"))
+    # Mixed into every job name: bump it (e.g. after redeploying models) to rescore
+    # intervals whose jobs already completed instead of re-attaching to them.
+    azureml_job_generation: str = field(default_factory=lambda: _env("AZUREML_JOB_GENERATION", "1"))
 
     @property
     def containers(self) -> tuple[str, str, str]:
