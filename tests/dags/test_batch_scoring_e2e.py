@@ -29,7 +29,8 @@ def run_interval(dag, start: dt.datetime, **conf):
     from airflow.utils.state import DagRunState
 
     start = start.replace(tzinfo=dt.timezone.utc)
-    run = dag.test(logical_date=start, run_after=start + HOUR, run_conf=conf or None)
+    # A manual run infers its interval as the one ending at its logical date.
+    run = dag.test(logical_date=start + HOUR, run_conf=conf or None)
     assert run.data_interval_start == start and run.data_interval_end == start + HOUR
     return run, run.state == DagRunState.SUCCESS
 
