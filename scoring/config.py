@@ -74,7 +74,7 @@ def _utc(ts):
 FEATURES = ("value_mean", "log_std_ratio", "peak_ratio", "coverage")
 
 # Pipeline(StandardScaler, OneClassSVM(**SVM_PARAMS)) per device/sensor.
-SVM_PARAMS = {"kernel": "rbf", "gamma": 0.1, "nu": 0.01}
+SVM_PARAMS = {"kernel": "rbf", "gamma": 0.05, "nu": 0.01}
 
 # A window is anomalous when decision_score < threshold, calibrated per target
 # at training time and stored in the manifest:
@@ -83,7 +83,7 @@ SVM_PARAMS = {"kernel": "rbf", "gamma": 0.1, "nu": 0.01}
 # far from every training window tends to -rho, so the threshold sits at a
 # fixed fraction of the way from the learned boundary (0) to "nothing like
 # training" (-rho), whatever the target's scale.
-THRESHOLD_FRACTION = 0.35
+THRESHOLD_FRACTION = 0.3
 
 # Floor on the reference std (relative to the target's median value) so a
 # target that was already frozen in training does not divide by zero.

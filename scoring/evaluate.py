@@ -37,7 +37,7 @@ def window_labels(predictions: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFra
     kind = np.full(len(pred), None, dtype=object)
     kind[rows] = hit["kind"].to_numpy(dtype=object)
     out["label"] = label
-    out["kind"] = kind
+    out["kind"] = pd.Series(kind, index=out.index, dtype=object)
     return out
 
 

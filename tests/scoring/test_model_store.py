@@ -1,0 +1,112 @@
+"""Model store: layout, deterministic manifest, integrity before unpickling."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from scoring.config import FEATURES, SVM_PARAMS
+from scoring.model_store import (
+    ModelIntegrityError,
+    ModelLoadError,
+    ModelNotFoundError,
+    load_model,
+    save_model,
+)
+from scoring.train import train_models
+
+
+def test_layout_and_manifest_content(trained):
+    models, manifests, _ = trained
+    assert [m["target"] for m in manifests] == ["dev001/s1", "dev001/s2", "dev002/s1", "dev002/s2"]
+    m = json.loads((models / "dev001" / "s1" / "manifest.json").read_text())
+    data = (models / "dev001" / "s1" / "model.joblib").read_bytes()
+    assert m["sha256"] == hashlib.sha256(data).hexdigest()
+    assert m["features"] == list(FEATURES)
+    assert m["model_params"] == SVM_PARAMS
+    assert m["training"]["start"] == "2026-03-01T00:00:00"
+    assert m["training"]["end"] == "2026-03-01T06:00:00"
+    assert m["training"]["n_windows"] == 72
+    assert m["sklearn_version"]
+    assert m["threshold"] < 0
+    assert set(m["created_from"]) == {"source", "training_data_sha256"}
+
+
+def test_retraining_same_data_gives_identical_files(tmp_path, small_data):
+    train_aggs = small_data[0]
+    a = train_models(train_aggs, tmp_path / "a", "2026-03-01", "2026-03-01 06:00")
+    b = train_models(train_aggs, tmp_path / "b", "2026-03-01", "2026-03-01 06:00")
+    assert a == b
+    for name in ("model.joblib", "manifest.json"):
+        assert (tmp_path / "a/dev002/s2" / name).read_bytes() == (tmp_path / "b/dev002/s2" / name).read_bytes()
+
+
+def test_load_roundtrip(trained):
+    models, manifests, _ = trained
+    model, manifest = load_model(models, "dev001", "s2")
+    assert manifest == manifests[1]
+    assert hasattr(model, "decision_function")
+
+
+def test_missing_model(tmp_path, trained):
+    models, _, _ = trained
+    with pytest.raises(ModelNotFoundError, match="dev009/s1") as info:
+        load_model(models, "dev009", "s1")
+    assert "manifest.json" in str(info.value)
+    (models / "dev001" / "s1" / "model.joblib").unlink()
+    with pytest.raises(ModelNotFoundError, match=r"dev001/s1.*model.joblib"):
+        load_model(models, "dev001", "s1")
+
+
+def test_tampered_model_refused_before_unpickling(trained, monkeypatch):
+    models, manifests, _ = trained
+    path = models / "dev001" / "s1" / "model.joblib"
+    path.write_bytes(path.read_bytes() + b"evil")
+    import joblib
+
+    def boom(*a, **k):  # pragma: no cover - must not be reached
+        raise AssertionError("unpickled a tampered file")
+
+    monkeypatch.setattr(joblib, "load", boom)
+    with pytest.raises(ModelIntegrityError) as info:
+        load_model(models, "dev001", "s1")
+    msg = str(info.value)
+    assert "dev001/s1" in msg and manifests[0]["sha256"] in msg
+    assert hashlib.sha256(path.read_bytes()).hexdigest() in msg
+
+
+def test_truncated_model_names_the_path(trained):
+    models, _, _ = trained
+    path = models / "dev002" / "s1" / "model.joblib"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ModelIntegrityError, match="truncated") as info:
+        load_model(models, "dev002", "s1")
+    assert str(path) in str(info.value)
+
+
+def test_corrupt_file_with_matching_hash_names_the_path(tmp_path):
+    # a manifest that matches garbage: hash passes, unpickling fails cleanly
+    save_model(tmp_path, "d", "s", {"x": 1}, {"features": list(FEATURES)})
+    path = tmp_path / "d" / "s" / "model.joblib"
+    garbage = path.read_bytes()[:20]
+    path.write_bytes(garbage)
+    manifest_path = tmp_path / "d" / "s" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(sha256=hashlib.sha256(garbage).hexdigest(), size_bytes=len(garbage))
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match="corrupt or truncated") as info:
+        load_model(tmp_path, "d", "s")
+    assert str(path) in str(info.value)
+
+
+def test_unreadable_manifest(trained):
+    models, _, _ = trained
+    (models / "dev002" / "s2" / "manifest.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="dev002/s2"):
+        load_model(models, "dev002", "s2")
+
+
+def test_unsafe_ids_refused(tmp_path):
+    with pytest.raises(ValueError):
+        load_model(tmp_path, "..", "s1")
