@@ -1,0 +1,308 @@
+"""Provision an Azure ML workspace for the batch_scoring DAG (no Airflow here).
+
+    python -m scoring.azure_setup --subscription-id S --resource-group RG --workspace WS \\
+        --storage-account ACCOUNT [--models DIR] [--dry-run]
+
+Creates or updates, idempotently:
+
+1. the ``AmlCompute`` cluster the scoring jobs run on (scales to zero by default);
+2. the environment: a conda spec (python 3.11 + pip pins copied from
+   ``requirements.lock`` for exactly the packages ``scoring/`` imports) on
+   Microsoft's Ubuntu base image: Azure ML builds the image once per version;
+3. the code asset: a staged copy of the ``scoring/`` package, registered once
+   per version so parallel jobs reference it instead of racing to upload a
+   snapshot each (bump ``--code`` when scoring changes: a registered version is
+   immutable; the content hash is in its tags);
+4. one blob datastore per container (aggregates, models, predictions), with
+   identity-based access by default (no keys stored in the workspace);
+5. optionally the models folder (``<device>/<sensor>/model.joblib`` +
+   ``manifest.json``), uploaded to the models container.
+
+``--dry-run`` prints every entity as Azure ML YAML and calls nothing.
+Names and versions default to the DAG's settings (the same
+``BATCH_SCORING_AZUREML_*`` environment variables), so the two agree.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+SCORING_DIR = Path(__file__).resolve().parent
+REPO = SCORING_DIR.parent
+LOCK = REPO / "requirements.lock"
+BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
+# What scoring/ imports at run time, and what those need (pins taken from the lock).
+JOB_PACKAGES = ("numpy", "pandas", "pyarrow", "scikit-learn", "scipy", "joblib", "threadpoolctl", "python-dateutil", "six", "tzdata")
+
+COST_HELP = """
+cost guidance:
+  You pay for cluster nodes while they exist, not per job. With --min-instances 0
+  (the default) an idle cluster costs nothing, but the first job of a run waits
+  for nodes to start (typically 3-5 min, plus the image pull on a new node).
+  * infrequent runs (hourly or rarer): keep --min-instances 0 and a short
+    --idle-seconds (e.g. 120-300) so nodes go away soon after a run;
+  * runs minutes apart, or many small units: keep nodes warm, either with
+    --idle-seconds longer than the gap between runs or --min-instances N
+    (billed around the clock);
+  * --max-instances caps both spend and parallelism: units beyond it queue;
+  * --tier low_priority is much cheaper but nodes can be pre-empted; the DAG's
+    retries resubmit a pre-empted unit's job under a new deterministic name;
+  * each job carries minutes of fixed overhead and scores a target in
+    milliseconds: raise the DAG's targets_per_unit to batch targets per job.
+"""
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"BATCH_SCORING_{name}", default)
+
+
+def defaults() -> dict:
+    """The names the DAG expects (same environment variables and defaults as batch_scoring.config)."""
+    return {
+        "compute": _env("AZUREML_COMPUTE", "cpu-scoring"),
+        "environment": _env("AZUREML_ENVIRONMENT", "batch-scoring-env:1"),
+        "code": _env("AZUREML_CODE", "batch-scoring-code:1"),
+        "aggregates_datastore": _env("AZUREML_AGGREGATES_DATASTORE", "scoring_aggregates"),
+        "models_datastore": _env("AZUREML_MODELS_DATASTORE", "scoring_models"),
+        "predictions_datastore": _env("AZUREML_PREDICTIONS_DATASTORE", "scoring_predictions"),
+        "aggregates_container": _env("AGGREGATES_CONTAINER", "aggregates"),
+        "models_container": _env("MODELS_CONTAINER", "models"),
+        "predictions_container": _env("PREDICTIONS_CONTAINER", "predictions"),
+    }
+
+
+def _name_version(ref: str) -> tuple[str, str]:
+    ref = ref.removeprefix("azureml:")
+    name, _, version = ref.partition(":")
+    if not name or not version:
+        raise SystemExit(f"expected name:version, got {ref!r}")
+    return name, version
+
+
+# --- entities -----------------------------------------------------------------------
+
+def lock_pins(lock: Path = LOCK, packages=JOB_PACKAGES) -> list[str]:
+    """``pkg==version`` lines from the lock for the job's packages (fails if one is missing)."""
+    pins = {}
+    for line in lock.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.-]+)==([^\s;#]+)", line)
+        if m:
+            pins[m.group(1).lower()] = m.group(2)
+    missing = [p for p in packages if p not in pins]
+    if missing:
+        raise SystemExit(f"{lock}: no pin for {missing}")
+    return [f"{p}=={pins[p]}" for p in packages]
+
+
+def conda_spec(lock: Path = LOCK) -> dict:
+    return {
+        "name": "batch-scoring",
+        "channels": ["conda-forge"],
+        "dependencies": ["python=3.11", "pip", {"pip": lock_pins(lock)}],
+    }
+
+
+def build_compute(name: str, size: str, min_instances: int, max_instances: int, idle_seconds: int, tier: str):
+    from azure.ai.ml.entities import AmlCompute
+
+    return AmlCompute(
+        name=name,
+        size=size,
+        tier=tier,
+        min_instances=min_instances,
+        max_instances=max_instances,
+        idle_time_before_scale_down=idle_seconds,
+        description="batch_scoring DAG: one command job per scoring unit",
+    )
+
+
+def build_environment(ref: str, lock: Path = LOCK):
+    from azure.ai.ml.entities import Environment
+
+    name, version = _name_version(ref)
+    return Environment(
+        name=name,
+        version=version,
+        image=BASE_IMAGE,
+        conda_file=conda_spec(lock),
+        description="Scoring runtime: pins copied from requirements.lock",
+        tags={"lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest()[:16]},
+    )
+
+
+def stage_code(dest: Path) -> Path:
+    """Copy the ``scoring`` package (sources only) to ``dest/scoring``; returns ``dest``.
+
+    The job runs ``python -m scoring.score`` from the code folder's root.
+    """
+    dest = Path(dest)
+    if (dest / "scoring").exists():
+        shutil.rmtree(dest / "scoring")
+    (dest / "scoring").mkdir(parents=True)
+    for src in sorted(SCORING_DIR.glob("*.py")):
+        shutil.copy2(src, dest / "scoring" / src.name)
+    return dest
+
+
+def code_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).rglob("*.py")):
+        h.update(p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def build_code(ref: str, folder: Path):
+    # Code assets have no public entity/operations in azure-ai-ml 1.35 (MLClient._code, the
+    # class below) although the service and CLI (`az ml code create`) support them.
+    from azure.ai.ml.entities._assets._artifacts.code import Code
+
+    name, version = _name_version(ref)
+    return Code(name=name, version=version, path=str(folder), description="scoring/ package for python -m scoring.score",
+                tags={"sha256": code_hash(folder)[:16]})
+
+
+def build_datastore(name: str, account: str, container: str, account_key: str | None = None):
+    from azure.ai.ml.entities import AccountKeyConfiguration, AzureBlobDatastore
+
+    return AzureBlobDatastore(
+        name=name,
+        account_name=account,
+        container_name=container,
+        description=f"batch_scoring: container {container}",
+        # None = identity-based access: the job's identity needs a Storage Blob Data role.
+        credentials=AccountKeyConfiguration(account_key=account_key) if account_key else None,
+    )
+
+
+def build_all(args, code_dir: Path) -> list[tuple[str, object]]:
+    entities = [
+        ("compute", build_compute(args.compute, args.vm_size, args.min_instances, args.max_instances, args.idle_seconds, args.tier)),
+        ("environment", build_environment(args.environment, Path(args.lock))),
+        ("code", build_code(args.code, code_dir)),
+    ]
+    key = os.environ.get("AZURE_STORAGE_ACCOUNT_KEY") if args.datastore_auth == "account-key" else None
+    if args.datastore_auth == "account-key" and not key and not args.dry_run:
+        raise SystemExit("--datastore-auth account-key needs AZURE_STORAGE_ACCOUNT_KEY in the environment")
+    for kind in ("aggregates", "models", "predictions"):
+        entities.append((f"datastore/{kind}", build_datastore(
+            getattr(args, f"{kind}_datastore"), args.storage_account or "<storage-account>",
+            getattr(args, f"{kind}_container"), key or ("<from AZURE_STORAGE_ACCOUNT_KEY>" if args.datastore_auth == "account-key" else None),
+        )))
+    return entities
+
+
+def entity_yaml(entity) -> str:
+    import json
+
+    import yaml
+
+    data = json.loads(json.dumps(entity._to_dict(), default=str))
+    creds = data.get("credentials") or {}
+    if isinstance(creds, dict) and creds.get("account_key"):
+        creds["account_key"] = "***"
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+# --- applying -------------------------------------------------------------------------
+
+def ml_client(args):
+    from azure.ai.ml import MLClient
+    from azure.identity import DefaultAzureCredential
+
+    missing = [f for f in ("subscription_id", "resource_group", "workspace") if not getattr(args, f)]
+    if missing:
+        raise SystemExit(f"missing {missing} (flags or AZURE_SUBSCRIPTION_ID / AZURE_RESOURCE_GROUP / AZUREML_WORKSPACE)")
+    return MLClient(DefaultAzureCredential(), args.subscription_id, args.resource_group, args.workspace)
+
+
+def upload_models(account: str, container: str, folder: Path) -> int:
+    from azure.identity import DefaultAzureCredential
+    from azure.storage.blob import BlobServiceClient
+
+    conn_str = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    service = (BlobServiceClient.from_connection_string(conn_str) if conn_str
+               else BlobServiceClient(f"https://{account}.blob.core.windows.net", credential=DefaultAzureCredential()))
+    client = service.get_container_client(container)
+    if not client.exists():
+        client.create_container()
+    n = 0
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        with open(path, "rb") as fh:
+            client.upload_blob(path.relative_to(folder).as_posix(), fh, overwrite=True)
+        n += 1
+    return n
+
+
+def apply(args, entities, out=sys.stdout) -> None:
+    client = ml_client(args)
+    for kind, entity in entities:
+        if kind == "compute":
+            client.compute.begin_create_or_update(entity).result()
+        elif kind == "environment":
+            client.environments.create_or_update(entity)
+        elif kind == "code":
+            (client.code if hasattr(client, "code") else client._code).create_or_update(entity)
+        else:
+            client.datastores.create_or_update(entity)
+        print(f"created/updated {kind} {entity.name}", file=out)
+    if args.models:
+        n = upload_models(args.storage_account, args.models_container, Path(args.models))
+        print(f"uploaded {n} model files to {args.models_container}", file=out)
+
+
+def parser() -> argparse.ArgumentParser:
+    d = defaults()
+    p = argparse.ArgumentParser(
+        prog="python -m scoring.azure_setup",
+        description=__doc__.split("\n\n")[0] + ": cluster, environment, code, datastores, models.",
+        epilog=COST_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--subscription-id", default=os.environ.get("AZURE_SUBSCRIPTION_ID"))
+    p.add_argument("--resource-group", default=os.environ.get("AZURE_RESOURCE_GROUP"))
+    p.add_argument("--workspace", default=os.environ.get("AZUREML_WORKSPACE"))
+    p.add_argument("--storage-account", default=os.environ.get("AZURE_STORAGE_ACCOUNT"), help="account holding the three containers")
+    p.add_argument("--compute", default=d["compute"], help="cluster name (default %(default)s)")
+    p.add_argument("--vm-size", default="Standard_DS3_v2")
+    p.add_argument("--tier", choices=("dedicated", "low_priority"), default="dedicated")
+    p.add_argument("--min-instances", type=int, default=0, help="0 = scale to zero when idle (default)")
+    p.add_argument("--max-instances", type=int, default=4)
+    p.add_argument("--idle-seconds", type=int, default=300, help="idle time before scale-down (default %(default)s)")
+    p.add_argument("--environment", default=d["environment"], help="name:version (default %(default)s)")
+    p.add_argument("--code", default=d["code"], help="name:version of the scoring code asset (default %(default)s)")
+    p.add_argument("--lock", default=str(LOCK), help="pinned lock the environment's versions come from")
+    for kind in ("aggregates", "models", "predictions"):
+        p.add_argument(f"--{kind}-datastore", default=d[f"{kind}_datastore"])
+        p.add_argument(f"--{kind}-container", default=d[f"{kind}_container"])
+    p.add_argument("--datastore-auth", choices=("identity", "account-key"), default="identity",
+                   help="identity (default): no secret stored; account-key: AZURE_STORAGE_ACCOUNT_KEY")
+    p.add_argument("--models", help="folder of <device>/<sensor>/{model.joblib,manifest.json} to upload")
+    p.add_argument("--dry-run", action="store_true", help="print every entity as Azure ML YAML; call nothing")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="scoring-code-") as tmp:
+        code_dir = stage_code(Path(tmp))
+        entities = build_all(args, code_dir)
+        if args.dry_run:
+            for kind, entity in entities:
+                print(f"# --- {kind}: {entity.name} ---")
+                print(entity_yaml(entity), end="")
+            if args.models:
+                files = sorted(p for p in Path(args.models).rglob("*") if p.is_file())
+                print(f"# --- models: would upload {len(files)} files from {args.models} to container {args.models_container}")
+            return 0
+        apply(args, entities)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
