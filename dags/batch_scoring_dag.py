@@ -80,11 +80,18 @@ with DAG(
 
     units = snapshot()
 
-    if S.backend != "local":
-        raise ValueError(f"BATCH_SCORING_BACKEND={S.backend!r}: supported backends are 'local'")
-    score = LocalScoringOperator.partial(
-        task_id="score", blob_conn_id=S.blob_conn_id, map_index_template="{{ unit_label }}"
-    ).expand(unit=units)
+    if S.backend == "azureml":
+        from batch_scoring.operators.azure_ml import AzureMLScoringOperator  # cheap: azure.ai.ml loads in the task
+
+        score = AzureMLScoringOperator.partial(
+            task_id="score", azureml_conn_id=S.azureml_conn_id, map_index_template="{{ unit_label }}"
+        ).expand(unit=units)
+    elif S.backend == "local":
+        score = LocalScoringOperator.partial(
+            task_id="score", blob_conn_id=S.blob_conn_id, map_index_template="{{ unit_label }}"
+        ).expand(unit=units)
+    else:
+        raise ValueError(f"BATCH_SCORING_BACKEND={S.backend!r}: supported backends are 'local' and 'azureml'")
 
     @task(trigger_rule="all_done", outlets=[PREDICTIONS])
     def collect(params=None, **context):
