@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.fixtures.sql",
     "tests.fixtures.azurite",
     "tests.fixtures.airflow_env",
+    "tests.fixtures.fake_azureml",
 ]
