@@ -47,7 +47,25 @@ def airflow_env(home: Path, sql_odbc: str, blob_connection_string: str, parallel
         "AIRFLOW_CONN_SENSOR_SQL": odbc_connection_uri_json(sql_odbc),
         "AIRFLOW_CONN_SENSOR_BLOB": blob_connection_json(blob_connection_string),
         "PYTHONPATH": str(REPO),
+        "BATCH_SCORING_PRELOAD": "1",
     }
+
+
+LOCAL_SETTINGS = """\
+# Written by devstack: preload the scoring stack in the scheduler so that
+# LocalExecutor task processes (forked from it) skip those imports.
+from batch_scoring import preload as _preload
+
+if _preload.wanted():
+    _preload.preload()
+"""
+
+
+def write_local_settings(home: Path) -> None:
+    """``$AIRFLOW_HOME/config/airflow_local_settings.py`` (Airflow imports it in every component)."""
+    config = Path(home) / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
 
 
 def write_passwords_file(home: Path, password: str = "admin") -> None:

@@ -13,6 +13,8 @@ import argparse
 import datetime as dt
 import io
 import json
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -56,9 +58,14 @@ def prepare_data(args, end: dt.datetime):
     from devstack.world import simulate_world
     from ingest_sim.db import connect
 
+    # Start from scratch: a new SQL database, empty containers, a new Airflow metadata DB.
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     (DEMO_DIR / "sensors.db").unlink(missing_ok=True)
+    (AIRFLOW_HOME / "airflow.db").unlink(missing_ok=True)
+    shutil.rmtree(AIRFLOW_HOME / "logs", ignore_errors=True)
     store = BlobStore.from_connection_string(services.azurite_connection_string(AZURITE_PORT))
+    for container in settings().containers:
+        store.delete_container(container)
     conn = connect(SQL_ODBC)
     try:
         world = simulate_world(
@@ -93,6 +100,7 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
         step(f"backfill created for {start:%H:%M}..{end:%H:%M}; the scheduler is running it (UI: make airflow)")
         wanted = {start + dt.timedelta(hours=h) for h in range(int((end - start) / dt.timedelta(hours=1)))}
         deadline = time.monotonic() + 1800
+        last_done = -1
         while time.monotonic() < deadline:
             runs = [r for r in api.dag_runs(dag_id) if _interval_start(r) in wanted]
             latest = {}
@@ -102,7 +110,9 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
                     latest[key] = r
             states = [r["state"] for r in latest.values()]
             done = [s for s in states if s in ("success", "failed")]
-            print(f"\r  runs finished {len(done)}/{len(wanted)}", end="", flush=True)
+            if sys.stdout.isatty() or len(done) != last_done:
+                print(f"\r  runs finished {len(done)}/{len(wanted)}", end="" if sys.stdout.isatty() else "\n", flush=True)
+                last_done = len(done)
             if len(latest) == len(wanted) and len(done) == len(wanted):
                 print()
                 return sorted(latest.values(), key=_interval_start)
@@ -153,8 +163,8 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
         print(f"windows        {len(predictions):,} scored, {int(predictions['is_anomaly'].sum()):,} flagged as anomalies")
         print(f"precision      {pr['precision']:.3f}  (tp {pr['tp']}, fp {pr['fp']})")
         print(f"recall         {pr['recall']:.3f}  (fn {pr['fn']})")
-        for kind, value in sorted(pr.get("by_kind", {}).items()):
-            print(f"  recall {kind:<12} {value if isinstance(value, str) else f'{value:.3f}'}")
+        for kind, m in pr["by_kind"].items():
+            print(f"  {kind:<12} recall {m['recall']:.3f} ({m['detected']}/{m['windows']} anomalous windows)")
     print(f"predictions    blob container '{s.predictions_container}' in Azurite (127.0.0.1:{AZURITE_PORT}), "
           f"one prefix per interval, e.g. {manifests[0]['interval'] if manifests else '?'}/_manifest.json")
     print(f"local copy     Azurite's files live in {AZURITE_DIR}")
@@ -166,11 +176,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--sensors", type=int, default=4)
-    parser.add_argument("--hours", type=int, default=3, help="consecutive hourly intervals to backfill")
+    parser.add_argument("--hours", type=int, default=4, help="consecutive hourly intervals to backfill")
     parser.add_argument("--reading-seconds", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop Airflow and Azurite on kill too
     end = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, minute=0, second=0, microsecond=0)
     LOCAL.mkdir(exist_ok=True)
     azurite = ensure_azurite()

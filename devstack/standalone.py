@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from devstack.airflow_env import write_passwords_file
+from devstack.airflow_env import write_local_settings, write_passwords_file
 from devstack.services import stop, wait_for_port
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -36,6 +36,7 @@ def api_port_env(port: int) -> dict[str, str]:
 def start_standalone(env: dict, port: int, log_path: Path) -> subprocess.Popen:
     home = Path(env["AIRFLOW_HOME"])
     write_passwords_file(home)
+    write_local_settings(home)
     airflow_cli(env, "db", "migrate")
     log = open(log_path, "ab")
     proc = subprocess.Popen(

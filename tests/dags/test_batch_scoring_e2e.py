@@ -2,37 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
-import json
-
 import pandas as pd
 import pytest
 
 from devstack.world import simulate_world
+from tests.dags.conftest import HOUR, read_manifest, read_parquet_blob, run_interval
 
-HOUR = dt.timedelta(hours=1)
 HISTORY = (dt.datetime(2026, 3, 1), dt.datetime(2026, 3, 2))
 SCORING = (dt.datetime(2026, 3, 2), dt.datetime(2026, 3, 2, 2))
-
-
-@pytest.fixture(scope="module")
-def dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    from devstack.services import REPO
-
-    return DagBag(dag_folder=str(REPO / "dags")).dags["batch_scoring"]
-
-
-def run_interval(dag, start: dt.datetime, **conf):
-    """dag.test() of the run whose data interval starts at ``start`` (UTC)."""
-    from airflow.utils.state import DagRunState
-
-    start = start.replace(tzinfo=dt.timezone.utc)
-    # A manual run infers its interval as the one ending at its logical date.
-    run = dag.test(logical_date=start + HOUR, run_conf=conf or None)
-    assert run.data_interval_start == start and run.data_interval_end == start + HOUR
-    return run, run.state == DagRunState.SUCCESS
 
 
 @pytest.fixture
@@ -49,10 +26,6 @@ def world(airflow_db, airflow_connections, blob_store, tmp_path):
     return built
 
 
-def read_blob_parquet(store, container, name):
-    return pd.read_parquet(io.BytesIO(store.download_bytes(container, name)))
-
-
 def test_one_interval_writes_every_prediction_and_the_manifest(dag, world, blob_store):
     run, ok = run_interval(dag, SCORING[0])
     assert ok, run.state
@@ -63,15 +36,15 @@ def test_one_interval_writes_every_prediction_and_the_manifest(dag, world, blob_
         device, sensor = target.split("/")
         assert f"{key}/{device}/{sensor}.parquet" in names
         assert f"{key}/{device}/{sensor}.receipt.json" in names
-        frame = read_blob_parquet(blob_store, "predictions", f"{key}/{device}/{sensor}.parquet")
+        frame = read_parquet_blob(blob_store, "predictions", f"{key}/{device}/{sensor}.parquet")
         assert len(frame) == 12  # one row per five-minute window of the hour
         assert frame["window_start"].min() == pd.Timestamp("2026-03-02 00:00")
         assert frame["window_end"].max() == pd.Timestamp("2026-03-02 01:00")
-    manifest = json.loads(blob_store.download_bytes("predictions", f"{key}/_manifest.json"))
+    manifest = read_manifest(blob_store, key)
     assert manifest["counts"] == {"ok": 6, "failed": 0, "skipped": 0}
     assert sorted(manifest["targets"]) == targets
     assert manifest["rows"] == 72
-    snapshot = read_blob_parquet(blob_store, "aggregates", f"{key}/aggregates.parquet")
+    snapshot = read_parquet_blob(blob_store, "aggregates", f"{key}/aggregates.parquet")
     assert len(snapshot) == 72 and snapshot["window_start"].min() == pd.Timestamp("2026-03-02 00:00")
 
 

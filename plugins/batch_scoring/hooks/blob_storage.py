@@ -17,6 +17,19 @@ class BlobStore:
 
     @classmethod
     def from_conn_id(cls, conn_id: str) -> "BlobStore":
+        """From an Airflow ``wasb`` connection.
+
+        A connection string in the extra is used directly (importing the
+        provider's WasbHook costs seconds per task); every other way of
+        authenticating (service principal, SAS, managed or workload identity)
+        goes through WasbHook, which knows them all.
+        """
+        from airflow.sdk import BaseHook
+
+        extra = BaseHook.get_connection(conn_id).extra_dejson or {}
+        connection_string = extra.get("connection_string") or extra.get("extra__wasb__connection_string")
+        if connection_string:
+            return cls.from_connection_string(connection_string)
         from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
         return cls(WasbHook(wasb_conn_id=conn_id).get_conn())
@@ -35,6 +48,15 @@ class BlobStore:
                 self._client.create_container(name)
             except ResourceExistsError:
                 pass
+
+    def delete_container(self, name: str) -> None:
+        """Delete a container and everything in it (no error if it does not exist)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self._client.delete_container(name)
+        except ResourceNotFoundError:
+            pass
 
     def _blob(self, container: str, name: str):
         return self._client.get_blob_client(container=container, blob=name)

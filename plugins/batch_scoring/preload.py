@@ -1,0 +1,29 @@
+"""Import the scoring stack once in a long-lived parent so forked task processes inherit it.
+
+Airflow's LocalExecutor (and Celery's prefork pool) fork each task from a
+long-lived process. A scoring task spends most of its CPU importing pandas,
+pyarrow, scikit-learn and the blob SDK; importing them once in the parent makes
+that cost vanish from every task. Opt in with ``BATCH_SCORING_PRELOAD=1`` and
+call ``preload()`` from ``airflow_local_settings.py``; only the scheduler (the
+parent of LocalExecutor workers) and Celery workers need it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+MODULES = ("pandas", "pyarrow.parquet", "sklearn.pipeline", "sklearn.svm", "sklearn.preprocessing",
+           "joblib", "azure.storage.blob", "scoring.score", "ingest_sim.store")
+
+
+def wanted(argv=None) -> bool:
+    argv = sys.argv if argv is None else argv
+    role = " ".join(argv[1:3])
+    return os.environ.get("BATCH_SCORING_PRELOAD") == "1" and ("scheduler" in role or "celery worker" in role)
+
+
+def preload() -> None:
+    import importlib
+
+    for name in MODULES:
+        importlib.import_module(name)

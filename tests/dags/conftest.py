@@ -1,0 +1,48 @@
+"""Helpers shared by the DAG tests."""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+
+import pandas as pd
+import pytest
+
+HOUR = dt.timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from devstack.services import REPO
+
+    return DagBag(dag_folder=str(REPO / "dags")).dags["batch_scoring"]
+
+
+def run_interval(dag, start: dt.datetime, **conf):
+    """dag.test() of the run whose data interval is [start, start + 1h) (UTC); returns (run, succeeded)."""
+    from airflow.utils.state import DagRunState
+
+    start = start.replace(tzinfo=dt.timezone.utc)
+    # A manual run infers its interval as the one ending at its logical date.
+    run = dag.test(logical_date=start + HOUR, run_conf=conf or None)
+    assert run.data_interval_start == start and run.data_interval_end == start + HOUR
+    return run, run.state == DagRunState.SUCCESS
+
+
+def task_states(run) -> dict[tuple[str, int], str]:
+    from airflow.settings import Session
+    from airflow.models import TaskInstance
+
+    with Session() as session:
+        tis = session.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id).all()
+        return {(ti.task_id, ti.map_index): ti.state for ti in tis}
+
+
+def read_parquet_blob(store, container, name) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(store.download_bytes(container, name)))
+
+
+def read_manifest(store, interval_key: str) -> dict:
+    return json.loads(store.download_bytes("predictions", f"{interval_key}/_manifest.json"))
