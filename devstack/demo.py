@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import io
 import json
+import os
 import shutil
 import signal
 import sys
@@ -32,9 +33,14 @@ AIRFLOW_PORT = 8080
 SQL_ODBC = f"Driver=SQLite3;Database={DEMO_DIR / 'sensors.db'}"
 
 
-def demo_env() -> dict[str, str]:
-    """The Airflow environment shared by `make demo` and `make airflow`."""
-    env = airflow_env(AIRFLOW_HOME, SQL_ODBC, services.azurite_connection_string(AZURITE_PORT))
+def demo_env(sql_odbc: str | None = None) -> dict[str, str]:
+    """The Airflow environment shared by `make demo` and `make airflow`.
+
+    ``make airflow`` and ``devstack.airflow_cli`` use the demo database unless
+    ``SENSOR_SQL_ODBC`` names another (your own data); the demo always uses its own.
+    """
+    sql_odbc = sql_odbc or os.environ.get("SENSOR_SQL_ODBC") or SQL_ODBC
+    env = airflow_env(AIRFLOW_HOME, sql_odbc, services.azurite_connection_string(AZURITE_PORT))
     env["BATCH_SCORING_FRESHNESS_TIMEOUT_SECONDS"] = "600"
     env["BATCH_SCORING_FRESHNESS_POKE_SECONDS"] = "30"
     return env
@@ -189,7 +195,7 @@ def main(argv=None) -> int:
         step(f"Azurite on 127.0.0.1:{AZURITE_PORT}; SQL: {SQL_ODBC}")
         prepare_data(args, end)
         start = end - dt.timedelta(hours=args.hours)
-        runs = run_backfill(demo_env(), start, end)
+        runs = run_backfill(demo_env(SQL_ODBC), start, end)
         return report(runs, start, end)
     finally:
         if azurite is not None:
