@@ -29,6 +29,16 @@ TERMINAL_STATES = frozenset({"Completed", "Failed", "Canceled", "NotResponding",
 FAILED_STATES = TERMINAL_STATES - {"Completed"}
 
 
+def job_status(job) -> str:
+    """A job's status as its plain name ("Completed").
+
+    The SDK hands back a ``str``-based enum whose ``str()`` is "JobStatus.COMPLETED"
+    and whose hash differs from the name's, so sets of names would not match it.
+    """
+    status = getattr(job, "status", job)
+    return str(getattr(status, "value", status))
+
+
 class AzureMLHook(BaseHook):
     conn_name_attr = "azureml_conn_id"
     default_conn_name = "azure_ml"
@@ -99,6 +109,9 @@ class AzureMLHook(BaseHook):
 
     def get_job(self, name: str):
         return self.get_conn().jobs.get(name)
+
+    def get_job_status(self, name: str) -> str:
+        return job_status(self.get_job(name))
 
     def find_job(self, name: str):
         """The job called ``name``, or None when there is none."""

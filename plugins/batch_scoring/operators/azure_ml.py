@@ -159,7 +159,7 @@ class AzureMLScoringOperator(BaseOperator):
     def submit_or_attach(self, hook, context):
         """Returns the job for this unit: an existing live/completed one, or a new submission."""
         from batch_scoring.config import settings
-        from batch_scoring.hooks.azure_ml import FAILED_STATES
+        from batch_scoring.hooks.azure_ml import FAILED_STATES, job_status
         from batch_scoring.pipeline import Interval
 
         s = settings()
@@ -173,25 +173,27 @@ class AzureMLScoringOperator(BaseOperator):
                 spec = build_scoring_job(s, interval.key, list(self.unit), name, dag_id=dag_id, run_id=context.get("run_id"))
                 self.log.info("submitting Azure ML job %s for %s", name, " ".join(self.unit))
                 return hook.submit_job(spec)
-            if job.status in FAILED_STATES:
-                self.log.info("Azure ML job %s ended %s: trying the next name", name, job.status)
+            if job_status(job) in FAILED_STATES:
+                self.log.info("Azure ML job %s ended %s: trying the next name", name, job_status(job))
                 continue
-            self.log.info("re-attaching to Azure ML job %s (%s)", name, job.status)
+            self.log.info("re-attaching to Azure ML job %s (%s)", name, job_status(job))
             return job
         raise AzureMLJobError(f"{MAX_RESUBMITS + 1} jobs named {base}[-rN] all failed: not submitting another")
 
     def execute(self, context):
+        from batch_scoring.hooks.azure_ml import job_status
         from batch_scoring.pipeline import unit_label
 
         context["unit_label"] = unit_label(list(self.unit))
         hook = self.hook()
         job = self.submit_or_attach(hook, context)
+        status = job_status(job)
         self.job_name = job.name
         context["ti"].xcom_push(key=JOB_NAME_KEY, value=job.name)
         context["ti"].xcom_push(key=STUDIO_URL_KEY, value=job.studio_url)
-        self.log.info("Azure ML job %s: %s (%s)", job.name, job.status, job.studio_url)
-        if job.status == "Completed":
-            return self._result(job.name, job.status, job.studio_url)
+        self.log.info("Azure ML job %s: %s (%s)", job.name, status, job.studio_url)
+        if status == "Completed":
+            return self._result(job.name, status, job.studio_url)
         if self.deferrable:
             from batch_scoring.triggers.azure_ml import AzureMLJobTrigger
 
@@ -207,7 +209,7 @@ class AzureMLScoringOperator(BaseOperator):
         deadline = time.monotonic() + self.timeout_seconds if self.timeout_seconds > 0 else None
         last = None
         while True:
-            status = str(hook.get_job(name).status)
+            status = hook.get_job_status(name)
             if status != last:
                 self.log.info("Azure ML job %s: %s", name, status)
                 last = status

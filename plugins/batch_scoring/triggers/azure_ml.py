@@ -37,7 +37,7 @@ class AzureMLJobTrigger(BaseTrigger):
         )
 
     def _status(self, hook) -> str:
-        return str(hook.get_job(self.job_name).status)
+        return hook.get_job_status(self.job_name)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from batch_scoring.hooks.azure_ml import AzureMLHook
