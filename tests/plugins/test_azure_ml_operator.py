@@ -20,22 +20,37 @@ HISTORY = (dt.datetime(2026, 3, 1, 12), dt.datetime(2026, 3, 2))
 SCORING = (dt.datetime(2026, 3, 2), dt.datetime(2026, 3, 2, 1))
 
 
+_WORLD: dict = {}
+
+
 @pytest.fixture
 def aml_world(blob_store, sqlite_conn_str, tmp_path):
-    """One device, two sensors: models deployed and the interval's snapshot exported."""
-    from batch_scoring.config import settings
-    from batch_scoring.pipeline import Interval, snapshot_interval
-    from ingest_sim.db import connect
+    """One device, two sensors: models deployed and the interval's snapshot exported.
 
-    conn = connect(sqlite_conn_str)
-    try:
-        simulate_world(conn, blob_store, settings(), tmp_path / "models", devices=1, sensors=2,
-                       history=HISTORY, scoring=SCORING, reading_seconds=60, seed=5)
-        plan = snapshot_interval(conn, blob_store, settings(), Interval(*SCORING))
-    finally:
-        conn.close()
-    assert plan["targets"] == ["dev001/s1", "dev001/s2"]
-    return plan
+    Built once per session (simulate, aggregate, train), then re-uploaded into
+    each test's emptied Azurite containers.
+    """
+    from batch_scoring.config import settings
+
+    s = settings()
+    if not _WORLD:
+        from batch_scoring.pipeline import Interval, snapshot_interval
+        from ingest_sim.db import connect
+
+        conn = connect(sqlite_conn_str)
+        try:
+            simulate_world(conn, blob_store, s, tmp_path / "models", devices=1, sensors=2,
+                           history=HISTORY, scoring=SCORING, reading_seconds=60, seed=5)
+            _WORLD["plan"] = snapshot_interval(conn, blob_store, s, Interval(*SCORING))
+        finally:
+            conn.close()
+        _WORLD["blobs"] = {(c, n): blob_store.download_bytes(c, n)
+                           for c in (s.models_container, s.aggregates_container) for n in blob_store.list_names(c)}
+    else:
+        for (container, name), data in _WORLD["blobs"].items():
+            blob_store.upload_bytes(container, name, data)
+    assert _WORLD["plan"]["targets"] == ["dev001/s1", "dev001/s2"]
+    return _WORLD["plan"]
 
 
 class FakeTI:
