@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.azurite",
     "tests.fixtures.airflow_env",
     "tests.fixtures.fake_azureml",
+    "tests.fixtures.standalone",
 ]
