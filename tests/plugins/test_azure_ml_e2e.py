@@ -1,0 +1,105 @@
+"""The whole DAG under dag.test() with BATCH_SCORING_BACKEND=azureml on the fake job service.
+
+Same interval, same data, same models: the Azure ML backend must leave
+byte-identical prediction blobs (and manifest) to the local backend's.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from devstack.airflow_env import blob_connection_json, odbc_connection_uri_json
+from devstack.world import simulate_world
+
+pytestmark = pytest.mark.timeout(300)
+
+HOUR = dt.timedelta(hours=1)
+HISTORY = (dt.datetime(2026, 3, 1, 12), dt.datetime(2026, 3, 2))
+SCORING = (dt.datetime(2026, 3, 2), dt.datetime(2026, 3, 2, 1))
+
+
+def parse_dag(monkeypatch, backend: str):
+    """A fresh DagBag: the DAG file reads BATCH_SCORING_BACKEND when it is parsed."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from devstack.services import REPO
+
+    monkeypatch.setenv("BATCH_SCORING_BACKEND", backend)
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags["batch_scoring"]
+
+
+def run_interval(dag, start: dt.datetime):
+    from airflow.utils.state import DagRunState
+
+    start = start.replace(tzinfo=dt.timezone.utc)
+    run = dag.test(logical_date=start, run_after=start + HOUR)
+    return run, run.state == DagRunState.SUCCESS
+
+
+@pytest.fixture
+def sqlite_world(airflow_db, monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, tmp_path):
+    from batch_scoring.config import settings
+    from ingest_sim.db import connect
+
+    s = settings()
+    monkeypatch.setenv(f"AIRFLOW_CONN_{s.sql_conn_id.upper()}", odbc_connection_uri_json(sqlite_conn_str))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{s.blob_conn_id.upper()}", blob_connection_json(blob_conn_str))
+    conn = connect(sqlite_conn_str)
+    try:
+        return simulate_world(conn, blob_store, s, tmp_path / "models", devices=2, sensors=2,
+                              history=HISTORY, scoring=SCORING, reading_seconds=60, seed=11)
+    finally:
+        conn.close()
+
+
+def predictions(store, key) -> dict[str, bytes]:
+    return {n: store.download_bytes("predictions", n) for n in store.list_names("predictions", f"{key}/")}
+
+
+def run_key(run) -> str:
+    from scoring.config import interval_key
+
+    return interval_key(run.data_interval_start, run.data_interval_end)
+
+
+def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite_world, fake_azureml, blob_store):
+    from batch_scoring.operators.azure_ml import job_base_name
+
+    local_dag = parse_dag(monkeypatch, "local")
+    assert local_dag.get_task("score").operator_class.__name__ == "LocalScoringOperator"
+    run, ok = run_interval(local_dag, SCORING[0])
+    assert ok, run.state
+    key = run_key(run)
+    local = predictions(blob_store, key)
+    assert len(local) == 9  # 4 predictions + 4 receipts + manifest
+    for name in local:
+        blob_store.delete("predictions", name)
+    assert fake_azureml.created == []
+
+    aml_dag = parse_dag(monkeypatch, "azureml")
+    score = aml_dag.get_task("score")
+    assert score.operator_class.__name__ == "AzureMLScoringOperator"
+    assert score.map_index_template == "{{ unit_label }}"
+    run, ok = run_interval(aml_dag, SCORING[0])
+    assert ok, run.state
+    assert run_key(run) == key
+    remote = predictions(blob_store, key)
+
+    targets = [f"dev{d:03d}/s{s}" for d in (1, 2) for s in (1, 2)]
+    assert sorted(fake_azureml.created) == sorted(job_base_name("batch_scoring", key, [t]) for t in targets)
+    assert remote.keys() == local.keys()
+    for name in local:
+        assert remote[name] == local[name], name
+    manifest = json.loads(remote[f"{key}/_manifest.json"])
+    assert manifest["counts"] == {"ok": 4, "failed": 0, "skipped": 0}
+
+    tis = [ti for ti in run.get_task_instances() if ti.task_id == "score"]
+    assert sorted(ti.rendered_map_index for ti in tis) == targets
+    # a rerun of the same interval re-attaches to the completed jobs: nothing new is submitted
+    run, ok = run_interval(aml_dag, SCORING[0])
+    assert ok and len(fake_azureml.created) == 4
+    assert predictions(blob_store, key) == remote
