@@ -1,0 +1,119 @@
+"""scoring.azure_setup: real SDK entities, their YAML and REST form, and the dry run (no Azure calls)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scoring import azure_setup as setup
+
+
+def test_compute_cluster_scales_to_zero():
+    c = setup.build_compute("cpu-scoring", "Standard_DS3_v2", 0, 8, 300, "low_priority")
+    d = json.loads(json.dumps(c._to_dict(), default=str))
+    assert d["name"] == "cpu-scoring" and d["type"] == "amlcompute" and d["size"] == "Standard_DS3_v2"
+    assert (d["min_instances"], d["max_instances"], d["idle_time_before_scale_down"]) == (0, 8, 300)
+    assert d["tier"] == "low_priority"
+    props = c._to_rest_object().properties.properties
+    assert props.scale_settings.min_node_count == 0 and props.scale_settings.max_node_count == 8
+    assert props.scale_settings.node_idle_time_before_scale_down.total_seconds() == 300
+    assert props.vm_priority == "LowPriority"
+
+
+def test_environment_pins_come_from_the_lock(tmp_path):
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("\n".join(f"{p}==1.{i}  # via x" for i, p in enumerate(setup.JOB_PACKAGES)) + "\nother==9\n")
+    env = setup.build_environment("batch-scoring-env:3", lock)
+    d = json.loads(json.dumps(env._to_dict(), default=str))
+    assert (d["name"], d["version"], d["image"]) == ("batch-scoring-env", "3", setup.BASE_IMAGE)
+    deps = d["conda_file"]["dependencies"]
+    assert deps[:2] == ["python=3.11", "pip"]
+    assert deps[2]["pip"] == [f"{p}==1.{i}" for i, p in enumerate(setup.JOB_PACKAGES)]
+    lock.write_text("numpy==1\n")
+    with pytest.raises(SystemExit, match="no pin for"):
+        setup.build_environment("e:1", lock)
+
+
+def test_environment_matches_the_repo_lock():
+    pins = dict(p.split("==") for p in setup.lock_pins())
+    import pandas
+    import sklearn
+
+    assert pins["scikit-learn"] == sklearn.__version__ and pins["pandas"] == pandas.__version__
+
+
+def test_code_asset_is_the_scoring_package_alone(tmp_path):
+    folder = setup.stage_code(tmp_path / "code")
+    assert sorted(p.name for p in (folder / "scoring").iterdir()) == sorted(p.name for p in setup.SCORING_DIR.glob("*.py"))
+    assert [p.name for p in folder.iterdir()] == ["scoring"]
+    code = setup.build_code("batch-scoring-code:2", folder)
+    d = json.loads(json.dumps(code._to_dict(), default=str))
+    assert (d["name"], d["version"]) == ("batch-scoring-code", "2") and Path(d["path"]) == folder
+    assert d["tags"]["sha256"] == setup.code_hash(folder)[:16]
+    # the staged package runs the scoring CLI on its own (what the job does from the code root)
+    out = subprocess.run([sys.executable, "-m", "scoring.score", "--help"], cwd=folder, capture_output=True, text=True)
+    assert out.returncode == 0 and "--aggregates" in out.stdout
+
+
+def test_datastores_identity_based_by_default_and_keys_masked():
+    ds = setup.build_datastore("scoring_models", "acct", "models")
+    d = json.loads(json.dumps(ds._to_dict(), default=str))
+    assert (d["name"], d["type"], d["account_name"], d["container_name"]) == ("scoring_models", "azure_blob", "acct", "models")
+    assert d["credentials"] == {}
+    rest = ds._to_rest_object().properties
+    assert rest.credentials.credentials_type == "None" and rest.container_name == "models"
+    keyed = setup.build_datastore("x", "acct", "models", account_key="s3cr3t")
+    assert "s3cr3t" not in setup.entity_yaml(keyed) and "***" in setup.entity_yaml(keyed)
+
+
+def test_defaults_agree_with_the_dag_settings(monkeypatch):
+    from batch_scoring.config import Settings
+
+    monkeypatch.setenv("BATCH_SCORING_AZUREML_COMPUTE", "gpu-x")
+    s, d = Settings(), setup.defaults()
+    assert d == {
+        "compute": s.azureml_compute, "environment": s.azureml_environment, "code": s.azureml_code,
+        "aggregates_datastore": s.azureml_aggregates_datastore, "models_datastore": s.azureml_models_datastore,
+        "predictions_datastore": s.azureml_predictions_datastore, "aggregates_container": s.aggregates_container,
+        "models_container": s.models_container, "predictions_container": s.predictions_container,
+    }
+    assert d["compute"] == "gpu-x"
+
+
+def test_dry_run_prints_every_entity_as_yaml_without_azure(tmp_path):
+    models = tmp_path / "models" / "dev001" / "s1"
+    models.mkdir(parents=True)
+    (models / "model.joblib").write_bytes(b"x")
+    (models / "manifest.json").write_text("{}")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no Azure credentials at all
+    proc = subprocess.run(
+        [sys.executable, "-m", "scoring.azure_setup", "--dry-run", "--storage-account", "acct",
+         "--max-instances", "6", "--idle-seconds", "120", "--models", str(tmp_path / "models")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    docs = {}
+    for block in proc.stdout.split("# --- ")[1:]:
+        head, _, body = block.partition("\n")
+        docs[head.split(":")[0]] = yaml.safe_load(body) if body.strip() else head
+    assert set(docs) == {"compute", "environment", "code", "datastore/aggregates", "datastore/models",
+                         "datastore/predictions", "models"}
+    assert docs["compute"]["max_instances"] == 6 and docs["compute"]["min_instances"] == 0
+    assert docs["compute"]["idle_time_before_scale_down"] == 120
+    assert docs["environment"]["conda_file"]["dependencies"][0] == "python=3.11"
+    assert docs["datastore/predictions"]["container_name"] == "predictions"
+    assert "would upload 2 files" in docs["models"]
+    assert "sys.modules" not in proc.stdout
+    # no Airflow in the provisioning CLI
+    code = "import sys, scoring.azure_setup as s; s.main(['--dry-run']); print('AIRFLOW', any(m.startswith('airflow') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
+    assert out.strip().endswith("AIRFLOW False")
+
+
+def test_help_carries_cost_guidance():
+    text = setup.parser().format_help()
+    assert "scale to zero" in text and "--min-instances" in text and "keep nodes warm" in text
