@@ -90,7 +90,7 @@ def prepare_data(args, end: dt.datetime):
 
 def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
     """Backfill [start, end) through the real scheduler and wait for every run to finish."""
-    from devstack.standalone import AirflowApi, airflow_cli, start_standalone, stop_standalone
+    from devstack.standalone import AirflowApi, start_standalone, stop_standalone
 
     dag_id = "batch_scoring"
     proc = start_standalone(env, AIRFLOW_PORT, AIRFLOW_HOME / "standalone.log")
@@ -100,9 +100,9 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
         api.wait_for_dag(dag_id)
         api.unpause(dag_id)
         last_logical = end - dt.timedelta(hours=1)
-        airflow_cli(env, "backfill", "create", "--dag-id", dag_id,
-                    "--from-date", start.isoformat(), "--to-date", last_logical.isoformat(),
-                    "--reprocess-behavior", "completed")
+        # The same as `airflow backfill create --dag-id batch_scoring --from-date ... --to-date ...
+        # --reprocess-behavior completed`, through the REST API (retried if SQLite is busy).
+        api.create_backfill(dag_id, start, last_logical)
         step(f"backfill created for {start:%H:%M}..{end:%H:%M}; the scheduler is running it (UI: make airflow)")
         wanted = {start + dt.timedelta(hours=h) for h in range(int((end - start) / dt.timedelta(hours=1)))}
         deadline = time.monotonic() + 1800

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -56,13 +57,21 @@ class AirflowApi:
         self.user, self.password = user, password
         self._token = None
 
-    def _request(self, method: str, path: str, body=None, auth: bool = True):
+    def _request(self, method: str, path: str, body=None, auth: bool = True, attempts: int = 4):
+        """One REST call; 5xx answers are retried, since a SQLite metadata DB can be briefly locked."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers={"Content-Type": "application/json"})
-        if auth:
-            req.add_header("Authorization", f"Bearer {self.token()}")
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read() or b"null")
+        for attempt in range(1, attempts + 1):
+            req = urllib.request.Request(self.base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+            if auth:
+                req.add_header("Authorization", f"Bearer {self.token()}")
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    return json.loads(resp.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or attempt == attempts:
+                    detail = exc.read()[:500].decode(errors="replace")
+                    raise urllib.error.HTTPError(exc.url, exc.code, f"{exc.reason}: {detail}", exc.headers, None) from exc
+                time.sleep(2 * attempt)
 
     def token(self) -> str:
         if self._token is None:
@@ -93,6 +102,12 @@ class AirflowApi:
             time.sleep(1)
         raise TimeoutError(f"DAG {dag_id} not parsed after {timeout:.0f}s (see the dag-processor log)")
 
+    def create_backfill(self, dag_id: str, from_date, to_date, reprocess: str = "completed") -> dict:
+        """Like `airflow backfill create`: runs for logical dates from_date..to_date (interval starts)."""
+        body = {"dag_id": dag_id, "from_date": _iso_utc(from_date), "to_date": _iso_utc(to_date),
+                "reprocess_behavior": reprocess, "max_active_runs": 4}
+        return self._request("POST", "/api/v2/backfills", body)
+
     def unpause(self, dag_id: str) -> None:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
@@ -103,6 +118,10 @@ class AirflowApi:
         from urllib.parse import quote
 
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances?limit=10000")["task_instances"]
+
+
+def _iso_utc(ts) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def stop_standalone(proc: subprocess.Popen) -> None:
