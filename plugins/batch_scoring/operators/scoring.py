@@ -1,0 +1,43 @@
+"""The DAG's mapped scoring operator: one unit of targets on the backend the run selects."""
+from __future__ import annotations
+
+from batch_scoring.operators.azure_ml import AzureMLScoringOperator
+
+BACKENDS = ("local", "azureml")
+
+
+class ScoringOperator(AzureMLScoringOperator):
+    """Scores one unit (one ``device/sensor`` by default) locally or as an Azure ML job.
+
+    The backend comes from the run's ``backend`` param (default: the deployment's
+    ``BATCH_SCORING_BACKEND``), so an interval can be rescored locally while the
+    workspace is down, or one target tried on Azure ML, without another DAG.
+    ``local`` runs the scoring entry point in this worker on downloaded inputs
+    and uploads its outputs, as an Azure ML job would with download/upload modes;
+    ``azureml`` is ``AzureMLScoringOperator`` (deferrable, never a duplicate job).
+    """
+
+    def __init__(self, *, blob_conn_id: str, **kwargs):
+        super().__init__(**kwargs)
+        self.blob_conn_id = blob_conn_id
+
+    def execute(self, context):
+        from batch_scoring.config import settings
+
+        backend = (context.get("params") or {}).get("backend") or settings().backend
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r}: expected one of {BACKENDS}")
+        if backend == "azureml":
+            return super().execute(context)
+        return self.score_locally(context)
+
+    def score_locally(self, context) -> list[dict]:
+        from batch_scoring.config import settings
+        from batch_scoring.hooks.blob_storage import BlobStore
+        from batch_scoring.pipeline import Interval, score_unit_local, unit_label
+
+        context["unit_label"] = unit_label(list(self.unit))
+        receipts = score_unit_local(
+            BlobStore.from_conn_id(self.blob_conn_id), settings(), Interval.from_context(context), list(self.unit)
+        )
+        return [{k: r.get(k) for k in ("target", "rows_out", "anomalies", "status")} for r in receipts]

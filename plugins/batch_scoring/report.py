@@ -1,0 +1,110 @@
+"""The interval's run report: a PNG heatmap of anomalies (devices × windows) and a per-target table.
+
+Written by the collector next to the manifest (``<interval>/_report.html`` with
+the heatmap embedded, and ``<interval>/_heatmap.png``) so what a run found can
+be seen at a glance, not only in logs. Deterministic for the same predictions,
+like everything else under the interval's prefix.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+REPORT_FILE = "_report.html"
+HEATMAP_FILE = "_heatmap.png"
+MAX_HEATMAP_DEVICES = 60
+
+
+def anomaly_matrix(frames: dict):
+    """devices × windows: how many of a device's sensors were flagged in each window."""
+    import pandas as pd
+
+    if not frames:
+        return pd.DataFrame()
+    flags = pd.concat(
+        [f[["device_id", "window_start", "is_anomaly"]] for f in frames.values()], ignore_index=True
+    )
+    matrix = flags.pivot_table(index="device_id", columns="window_start", values="is_anomaly", aggfunc="sum", fill_value=0)
+    return matrix.sort_index()
+
+
+def heatmap_png(matrix, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = matrix
+    note = ""
+    if len(matrix) > MAX_HEATMAP_DEVICES:  # keep it readable: the devices with the most flags
+        keep = matrix.sum(axis=1).sort_values(ascending=False, kind="mergesort").index[:MAX_HEATMAP_DEVICES]
+        shown = matrix.loc[sorted(keep)]
+        note = f" (top {MAX_HEATMAP_DEVICES} of {len(matrix)} devices by flags)"
+    fig, ax = plt.subplots(figsize=(10, max(2.5, 0.22 * len(shown) + 1.5)), dpi=100)
+    if shown.empty:
+        ax.text(0.5, 0.5, "no predictions", ha="center", va="center")
+        ax.set_axis_off()
+    else:
+        image = ax.imshow(shown.to_numpy(float), aspect="auto", cmap="Reds", vmin=0, vmax=max(1, int(shown.to_numpy().max())),
+                          interpolation="nearest")
+        ax.set_yticks(range(len(shown)), [str(d) for d in shown.index], fontsize=7)
+        step = max(1, len(shown.columns) // 12)
+        ax.set_xticks(range(0, len(shown.columns), step),
+                      [c.strftime("%H:%M") for c in shown.columns[::step]], fontsize=7, rotation=45)
+        ax.set_xlabel("window start (UTC)")
+        fig.colorbar(image, ax=ax, label="sensors flagged")
+    ax.set_title(title + note, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def report_html(manifest: dict, png: bytes) -> str:
+    rows = []
+    order = {"failed": 0, "skipped": 1, "ok": 2}
+    for target, entry in sorted(manifest["targets"].items(), key=lambda kv: (order.get(kv[1]["status"], 3), kv[0])):
+        rows.append(
+            "<tr class='{s}'><td>{t}</td><td>{s}</td><td>{r}</td><td>{a}</td><td><code>{h}</code></td><td>{why}</td></tr>".format(
+                s=html.escape(entry["status"]), t=html.escape(target), r=entry.get("rows", ""), a=entry.get("anomalies", ""),
+                h=html.escape(str(entry.get("model_sha256", ""))[:12]), why=html.escape(entry.get("reason", "")),
+            )
+        )
+    counts = manifest["counts"]
+    image = base64.b64encode(png).decode()
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>batch_scoring {html.escape(manifest['interval'])}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }} table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #ccc; padding: 2px 8px; font-size: 13px; }} th {{ background: #eee; }}
+tr.failed td {{ background: #fde2e2; }} tr.skipped td {{ background: #f3f3f3; color: #666; }}
+</style></head><body>
+<h1>Interval {html.escape(manifest['start'])} to {html.escape(manifest['end'])} (UTC)</h1>
+<p>{counts['ok']} targets validated, {counts['failed']} failed, {counts['skipped']} skipped;
+coverage {manifest['coverage']:.1%} (required {manifest['min_coverage']:.0%});
+{manifest['rows']} windows scored, {manifest['anomalies']} flagged as anomalies.</p>
+<h2>Anomalies by device and window</h2>
+<img alt="heatmap of anomalies, devices by windows" src="data:image/png;base64,{image}">
+<h2>Targets</h2>
+<table><tr><th>target</th><th>status</th><th>windows</th><th>anomalies</th><th>model</th><th>reason</th></tr>
+{chr(10).join(rows)}
+</table></body></html>
+"""
+
+
+def write_report(store, settings, interval, manifest: dict) -> list[str]:
+    """Build the report from the interval's validated predictions and upload it; returns blob names."""
+    import pandas as pd
+
+    frames = {}
+    for target, entry in manifest["targets"].items():
+        if entry["status"] == "ok":
+            data = store.download_bytes(settings.predictions_container, entry["blob"])
+            frames[target] = pd.read_parquet(io.BytesIO(data), columns=["device_id", "window_start", "is_anomaly"])
+    png = heatmap_png(anomaly_matrix(frames), f"anomalies flagged, {manifest['start']} to {manifest['end']} UTC")
+    names = [f"{interval.key}/{HEATMAP_FILE}", f"{interval.key}/{REPORT_FILE}"]
+    store.upload_bytes(settings.predictions_container, names[0], png)
+    store.upload_bytes(settings.predictions_container, names[1], report_html(manifest, png).encode())
+    return names

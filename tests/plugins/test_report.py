@@ -1,0 +1,50 @@
+"""The run report: a heatmap PNG and an HTML page with a per-target table."""
+from __future__ import annotations
+
+import pandas as pd
+
+from batch_scoring.report import anomaly_matrix, heatmap_png, report_html
+
+
+def _frames():
+    windows = pd.date_range("2026-05-01 10:00", periods=12, freq="5min")
+    frames = {}
+    for device in ("dev001", "dev002"):
+        for sensor in ("s1", "s2"):
+            flags = [False] * 12
+            if device == "dev002":
+                flags[3] = flags[4] = True
+            frames[f"{device}/{sensor}"] = pd.DataFrame({"device_id": device, "window_start": windows, "is_anomaly": flags})
+    return frames
+
+
+def test_matrix_counts_flagged_sensors_per_device_and_window():
+    matrix = anomaly_matrix(_frames())
+    assert list(matrix.index) == ["dev001", "dev002"]
+    assert matrix.shape == (2, 12)
+    assert matrix.loc["dev002"].tolist()[3:5] == [2, 2]
+    assert matrix.loc["dev001"].sum() == 0
+
+
+def test_heatmap_is_a_png_and_deterministic():
+    matrix = anomaly_matrix(_frames())
+    png = heatmap_png(matrix, "t")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000
+    assert heatmap_png(matrix, "t") == png
+
+
+def test_html_lists_failed_targets_first_with_reasons():
+    manifest = {
+        "interval": "20260501T1000Z_20260501T1100Z", "start": "2026-05-01T10:00:00", "end": "2026-05-01T11:00:00",
+        "coverage": 0.5, "min_coverage": 1.0, "rows": 12, "anomalies": 2,
+        "counts": {"ok": 1, "failed": 1, "skipped": 1},
+        "targets": {
+            "a/s1": {"status": "ok", "rows": 12, "anomalies": 2, "model_sha256": "f" * 64},
+            "b/s1": {"status": "failed", "reason": "prediction blob missing"},
+            "c/s1": {"status": "skipped", "reason": "no model deployed"},
+        },
+    }
+    page = report_html(manifest, b"\x89PNG")
+    assert page.index("b/s1") < page.index("c/s1") < page.index("a/s1")
+    assert "prediction blob missing" in page and "data:image/png;base64," in page
+    assert "1 targets validated, 1 failed, 1 skipped" in page
