@@ -1,0 +1,92 @@
+"""Synthetic fleet for the benchmark: T targets x one day of 5-minute aggregates, one real model per target.
+
+Aggregates are generated directly (no raw readings): per target a level and a
+noise sigma, 288 windows of ``value_mean ~ N(level, sigma/sqrt(30))``, a
+window std around sigma, min/max a few std around the mean and ~30 readings
+per window, with a few injected outliers so some windows get flagged.
+
+Models: ONE ``Pipeline(StandardScaler, OneClassSVM)`` is trained (by
+``scoring.train``, on a synthetic normal day of a template target); its
+joblib bytes are copied to every target with the manifest's target fields
+rewritten. The bytes, sha256 and load path are exactly those of a real model
+(scoring verifies the hash and unpickles them), only the decision surface is
+shared. Training 10,000 OCSVMs on 288 windows each would take ~10k x ~10 ms
+plus writing, and measures nothing the benchmark is about.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scoring.config import AGGREGATE_COLUMNS, MODEL_FILE, MODEL_MANIFEST, WINDOW_MINUTES, target_name
+
+WINDOWS_PER_DAY = 24 * 60 // WINDOW_MINUTES  # 288
+SENSORS_PER_DEVICE = 4
+
+
+def target_names(n: int) -> list[str]:
+    """``dNNNNN/sK``: 4 sensors per device, sorted like the pipeline sorts them."""
+    return sorted(target_name(f"d{i // SENSORS_PER_DEVICE:05d}", f"s{i % SENSORS_PER_DEVICE + 1}") for i in range(n))
+
+
+def synthetic_aggregates(targets: list[str], day_start: dt.datetime, seed: int = 1, anomalies: bool = True) -> pd.DataFrame:
+    """Aggregates (``AGGREGATE_COLUMNS``) for every target over one day starting at ``day_start``."""
+    rng = np.random.default_rng(seed)
+    n_t, n_w = len(targets), WINDOWS_PER_DAY
+    level = rng.uniform(10, 100, n_t)[:, None]
+    sigma = rng.uniform(0.5, 2.0, n_t)[:, None]
+    n_readings = np.full((n_t, n_w), 30, dtype="int64")
+    mean = level + rng.normal(0, 1, (n_t, n_w)) * sigma / np.sqrt(30)
+    std = sigma * rng.uniform(0.85, 1.15, (n_t, n_w))
+    spread = rng.uniform(1.8, 2.4, (n_t, n_w))
+    vmax = mean + spread * std
+    vmin = mean - rng.uniform(1.8, 2.4, (n_t, n_w)) * std
+    if anomalies:  # ~1 % of windows: a spike, or a stuck sensor
+        hit = rng.random((n_t, n_w)) < 0.01
+        vmax = np.where(hit, mean + 8 * sigma, vmax)
+        stuck = rng.random((n_t, n_w)) < 0.003
+        std, vmin, vmax = (np.where(stuck, 0.0, std), np.where(stuck, mean, vmin), np.where(stuck, mean, vmax))
+    starts = pd.date_range(day_start, periods=n_w, freq=f"{WINDOW_MINUTES}min").as_unit("us")
+    dev = np.repeat([t.split("/")[0] for t in targets], n_w)
+    sen = np.repeat([t.split("/")[1] for t in targets], n_w)
+    ws = np.tile(starts.to_numpy(), n_t)
+    frame = pd.DataFrame({
+        "device_id": dev,
+        "sensor_id": sen,
+        "window_start": ws,
+        "window_end": ws + np.timedelta64(WINDOW_MINUTES, "m"),
+        "value_mean": mean.ravel(),
+        "value_min": vmin.ravel(),
+        "value_max": vmax.ravel(),
+        "value_std": std.ravel(),
+        "n_readings": n_readings.ravel(),
+    })
+    return frame[list(AGGREGATE_COLUMNS)]
+
+
+def train_template(work: Path, day_start: dt.datetime) -> Path:
+    """Train one real model on a normal synthetic day; returns its folder (model.joblib + manifest.json)."""
+    from scoring.train import train_models
+
+    template = "tpl/s1"
+    history = synthetic_aggregates([template], day_start - dt.timedelta(days=1), seed=99, anomalies=False)
+    models = work / "template"
+    train_models(history, models, day_start - dt.timedelta(days=1), day_start, source="bench-synthetic")
+    return models / "tpl" / "s1"
+
+
+def write_models(template_dir: Path, models_dir: Path, targets: list[str]) -> None:
+    """Copy the template model to ``models_dir/<device>/<sensor>/`` for every target (manifest rewritten)."""
+    data = (template_dir / MODEL_FILE).read_bytes()
+    manifest = json.loads((template_dir / MODEL_MANIFEST).read_text())
+    for t in targets:
+        d, s = t.split("/")
+        folder = models_dir / d / s
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MODEL_FILE).write_bytes(data)
+        m = {**manifest, "target": t, "device_id": d, "sensor_id": s}
+        (folder / MODEL_MANIFEST).write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
