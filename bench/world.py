@@ -1,7 +1,6 @@
 """Synthetic fleet for the benchmark: T targets x one day of 5-minute aggregates, one real model per target.
 
-Aggregates are generated directly (no raw readings): per target a level and a
-noise sigma, 288 windows of ``value_mean ~ N(level, sigma/sqrt(30))``, a
+Aggregates are generated directly (no raw readings): level 50, noise sigma 1, 288 windows of ``value_mean ~ N(level, sigma/sqrt(30))``, a
 window std around sigma, min/max a few std around the mean and ~30 readings
 per window, with a few injected outliers so some windows get flagged.
 
@@ -37,8 +36,9 @@ def synthetic_aggregates(targets: list[str], day_start: dt.datetime, seed: int =
     """Aggregates (``AGGREGATE_COLUMNS``) for every target over one day starting at ``day_start``."""
     rng = np.random.default_rng(seed)
     n_t, n_w = len(targets), WINDOWS_PER_DAY
-    level = rng.uniform(10, 100, n_t)[:, None]
-    sigma = rng.uniform(0.5, 2.0, n_t)[:, None]
+    # every target shares the template model, so every target has the template's level and noise
+    level = np.full((n_t, 1), 50.0)
+    sigma = np.full((n_t, 1), 1.0)
     n_readings = np.full((n_t, n_w), 30, dtype="int64")
     mean = level + rng.normal(0, 1, (n_t, n_w)) * sigma / np.sqrt(30)
     std = sigma * rng.uniform(0.85, 1.15, (n_t, n_w))

@@ -119,6 +119,22 @@ class AirflowApi:
 
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances?limit=10000")["task_instances"]
 
+    def trigger_dag_run(self, dag_id: str, run_id: str, start, end, conf: dict | None = None) -> dict:
+        """Trigger a manual run for the data interval [start, end) (logical date = start), with ``conf``."""
+        body = {"dag_run_id": run_id, "logical_date": _iso_utc(start), "data_interval_start": _iso_utc(start),
+                "data_interval_end": _iso_utc(end), "conf": conf or {}}
+        return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict:
+        from urllib.parse import quote
+
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}")
+
+    def delete_dag_run(self, dag_id: str, run_id: str) -> None:
+        from urllib.parse import quote
+
+        self._request("DELETE", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}")
+
 
 def _iso_utc(ts) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ")

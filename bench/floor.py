@@ -1,0 +1,82 @@
+"""The floor: the whole interval scored by one plain Python process, one thread (so one core).
+
+``python -m bench.floor --connection-string CS --interval KEY --targets-file F``
+
+Same blob store and same work as the DAG's score step, with nothing around it:
+download the interval's snapshot blob once, download each target's model and
+manifest, score every target with ``scoring.score.score_targets`` (the
+production code), upload every prediction and receipt. Interpreter start-up
+and imports are excluded (reported apart): the DAG's task processes are
+forked from a scheduler that preloaded them. Prints one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+
+T_IMPORT = time.perf_counter()
+
+import pandas as pd  # noqa: E402
+
+from batch_scoring.hooks.blob_storage import BlobStore  # noqa: E402
+from scoring.config import MODEL_FILE, MODEL_MANIFEST, RECEIPT_SUFFIX, SNAPSHOT_FILE  # noqa: E402
+from scoring.score import score_targets  # noqa: E402
+
+IMPORT_SECONDS = time.perf_counter() - T_IMPORT
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connection-string", required=True)
+    parser.add_argument("--interval", required=True)
+    parser.add_argument("--targets-file", required=True)
+    parser.add_argument("--aggregates-container", default="aggregates")
+    parser.add_argument("--models-container", default="models")
+    parser.add_argument("--out-container", default="floor-predictions")
+    args = parser.parse_args(argv)
+    targets = open(args.targets_file).read().split()
+    from pathlib import Path
+
+    store = BlobStore.from_connection_string(args.connection_string)
+    store.ensure_containers([args.out_container])
+    phases = {}
+    w0, c0 = time.perf_counter(), _cpu()
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        snap = store.download_file(args.aggregates_container, f"{args.interval}/{SNAPSHOT_FILE}", tmp / SNAPSHOT_FILE)
+        frame = pd.read_parquet(snap)
+        phases["snapshot"] = time.perf_counter() - t
+        t = time.perf_counter()
+        for target in targets:
+            for name in (MODEL_FILE, MODEL_MANIFEST):
+                store.download_file(args.models_container, f"{target}/{name}", tmp / "models" / target / name)
+        phases["download_models"] = time.perf_counter() - t
+        t = time.perf_counter()
+        receipts = score_targets(frame, tmp / "models", tmp / "out", targets)
+        phases["score"] = time.perf_counter() - t
+        t = time.perf_counter()
+        for target in targets:
+            device, sensor = target.split("/")
+            for suffix in (".parquet", RECEIPT_SUFFIX):
+                store.upload_file(args.out_container, f"{args.interval}/{device}/{sensor}{suffix}", tmp / "out" / device / f"{sensor}{suffix}")
+        phases["upload"] = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - w0, _cpu() - c0
+    ok = sum(r["status"] == "ok" for r in receipts)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"targets": len(targets), "ok": ok, "wall": wall, "cpu": cpu, "peak_rss": peak,
+                      "import_seconds": IMPORT_SECONDS, "phases": phases}))
+    return 0 if ok == len(targets) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

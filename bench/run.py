@@ -1,0 +1,323 @@
+"""`make bench` / `python -m bench`: the DAG through the real scheduler vs. the single-process floor.
+
+For each fleet size T (default 100, 1000, 10000) it builds a synthetic fleet
+(``bench/world.py``: T targets x 288 five-minute windows of one day, straight
+into a fresh SQLite database through ``ingest_sim.store.upsert_aggregates``;
+one real trained model copied per target, deployed to Azurite), then in one run:
+
+* **floor**: ``bench/floor.py`` in its own process: snapshot blob -> every
+  model -> ``score_targets`` -> every prediction + receipt uploaded, one
+  thread, same Azurite;
+* **DAG**: ``airflow standalone`` (LocalExecutor, parallelism ``--parallelism``,
+  fresh metadata DB per T, scoring stack preloaded in the scheduler),
+  ``BATCH_SCORING_SCHEDULE="0 0 * * *"``, the scheduler's own cron runs off
+  (``use_job_schedule=False``), one manual run per mode triggered through the
+  REST API with the day as its data interval and ``conf={"targets_per_unit": N}``,
+  prediction blobs deleted before each run so the collector sees only this
+  run's output.
+
+Measured per mode: wall (trigger -> run finished, polled every 0.5 s; and the
+run's own start -> end from Airflow), CPU of the standalone's process tree
+and of Azurite (``bench/procs.py``), sampled peak RSS of the tree, the score
+task count and mean duration, and the collector's validated target count.
+Results: ``.local/bench/results.json`` and the generated section of
+``BENCHMARKS.md`` (between the ``bench:results`` markers).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from devstack import services
+from devstack.services import REPO
+
+WORK = REPO / ".local" / "bench"
+DAY = dt.datetime(2026, 1, 1)
+DAG_ID = "batch_scoring"
+MARK_BEGIN, MARK_END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --- world -------------------------------------------------------------------------
+
+def build_world(T: int, store, conn_str_sql: str, workdir: Path, settings) -> list[str]:
+    from bench.world import synthetic_aggregates, target_names, train_template, write_models
+    from ingest_sim.db import connect, create_schema
+    from ingest_sim.store import upsert_aggregates
+
+    t0 = time.perf_counter()
+    targets = target_names(T)
+    conn = connect(conn_str_sql)
+    try:
+        create_schema(conn)
+        for i in range(0, T, 1000):  # bounded memory: 1,000 targets (288,000 rows) per upsert
+            upsert_aggregates(conn, synthetic_aggregates(targets[i : i + 1000], DAY, seed=i + 1))
+    finally:
+        conn.close()
+    t_sql = time.perf_counter() - t0
+    models = workdir / "models"
+    shutil.rmtree(models, ignore_errors=True)
+    write_models(train_template(workdir, DAY), models, targets)
+    for c in settings.containers:
+        store.delete_container(c)
+    _ensure_containers(store, settings.containers)
+    files = sorted(p for p in models.rglob("*") if p.is_file())
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda p: store.upload_file(settings.models_container, p.relative_to(models).as_posix(), p), files))
+    (workdir / "targets.txt").write_text("\n".join(targets) + "\n")
+    log(f"T={T}: {T * 288:,} aggregate rows into SQLite in {t_sql:.1f}s; {len(files)} model files deployed "
+        f"({time.perf_counter() - t0:.1f}s in all)")
+    return targets
+
+
+def _ensure_containers(store, names, attempts: int = 30) -> None:
+    from azure.core.exceptions import ResourceExistsError
+
+    for name in names:  # a just-deleted container can refuse re-creation for a moment
+        for i in range(attempts):
+            try:
+                store.ensure_containers([name])
+                break
+            except ResourceExistsError:
+                time.sleep(1)
+
+
+def write_snapshot(store, conn_str_sql: str, settings, interval) -> None:
+    """The same snapshot blob the DAG's snapshot task writes (the floor reads it)."""
+    from batch_scoring.pipeline import frame_to_parquet_bytes, snapshot_blob
+    from ingest_sim.db import connect
+    from ingest_sim.store import read_aggregates
+
+    conn = connect(conn_str_sql)
+    try:
+        frame = read_aggregates(conn, interval.start, interval.end)
+    finally:
+        conn.close()
+    store.upload_bytes(settings.aggregates_container, snapshot_blob(interval), frame_to_parquet_bytes(frame))
+
+
+# --- floor ---------------------------------------------------------------------------
+
+def run_floor(conn_str: str, interval, workdir: Path, azurite_pid: int) -> dict:
+    from bench.procs import TreeMeter
+
+    cmd = [sys.executable, "-m", "bench.floor", "--connection-string", conn_str, "--interval", interval.key,
+           "--targets-file", str(workdir / "targets.txt")]
+    with TreeMeter([azurite_pid]) as az:
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if res.returncode:
+        raise RuntimeError(f"floor failed:\n{res.stderr[-3000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["azurite_cpu"] = az.cpu
+    return out
+
+
+# --- DAG -----------------------------------------------------------------------------
+
+def bench_env(home: Path, sql_odbc: str, conn_str: str, parallelism: int) -> dict:
+    from devstack.airflow_env import airflow_env
+
+    env = airflow_env(home, sql_odbc, conn_str, parallelism=parallelism)
+    env.update({
+        "BATCH_SCORING_SCHEDULE": "0 0 * * *",  # a day: 288 five-minute windows per target
+        "BATCH_SCORING_RETRIES": "0",  # a failure shows as a failure, not as a slow run
+        "BATCH_SCORING_FRESHNESS_POKE_SECONDS": "5",
+        "BATCH_SCORING_FRESHNESS_TIMEOUT_SECONDS": "300",
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the runs we trigger
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(max(16, parallelism)),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    })
+    return env
+
+
+def run_dag_mode(api, store, settings, interval, T: int, mode, standalone_pid: int, azurite_pid: int,
+                 timeout: float) -> dict:
+    from bench.procs import TreeMeter
+
+    store.delete_container(settings.predictions_container)
+    _ensure_containers(store, [settings.predictions_container])
+    run_id = f"bench_T{T}_{mode}_{int(time.time())}"
+    conf = {"targets_per_unit": mode if mode == "auto" else int(mode)}
+    with TreeMeter([azurite_pid]) as az, TreeMeter([standalone_pid]) as af:
+        api.trigger_dag_run(DAG_ID, run_id, interval.start, interval.end, conf)
+        deadline = time.monotonic() + timeout
+        while True:
+            run = api.dag_run(DAG_ID, run_id)
+            if run["state"] in ("success", "failed"):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} not finished after {timeout:.0f}s")
+            time.sleep(0.5)
+    tis = api.task_instances(DAG_ID, run_id)
+    api.delete_dag_run(DAG_ID, run_id)  # the next mode scores the same interval (one run per logical date)
+    score = [t for t in tis if t["task_id"] == "score"]
+    durations = [t["duration"] for t in score if t.get("duration") is not None]
+    manifest = _manifest(store, settings, interval)
+
+    def ts(v):
+        return dt.datetime.fromisoformat(v.replace("Z", "+00:00")) if v else None
+
+    run_seconds = (ts(run["end_date"]) - ts(run["start_date"])).total_seconds() if run.get("end_date") else None
+    return {
+        "mode": str(mode), "state": run["state"], "wall": af.wall, "run_seconds": run_seconds, "cpu": af.cpu,
+        "azurite_cpu": az.cpu, "peak_rss": af.peak_rss, "score_tasks": len(score),
+        "score_task_mean": sum(durations) / len(durations) if durations else None,
+        "validated": (manifest or {}).get("counts", {}).get("ok"),
+        "task_states": {s: sum(t["state"] == s for t in tis) for s in {t["state"] for t in tis}},
+    }
+
+
+def _manifest(store, settings, interval):
+    name = f"{interval.key}/_manifest.json"
+    if store.exists(settings.predictions_container, name):
+        return json.loads(store.download_bytes(settings.predictions_container, name))
+    return None
+
+
+def idle_cpu(pid: int, seconds: float = 15) -> float:
+    from bench.procs import TreeMeter
+
+    with TreeMeter([pid]) as m:
+        time.sleep(seconds)
+    return m.cpu / m.wall
+
+
+# --- report --------------------------------------------------------------------------
+
+def render(results: dict) -> str:
+    lines = [
+        f"Run {results['started']} on {results['machine']}; parallelism {results['parallelism']}; "
+        f"synthetic fleet, 288 windows per target (one day at 5 minutes).",
+        "",
+        "| T | what | state | wall s | ratio to floor | CPU s (Airflow tree) | CPU s Azurite | peak RSS MiB "
+        "| score tasks | mean task s | overhead ms/target (wall) | overhead ms/target (CPU) | validated |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for T, r in results["fleets"].items():
+        f = r["floor"]
+        lines.append(
+            f"| {int(T):,} | floor (1 process, 1 thread) | ok {f['ok']} | {f['wall']:.1f} | 1.00 | {f['cpu']:.1f} (own) "
+            f"| {f['azurite_cpu']:.1f} | {f['peak_rss'] / 2**20:.0f} | - | - | {1000 * f['wall'] / int(T):.2f} per target "
+            f"| {1000 * f['cpu'] / int(T):.2f} per target | - |"
+        )
+        for m in r["dag"]:
+            if "error" in m:
+                lines.append(f"| {int(T):,} | DAG, targets_per_unit={m['mode']} | error | | | | | | | | | | {m['error'][:80]} |")
+                continue
+            lines.append(
+                f"| {int(T):,} | DAG, targets_per_unit={m['mode']} | {m['state']} | {m['wall']:.1f} "
+                f"| {m['wall'] / f['wall']:.2f} | {m['cpu']:.1f} | {m['azurite_cpu']:.1f} | {m['peak_rss'] / 2**20:.0f} "
+                f"| {m['score_tasks']} | {m['score_task_mean'] or 0:.2f} | {1000 * (m['wall'] - f['wall']) / int(T):.1f} "
+                f"| {1000 * (m['cpu'] - f['cpu']) / int(T):.1f} | {m['validated']} |"
+            )
+        f_ph = f["phases"]
+        lines.append("")
+    lines.append("Floor phases (s): " + "; ".join(
+        f"T={int(T):,}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["floor"]["phases"].items())
+        + f" (imports {r['floor']['import_seconds']:.2f}, not counted)"
+        for T, r in results["fleets"].items()))
+    lines.append("")
+    lines.append("Idle CPU of the standalone (scheduler, dag-processor, triggerer, api-server), measured before the runs: "
+                 + "; ".join(f"T={int(T):,}: {r['idle_cpu_per_s']:.2f} CPU-s/s" for T, r in results["fleets"].items()))
+    return "\n".join(lines)
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{MARK_BEGIN}\n{MARK_END}\n"
+    if MARK_BEGIN not in text:
+        text += f"\n{MARK_BEGIN}\n{MARK_END}\n"
+    head, rest = text.split(MARK_BEGIN, 1)
+    _, tail = rest.split(MARK_END, 1)
+    path.write_text(f"{head}{MARK_BEGIN}\n{render(results)}\n{MARK_END}{tail}")
+
+
+# --- main ----------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", type=int, nargs="+", default=[100, 1000, 10000], help="fleet sizes T")
+    parser.add_argument("--modes", nargs="+", default=["1", "10", "100", "auto"], help="targets_per_unit values")
+    parser.add_argument("--per-target-max", type=int, default=1000,
+                        help="run targets_per_unit=1 only for T up to this (10,000 per-target tasks take ~1 h)")
+    parser.add_argument("--parallelism", type=int, default=4, help="AIRFLOW__CORE__PARALLELISM (4 for 2 cores)")
+    parser.add_argument("--run-timeout", type=float, default=3600)
+    parser.add_argument("--markdown", type=Path, default=REPO / "BENCHMARKS.md", help="file whose generated section is replaced")
+    parser.add_argument("--no-markdown", action="store_true")
+    parser.add_argument("--render-only", action="store_true", help="only re-render .local/bench/results.json into the markdown")
+    args = parser.parse_args(argv)
+    if args.render_only:
+        write_markdown(json.loads((WORK / "results.json").read_text()), args.markdown)
+        return 0
+
+    from batch_scoring.config import settings as get_settings
+    from batch_scoring.hooks.blob_storage import BlobStore
+    from batch_scoring.pipeline import Interval
+    from devstack.standalone import AirflowApi, start_standalone, stop_standalone
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    WORK.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(WORK / "azurite", ignore_errors=True)
+    az_port, af_port = services.free_port(), services.free_port()
+    azurite = services.start_azurite(WORK / "azurite", az_port, log_path=WORK / "azurite.log")
+    conn_str = services.azurite_connection_string(az_port)
+    store = BlobStore.from_connection_string(conn_str)
+    settings = get_settings()
+    interval = Interval(DAY, DAY + dt.timedelta(days=1))
+    results = {"started": time.strftime("%Y-%m-%d %H:%M"), "parallelism": args.parallelism,
+               "machine": f"{os.cpu_count()} cores, {platform.python_version()}", "fleets": {}}
+    try:
+        for T in args.targets:
+            workdir = WORK / f"T{T}"
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+            sql_odbc = f"Driver=SQLite3;Database={workdir / 'sensors.db'}"
+            build_world(T, store, sql_odbc, workdir, settings)
+            write_snapshot(store, sql_odbc, settings, interval)
+            floor = run_floor(conn_str, interval, workdir, azurite.pid)
+            log(f"T={T}: floor {floor['wall']:.1f}s wall, {floor['cpu']:.1f}s CPU "
+                f"({1000 * floor['wall'] / T:.2f} ms/target; phases {json.dumps({k: round(v, 2) for k, v in floor['phases'].items()})})")
+            fleet = {"floor": floor, "dag": []}
+            results["fleets"][str(T)] = fleet
+            env = bench_env(workdir / "airflow", sql_odbc, conn_str, args.parallelism)
+            proc = start_standalone(env, af_port, workdir / "standalone.log")
+            try:
+                api = AirflowApi(af_port)
+                api.wait_healthy()
+                api.wait_for_dag(DAG_ID)
+                api.unpause(DAG_ID)
+                time.sleep(10)  # let start-up settle (dag parsing, first scheduler loops)
+                fleet["idle_cpu_per_s"] = idle_cpu(proc.pid)
+                for mode in args.modes:
+                    if mode == "1" and T > args.per_target_max:
+                        log(f"T={T}: targets_per_unit=1 skipped (over --per-target-max {args.per_target_max})")
+                        continue
+                    try:
+                        m = run_dag_mode(api, store, settings, interval, T, mode, proc.pid, azurite.pid, args.run_timeout)
+                    except Exception as exc:  # record and go on with the other modes
+                        m = {"mode": str(mode), "error": f"{type(exc).__name__}: {exc}"}
+                    fleet["dag"].append(m)
+                    log(f"T={T} targets_per_unit={mode}: " + json.dumps(
+                        {k: (round(v, 2) if isinstance(v, float) else v) for k, v in m.items()}))
+                    (WORK / "results.json").write_text(json.dumps(results, indent=2))
+            finally:
+                stop_standalone(proc)
+    finally:
+        services.stop(azurite)
+        (WORK / "results.json").write_text(json.dumps(results, indent=2))
+    print(render(results))
+    if not args.no_markdown:
+        write_markdown(results, args.markdown)
+    return 0 if all(m.get("state") == "success" for f in results["fleets"].values() for m in f["dag"]) else 1
