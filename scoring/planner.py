@@ -1,0 +1,220 @@
+"""Plan a scoring run: duration, node-minutes and cost for a given batching, and what to choose.
+
+CLI::
+
+    python -m scoring.planner --targets 10000 --targets-per-job 100 --max-nodes 4 \\
+        --node-startup 300 --job-overhead 60 --per-target 0.01 --vm-price 0.20 --period 3600
+    python -m scoring.planner --mode local --targets 1000 --targets-per-job 10 --workers 2 \\
+        --job-overhead 1.6 --per-target 0.025 --run-overhead 12
+
+The model (every quantity in seconds; a "slot" runs one job at a time)::
+
+    tpj   = targets per job, raised if needed so that jobs <= max_jobs (Airflow's
+            max_map_length, 1024): tpj = max(tpj, ceil(targets / max_jobs))
+    jobs  = ceil(targets / tpj)
+    job   = job_overhead + tpj * per_target          (the longest job: a full one)
+    slots = max_nodes * jobs_per_node                (azureml)   |  workers (local)
+    nodes = min(max_nodes, ceil(jobs / jobs_per_node))   nodes the run actually scales to
+    waves = ceil(jobs / slots)
+    busy  = waves * job                              (jobs of a wave run side by side)
+
+    azureml, scale-to-zero (min_instances=0, every run starts cold):
+        duration     = node_startup + busy
+        node_seconds = nodes * (node_startup + busy + idle)   billed from allocation
+                       until the idle timeout after the last job (an upper bound:
+                       a node whose last wave is empty goes idle earlier)
+    azureml, warm (nodes already up, e.g. min_instances=nodes or idle >= the gap):
+        duration     = busy
+        node_seconds = nodes * period                 the nodes are billed round the clock
+    local (LocalExecutor on one machine): duration = run_overhead + busy, no cost.
+    cost = node_seconds / 3600 * vm_price_per_hour
+
+Assumptions: jobs are independent and equal-sized; all nodes of a cold
+cluster come up together (Azure provisions them in parallel; node_startup is
+allocation + image pull + job preparation of the first job on a node, the
+dominant term is minutes); job_overhead is the fixed cost of one job once a
+node is up (scheduling, mounting, Python start and imports, a mapped Airflow
+task's own bookkeeping), per_target the variable cost of one target inside a
+job (download its model, score, write: milliseconds). The run-level fixed work
+(freshness sensor, snapshot, collector) is ``run_overhead``. The defaults for
+Azure ML are typical published magnitudes, not measurements: measure yours
+(a job's ``Preparing``/``Running`` timestamps in studio) and pass them.
+
+Recommendation: among targets-per-job candidates and 1..max_nodes nodes, the
+cheapest cold plan that finishes within the deadline (default: the schedule
+period), ties to the fastest; with one wave it uses ``tpj = ceil(targets /
+(nodes * jobs_per_node))``, so every node gets one job and the per-job
+overhead is paid once per slot. Idle time: keeping nodes up through the gap
+between runs (gap = period - duration) costs ``nodes * gap``; scaling to zero
+costs ``nodes * (idle + node_startup)`` and ``node_startup`` of latency. So
+warm is cheaper when ``gap < idle_min + node_startup``: then set
+``idle_time_before_scale_down`` above the gap; otherwise scale to zero with a
+short idle time (``idle_min``, default 120 s).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+
+MAX_MAP_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class Params:
+    targets: int
+    targets_per_job: int = 1
+    max_nodes: int = 4
+    node_startup: float = 300.0  # s, cold node to first job running
+    job_overhead: float = 60.0  # s per job once the node is up
+    per_target: float = 0.01  # s per target inside a job
+    vm_price: float = 0.20  # per node-hour
+    idle: float = 120.0  # s, idle_time_before_scale_down
+    period: float = 3600.0  # s between scheduled runs
+    jobs_per_node: int = 1
+    max_jobs: int = MAX_MAP_LENGTH
+    mode: str = "azureml"  # or "local"
+    workers: int = 4  # local: task slots (parallelism)
+    run_overhead: float = 0.0  # s, fixed per run (sensor, snapshot, collect)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    targets_per_job: int
+    jobs: int
+    nodes: int
+    slots: int
+    waves: int
+    job_seconds: float
+    duration_cold: float
+    duration_warm: float
+    node_seconds_cold: float
+    node_seconds_warm: float
+    cost_cold: float
+    cost_warm: float
+    overhead_fraction: float  # share of job-seconds that is per-job overhead
+
+
+def effective_targets_per_job(targets: int, targets_per_job: int, max_jobs: int = MAX_MAP_LENGTH) -> int:
+    """Targets per job after growing it so that no run maps more than ``max_jobs`` jobs."""
+    if targets <= 0:
+        return max(1, targets_per_job)
+    return max(1, int(targets_per_job), math.ceil(targets / max_jobs))
+
+
+def estimate(p: Params) -> Estimate:
+    tpj = effective_targets_per_job(p.targets, p.targets_per_job, p.max_jobs)
+    jobs = math.ceil(p.targets / tpj) if p.targets > 0 else 0
+    job = p.job_overhead + min(tpj, p.targets) * p.per_target
+    if p.mode == "local":
+        slots = max(1, p.workers)
+        nodes = 1
+    else:
+        slots = max(1, p.max_nodes * p.jobs_per_node)
+        nodes = min(p.max_nodes, math.ceil(jobs / p.jobs_per_node)) if jobs else 0
+    waves = math.ceil(jobs / slots) if jobs else 0
+    busy = waves * job
+    total_job_seconds = jobs * p.job_overhead + p.targets * p.per_target
+    overhead_fraction = (jobs * p.job_overhead / total_job_seconds) if total_job_seconds else 0.0
+    if p.mode == "local":
+        duration = p.run_overhead + busy
+        return Estimate(tpj, jobs, nodes, slots, waves, job, duration, duration, 0.0, 0.0, 0.0, 0.0, overhead_fraction)
+    duration_cold = p.run_overhead + p.node_startup + busy
+    duration_warm = p.run_overhead + busy
+    ns_cold = nodes * (p.node_startup + busy + p.idle)
+    ns_warm = nodes * p.period
+    price = p.vm_price / 3600.0
+    return Estimate(tpj, jobs, nodes, slots, waves, job, duration_cold, duration_warm, ns_cold, ns_warm,
+                    ns_cold * price, ns_warm * price, overhead_fraction)
+
+
+def idle_advice(p: Params, duration: float, nodes: int, idle_min: float = 120.0) -> dict:
+    """Scale to zero or keep warm between runs, and the idle time to set (see the module docstring)."""
+    gap = max(0.0, p.period - duration)
+    warm_cost = nodes * gap
+    cold_cost = nodes * (idle_min + p.node_startup)
+    if gap < idle_min + p.node_startup:
+        return {"policy": "keep warm", "idle_seconds": math.ceil(gap) + 60, "gap_seconds": gap,
+                "node_seconds_between_runs": warm_cost,
+                "why": f"the gap between runs ({gap:.0f}s) is shorter than idle + node start-up "
+                       f"({idle_min + p.node_startup:.0f}s): idling through it is cheaper and saves the start-up"}
+    return {"policy": "scale to zero", "idle_seconds": idle_min, "gap_seconds": gap,
+            "node_seconds_between_runs": cold_cost,
+            "why": f"the gap between runs ({gap:.0f}s) exceeds idle + node start-up ({idle_min + p.node_startup:.0f}s): "
+                   f"release the nodes after {idle_min:.0f}s idle"}
+
+
+def recommend(p: Params, deadline: float | None = None) -> dict:
+    """Cheapest cold plan (nodes, targets per job) finishing within ``deadline`` (default: the period)."""
+    deadline = p.period if deadline is None else deadline
+    candidates = []
+    max_nodes = 1 if p.mode == "local" else max(1, p.max_nodes)
+    for nodes in range(1, max_nodes + 1):
+        slots = (p.workers if p.mode == "local" else nodes * p.jobs_per_node)
+        for tpj in sorted({1, 10, 100, 1000, math.ceil(p.targets / max(1, slots))}):
+            e = estimate(Params(**{**asdict(p), "max_nodes": nodes, "targets_per_job": tpj}))
+            candidates.append((e, nodes))
+    feasible = [(e, n) for e, n in candidates if e.duration_cold <= deadline]
+    pool = feasible or candidates
+    best, nodes = min(pool, key=lambda c: (c[0].cost_cold, c[0].duration_cold) if feasible else (c[0].duration_cold, c[0].cost_cold))
+    out = {"max_nodes": nodes, "targets_per_job": best.targets_per_job, "meets_deadline": bool(feasible),
+           "deadline_seconds": deadline, "estimate": asdict(best)}
+    if p.mode != "local":
+        out["idle"] = idle_advice(p, best.duration_cold, best.nodes)
+    return out
+
+
+def _fmt(e: Estimate, mode: str) -> str:
+    if mode == "local":
+        return (f"{e.jobs} tasks of {e.targets_per_job} targets, {e.slots} workers, {e.waves} waves of "
+                f"{e.job_seconds:.1f}s: run {e.duration_cold:.1f}s (overhead {e.overhead_fraction:.0%} of task time)")
+    return (f"{e.jobs} jobs of {e.targets_per_job} targets on {e.nodes} node(s), {e.waves} wave(s) of {e.job_seconds:.1f}s\n"
+            f"  scale-to-zero: run {e.duration_cold / 60:.1f} min, {e.node_seconds_cold / 60:.1f} node-min, cost {e.cost_cold:.3f}\n"
+            f"  warm cluster:  run {e.duration_warm / 60:.1f} min, {e.node_seconds_warm / 60:.1f} node-min per period, cost {e.cost_warm:.3f}\n"
+            f"  per-job overhead is {e.overhead_fraction:.0%} of job time")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scoring.planner", description=__doc__.splitlines()[0],
+                                     epilog="Model and assumptions: see the module docstring (python -c 'import scoring.planner; help(scoring.planner)').")
+    d = Params(targets=0)
+    parser.add_argument("--targets", type=int, required=True)
+    parser.add_argument("--targets-per-job", type=int, default=d.targets_per_job)
+    parser.add_argument("--max-nodes", type=int, default=d.max_nodes)
+    parser.add_argument("--node-startup", type=float, default=d.node_startup, help="seconds (cold node to first job)")
+    parser.add_argument("--job-overhead", type=float, default=d.job_overhead, help="seconds per job")
+    parser.add_argument("--per-target", type=float, default=d.per_target, help="seconds per target inside a job")
+    parser.add_argument("--vm-price", type=float, default=d.vm_price, help="price per node-hour")
+    parser.add_argument("--idle", type=float, default=d.idle, help="idle_time_before_scale_down, seconds")
+    parser.add_argument("--period", type=float, default=d.period, help="seconds between runs (the schedule)")
+    parser.add_argument("--deadline", type=float, help="seconds a run may take (default: the period)")
+    parser.add_argument("--jobs-per-node", type=int, default=d.jobs_per_node)
+    parser.add_argument("--max-jobs", type=int, default=d.max_jobs, help="max_map_length")
+    parser.add_argument("--mode", choices=("azureml", "local"), default=d.mode)
+    parser.add_argument("--workers", type=int, default=d.workers, help="local: parallel task slots")
+    parser.add_argument("--run-overhead", type=float, default=d.run_overhead, help="seconds per run outside the jobs")
+    parser.add_argument("--json", action="store_true")
+    a = parser.parse_args(argv)
+    if a.targets < 0 or a.targets_per_job < 1 or a.max_nodes < 1 or a.jobs_per_node < 1 or a.workers < 1:
+        parser.error("targets >= 0; targets-per-job, max-nodes, jobs-per-node, workers >= 1")
+    p = Params(a.targets, a.targets_per_job, a.max_nodes, a.node_startup, a.job_overhead, a.per_target, a.vm_price,
+               a.idle, a.period, a.jobs_per_node, a.max_jobs, a.mode, a.workers, a.run_overhead)
+    e = estimate(p)
+    rec = recommend(p, a.deadline)
+    if a.json:
+        print(json.dumps({"params": asdict(p), "estimate": asdict(e), "recommendation": rec}, indent=2))
+        return 0
+    print(f"estimate for {a.targets} targets, {a.targets_per_job} per job ({a.mode}):\n  " + _fmt(e, a.mode))
+    r = Estimate(**rec["estimate"])
+    print(f"recommended: targets_per_unit={rec['targets_per_job']}, max nodes {rec['max_nodes']}"
+          f"{'' if rec['meets_deadline'] else ' (no plan meets the deadline: fastest shown)'}\n  " + _fmt(r, a.mode))
+    if "idle" in rec:
+        print(f"  between runs: {rec['idle']['policy']}, idle_time_before_scale_down={rec['idle']['idle_seconds']}s "
+              f"({rec['idle']['why']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""scoring.planner: the arithmetic on hand-computed cases."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scoring.planner import Params, effective_targets_per_job, estimate, idle_advice, main, recommend
+
+# 1,000 targets, 100 per job, 4 nodes; a price of 3.6 per node-hour = 0.001 per node-second
+BASE = dict(targets=1000, targets_per_job=100, max_nodes=4, node_startup=300, job_overhead=60,
+            per_target=0.1, vm_price=3.6, idle=120, period=3600)
+
+
+def test_azureml_cold_and_warm():
+    e = estimate(Params(**BASE))
+    # 10 jobs of 60 + 100 * 0.1 = 70 s; 4 slots -> 3 waves -> 210 s busy
+    assert (e.jobs, e.targets_per_job, e.nodes, e.slots, e.waves) == (10, 100, 4, 4, 3)
+    assert e.job_seconds == pytest.approx(70)
+    assert e.duration_cold == pytest.approx(300 + 210)
+    assert e.duration_warm == pytest.approx(210)
+    assert e.node_seconds_cold == pytest.approx(4 * (300 + 210 + 120))  # 2,520
+    assert e.cost_cold == pytest.approx(2.52)
+    assert e.node_seconds_warm == pytest.approx(4 * 3600)
+    assert e.cost_warm == pytest.approx(14.4)
+    assert e.overhead_fraction == pytest.approx(600 / 700)
+
+
+def test_fewer_jobs_than_nodes_uses_only_the_nodes_it_needs():
+    e = estimate(Params(**{**BASE, "targets_per_job": 500}))
+    # 2 jobs of 60 + 50 = 110 s on 2 of the 4 nodes, one wave
+    assert (e.jobs, e.nodes, e.waves) == (2, 2, 1)
+    assert e.node_seconds_cold == pytest.approx(2 * (300 + 110 + 120))
+
+
+def test_max_map_length_grows_targets_per_job():
+    assert effective_targets_per_job(5000, 1, 1024) == 5  # ceil(5000 / 1024)
+    e = estimate(Params(targets=5000, targets_per_job=1))
+    assert (e.targets_per_job, e.jobs) == (5, 1000)
+    assert effective_targets_per_job(1024, 1, 1024) == 1
+    assert effective_targets_per_job(1025, 1, 1024) == 2
+
+
+def test_local_mode():
+    e = estimate(Params(targets=1000, targets_per_job=10, mode="local", workers=2, job_overhead=1.5,
+                        per_target=0.02, run_overhead=10))
+    # 100 tasks of 1.5 + 0.2 = 1.7 s on 2 workers: 50 waves -> 85 s, + 10 s per run
+    assert (e.jobs, e.waves) == (100, 50)
+    assert e.duration_cold == pytest.approx(95) and e.duration_warm == pytest.approx(95)
+    assert e.cost_cold == 0 and e.node_seconds_cold == 0
+
+
+def test_idle_advice():
+    p = Params(**{**BASE, "period": 600})
+    warm = idle_advice(p, duration=510, nodes=4)  # gap 90 s < 120 + 300
+    assert warm["policy"] == "keep warm" and warm["idle_seconds"] == 150
+    cold = idle_advice(Params(**BASE), duration=510, nodes=4)  # gap 3,090 s
+    assert cold["policy"] == "scale to zero" and cold["idle_seconds"] == 120
+    assert cold["node_seconds_between_runs"] == pytest.approx(4 * 420)
+
+
+def test_recommend_cheapest_within_deadline():
+    p = Params(**{**BASE, "max_nodes": 2})
+    r = recommend(p)  # deadline = period: one node, one job of 1,000 targets: 60 + 100 = 160 s
+    assert (r["max_nodes"], r["targets_per_job"], r["meets_deadline"]) == (1, 1000, True)
+    assert r["estimate"]["node_seconds_cold"] == pytest.approx(300 + 160 + 120)
+    r = recommend(p, deadline=420)  # 1 node: 460 s; 2 nodes x 500 targets: 300 + 110 = 410 s
+    assert (r["max_nodes"], r["targets_per_job"], r["meets_deadline"]) == (2, 500, True)
+    assert r["estimate"]["cost_cold"] == pytest.approx(2 * (300 + 110 + 120) * 0.001)
+    r = recommend(p, deadline=400)  # nothing fits: the fastest plan
+    assert (r["max_nodes"], r["targets_per_job"], r["meets_deadline"]) == (2, 500, False)
+
+
+def test_cli_json(capsys):
+    assert main(["--targets", "1000", "--targets-per-job", "100", "--max-nodes", "4", "--node-startup", "300",
+                 "--job-overhead", "60", "--per-target", "0.1", "--vm-price", "3.6", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["estimate"]["duration_cold"] == pytest.approx(510)
+    assert main(["--mode", "local", "--targets", "100", "--workers", "2"]) == 0
+    assert "recommended" in capsys.readouterr().out
