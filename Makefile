@@ -9,7 +9,7 @@ UV_VERSION := $(shell sed -n 's/^uv==//p' requirements.lock)
 APT_PACKAGES := unixodbc libsqliteodbc odbc-postgresql postgresql python3-venv nodejs npm docker-compose chromium
 PYTEST_ARGS ?=
 
-.PHONY: help setup system demo airflow test test-fast test-slow clean
+.PHONY: help setup system demo airflow test test-fast test-slow clean bench
 
 help:
 	@echo "make demo     simulate, aggregate, train, backfill the DAG through Airflow's scheduler, print the report"
@@ -64,6 +64,11 @@ test-fast: setup
 
 test-slow: setup
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# Fleet-scale benchmark (not part of `make test`): floor vs the DAG through the scheduler; writes BENCHMARKS.md.
+# Quick run: make bench BENCH_ARGS="--targets 100 --modes 10 auto"
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .local
