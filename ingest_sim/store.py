@@ -355,3 +355,91 @@ def read_labels(conn, start: Any = None, end: Any = None) -> pd.DataFrame:
     return _select(
         conn, db.LABELS, db.LABEL_COLUMNS, " AND ".join(where), params, "device_id, sensor_id, start_ts, kind"
     )
+
+
+# --------------------------------------------------------------------------- interval checks
+def _fmt_windows(starts: Sequence[dt.datetime], window_minutes: int, limit: int = 6) -> str:
+    """'10:40-11:00 (4 windows)'-style runs of consecutive window starts."""
+    step = dt.timedelta(minutes=window_minutes)
+    runs: list[list[dt.datetime]] = []
+    for s in sorted(starts):
+        if runs and s - runs[-1][1] == step:
+            runs[-1][1] = s
+        else:
+            runs.append([s, s])
+    parts = []
+    for lo, hi in runs[:limit]:
+        n = int((hi - lo) / step) + 1
+        parts.append(f"{lo:%Y-%m-%d %H:%M}-{hi + step:%H:%M} ({n} window{'s' if n > 1 else ''})")
+    more = f" and {len(runs) - limit} more gaps" if len(runs) > limit else ""
+    return ", ".join(parts) + more
+
+
+def missing_windows(conn, start: Any, end: Any, targets: Iterable[Any],
+                    window_minutes: int = WINDOW_MINUTES) -> dict[str, list[dt.datetime]]:
+    """Window starts of the grid over [start, end) that have no aggregate row, per 'device/sensor'.
+
+    Only the requested targets; a target with every window present is left out.
+    """
+    ws, we = window_bounds(start, end, window_minutes)
+    grid = list(pd.date_range(ws, we, freq=f"{int(window_minutes)}min", inclusive="left").to_pydatetime())
+    pairs = _as_pairs(targets) or []
+    if not pairs:
+        return {}
+    frame = read_aggregates(conn, ws, we, pairs)
+    have: dict[str, set] = {}
+    for d, s, w in frame[["device_id", "sensor_id", "window_start"]].itertuples(index=False):
+        have.setdefault(target_name(d, s), set()).add(pd.Timestamp(w).to_pydatetime())
+    out = {}
+    for d, s in pairs:
+        t = target_name(d, s)
+        miss = [w for w in grid if w not in have.get(t, set())]
+        if miss:
+            out[t] = miss
+    return out
+
+
+def describe_missing_windows(missing: list[dt.datetime], window_minutes: int = WINDOW_MINUTES) -> str:
+    return _fmt_windows(missing, window_minutes)
+
+
+def interval_aggregate_problems(conn, start: Any, end: Any, window_minutes: int = WINDOW_MINUTES) -> dict[str, list[str]]:
+    """Structural problems of the aggregates touching [start, end), per 'device/sensor'.
+
+    A snapshot built on these would silently drop or double windows, so the
+    snapshot refuses them: duplicate windows (same device, sensor and
+    window_start: possible when the table lacks its primary key), windows whose
+    length is not ``window_minutes``, windows not on the window grid, and
+    windows that straddle the interval's bounds.
+    """
+    s, e = _interval(start, end)
+    frame = _select(conn, db.AGGREGATES, AGGREGATE_COLUMNS, "window_start < ? AND window_end > ?", [e, s],
+                    "device_id, sensor_id, window_start")
+    if frame.empty:
+        return {}
+    step = pd.Timedelta(minutes=window_minutes)
+    problems: dict[str, list[str]] = {}
+    for (d, sen), g in frame.groupby(["device_id", "sensor_id"], sort=True):
+        t = target_name(d, sen)
+        found = []
+        starts = pd.to_datetime(g["window_start"])
+        ends = pd.to_datetime(g["window_end"])
+        dup = starts[starts.duplicated(keep=False)].drop_duplicates()
+        if len(dup):
+            found.append(f"duplicate windows starting {', '.join(f'{w:%Y-%m-%d %H:%M}' for w in dup[:5])}"
+                         + (f" (+{len(dup) - 5})" if len(dup) > 5 else ""))
+        bad_len = starts[(ends - starts) != step]
+        if len(bad_len):
+            found.append(f"{len(bad_len)} window(s) not {window_minutes} minutes long, starting "
+                         + ", ".join(f"{w:%Y-%m-%d %H:%M:%S}" for w in bad_len[:5]))
+        off_grid = starts[starts != starts.dt.floor(step)]
+        if len(off_grid):
+            found.append(f"{len(off_grid)} window(s) off the {window_minutes}-minute grid, starting "
+                         + ", ".join(f"{w:%Y-%m-%d %H:%M:%S}" for w in off_grid[:5]))
+        outside = starts[(starts < pd.Timestamp(s)) | (ends > pd.Timestamp(e))]
+        if len(outside):
+            found.append(f"{len(outside)} window(s) straddling the interval's bounds, starting "
+                         + ", ".join(f"{w:%Y-%m-%d %H:%M:%S}" for w in outside[:5]))
+        if found:
+            problems[t] = found
+    return problems

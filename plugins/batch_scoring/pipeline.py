@@ -116,8 +116,20 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     Returns the plan the rest of the run follows: targets (have data and a
     model), skipped targets with the reason, and the targets grouped into units.
     """
-    from ingest_sim.store import read_aggregates
+    from ingest_sim.store import interval_aggregate_problems, read_aggregates
 
+    # Structural faults (duplicate, misaligned or straddling windows) mean the
+    # upstream aggregation is broken: refuse the whole interval, before writing
+    # anything, naming every target and window. Bad *values* (NaN/inf/NULL) are
+    # per-target: scoring fails those targets naming their windows.
+    problems = interval_aggregate_problems(sql_conn, interval.start, interval.end)
+    if problems:
+        detail = "; ".join(f"{t}: {', '.join(p)}" for t, p in list(problems.items())[:20])
+        more = f" (and {len(problems) - 20} more targets)" if len(problems) > 20 else ""
+        raise PipelineError(
+            f"interval {interval.key}: aggregates are malformed for {len(problems)} target(s), nothing was "
+            f"snapshotted: {detail}{more}; fix the rows in sensor_aggregates (or re-aggregate) and clear the run"
+        )
     frame = read_aggregates(sql_conn, interval.start, interval.end)
     store.upload_bytes(settings.aggregates_container, snapshot_blob(interval), frame_to_parquet_bytes(frame))
     with_data = {target_name(d, s) for d, s in frame[["device_id", "sensor_id"]].drop_duplicates().itertuples(index=False)}
@@ -144,7 +156,7 @@ def score_unit_local(store, settings, interval: Interval, targets: list[str]) ->
 
     with tempfile.TemporaryDirectory(prefix="score-unit-") as tmp:
         tmp = Path(tmp)
-        snapshot = store.download_file(settings.aggregates_container, snapshot_blob(interval), tmp / "in" / SNAPSHOT_FILE)
+        snapshot = _download_snapshot(store, settings, interval, tmp / "in" / SNAPSHOT_FILE)
         models = tmp / "models"
         for target in targets:
             device, sensor = parse_target(target)
@@ -153,7 +165,15 @@ def score_unit_local(store, settings, interval: Interval, targets: list[str]) ->
                 if store.exists(settings.models_container, blob):
                     store.download_file(settings.models_container, blob, models / device / sensor / name)
         out = tmp / "out"
-        receipts = score_targets(pd.read_parquet(snapshot), models, out, targets)
+        try:
+            aggregates = pd.read_parquet(snapshot)
+        except Exception as exc:  # truncated/corrupt: name the blob and the way out
+            raise PipelineError(
+                f"interval {interval.key}: snapshot {settings.aggregates_container}/{snapshot_blob(interval)} "
+                f"is unreadable ({type(exc).__name__}: {exc}); clear the snapshot task (and its downstream) "
+                "to rewrite it from SQL"
+            ) from exc
+        receipts = score_targets(aggregates, models, out, targets)
         upload_outputs(store, settings, interval, out, targets)
     failed = [r for r in receipts if r.get("status") != "ok"]
     if failed:
@@ -165,7 +185,14 @@ def score_unit_local(store, settings, interval: Interval, targets: list[str]) ->
 
 
 def upload_outputs(store, settings, interval: Interval, out_dir: Path, targets: list[str]) -> None:
-    """Upload each target's prediction and receipt that the scoring step produced."""
+    """Upload each target's prediction and receipt that the scoring step produced.
+
+    Mirrors the output folder like Azure ML's rw_mount does: a prediction the
+    scoring step removed (its target failed this time) is deleted from blob
+    too, so a stale prediction of an earlier run never passes for this one.
+    Each blob upload is atomic (a killed worker leaves the old blob or the
+    new one, never half of one), and a retry rewrites the same bytes.
+    """
     for target in targets:
         device, sensor = parse_target(target)
         for local, blob in (
@@ -174,6 +201,9 @@ def upload_outputs(store, settings, interval: Interval, out_dir: Path, targets: 
         ):
             if local.exists():
                 store.upload_file(settings.predictions_container, blob, local)
+            elif store.exists(settings.predictions_container, blob):
+                log.info("removing %s/%s: not produced by this attempt", settings.predictions_container, blob)
+                store.delete(settings.predictions_container, blob)
 
 
 # --- collect ----------------------------------------------------------------------
@@ -181,8 +211,16 @@ def upload_outputs(store, settings, interval: Interval, out_dir: Path, targets: 
 PREDICTION_REQUIRED_COLUMNS = ("device_id", "sensor_id", "window_start", "window_end", "decision_score", "is_anomaly", "model_sha256")
 
 
-def validate_prediction(data: bytes, target: str, expected_windows) -> tuple[dict | None, str | None]:
-    """Check one prediction blob; returns (summary, None) or (None, what is wrong)."""
+def validate_prediction(data: bytes, target: str, expected_windows, model_manifest: dict | None = None,
+                        receipt: dict | None = None) -> tuple[dict | None, str | None]:
+    """Check one prediction blob; returns (summary, None) or (None, what is wrong).
+
+    Beyond the blob itself: with the deployed model's manifest, the rows must
+    carry that model's sha256 and every ``is_anomaly`` flag must agree with
+    ``decision_score < threshold``; with the scoring step's receipt, rows,
+    anomaly count and model hash must match what the scoring step reported
+    (and its ``output_sha256``, when the receipt carries one, the blob's bytes).
+    """
     import numpy as np
     import pandas as pd
 
@@ -206,27 +244,73 @@ def validate_prediction(data: bytes, target: str, expected_windows) -> tuple[dic
     hashes = frame["model_sha256"].unique()
     if len(hashes) != 1:
         return None, "more than one model hash"
-    return {"rows": len(frame), "anomalies": int(frame["is_anomaly"].sum()), "model_sha256": str(hashes[0])}, None
+    flags = frame["is_anomaly"].to_numpy(dtype=bool)
+    if model_manifest and model_manifest.get("sha256"):
+        if str(hashes[0]) != model_manifest.get("sha256"):
+            return None, (f"scored with model {str(hashes[0])[:12]}, but the deployed model is "
+                          f"{str(model_manifest.get('sha256'))[:12]}")
+        threshold = model_manifest.get("threshold")
+        if threshold is not None:
+            wrong = int(((scores < float(threshold)) != flags).sum())
+            if wrong:
+                return None, f"{wrong} anomaly flag(s) disagree with decision_score < threshold {float(threshold):.6g}"
+    if receipt is not None:
+        if receipt.get("status") != "ok":
+            return None, f"the scoring step reported it failed: {receipt.get('error')}"
+        expect = {"rows": receipt.get("rows_out"), "anomalies": receipt.get("anomalies"),
+                  "model hash": receipt.get("model_sha256")}
+        got = {"rows": len(frame), "anomalies": int(flags.sum()), "model hash": str(hashes[0])}
+        diff = [f"{k} {got[k]} != receipt's {expect[k]}" for k in expect if expect[k] is not None and got[k] != expect[k]]
+        if diff:
+            return None, "blob differs from what the scoring step wrote: " + ", ".join(diff)
+        if receipt.get("output_sha256") and receipt["output_sha256"] != hashlib.sha256(data).hexdigest():
+            return None, "blob's sha256 differs from the one the scoring step recorded"
+    return {"rows": len(frame), "anomalies": int(flags.sum()), "model_sha256": str(hashes[0])}, None
 
 
 def collect_interval(store, settings, interval: Interval, plan: dict, min_coverage: float = 1.0) -> dict:
     """Validate every expected prediction blob, write the interval's manifest, fail naming what is wrong."""
     import pandas as pd
 
-    snapshot = pd.read_parquet(io.BytesIO(store.download_bytes(settings.aggregates_container, snapshot_blob(interval))))
+    snapshot_path = f"{settings.aggregates_container}/{snapshot_blob(interval)}"
+    try:
+        snapshot = pd.read_parquet(io.BytesIO(store.download_bytes(settings.aggregates_container, snapshot_blob(interval))))
+    except Exception as exc:
+        if type(exc).__name__ in ("BlobStoreUnavailable",):
+            raise
+        raise PipelineError(
+            f"interval {interval.key}: cannot read the snapshot {snapshot_path} to validate predictions against "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); clear the snapshot task and its downstream"
+        ) from exc
     windows = {
         target_name(d, s): sorted(pd.to_datetime(g["window_start"]))
         for (d, s), g in snapshot.groupby(["device_id", "sensor_id"])
     }
     present = set(store.list_names(settings.predictions_container, prefix=f"{interval.key}/"))
+    expected_blobs = {f"{interval.key}/{PREDICTIONS_MANIFEST}"}
+    for target in plan["targets"]:
+        expected_blobs.update((prediction_blob(interval, target), receipt_blob(interval, target)))
+    # Run-level files at the interval's root ("_manifest.json", the run report's "_*.html/png") are the
+    # collector's own; anything else that no planned target wrote is flagged.
+    unexpected = sorted(n for n in present - expected_blobs if not n[len(interval.key) + 1:].startswith("_"))
     results: dict[str, dict] = {}
     for target in plan["targets"]:
         blob = prediction_blob(interval, target)
+        receipt = _read_json(store, settings.predictions_container, receipt_blob(interval, target)) \
+            if receipt_blob(interval, target) in present else None
         if blob not in present:
-            results[target] = {"status": "failed", "reason": "prediction blob missing", "blob": blob}
+            reason = "prediction blob missing"
+            if receipt and receipt.get("status") != "ok":
+                reason += f"; scoring failed: {receipt.get('error')}"
+            results[target] = {"status": "failed", "reason": reason, "blob": blob}
             continue
         data = store.download_bytes(settings.predictions_container, blob)
-        summary, problem = validate_prediction(data, target, windows.get(target, []))
+        device, sensor = parse_target(target)
+        # Checked when present: a receipt can be missing after a worker died between the
+        # two uploads (the prediction itself is whole: blob uploads are atomic), and a
+        # model can be retired after scoring.
+        model_manifest = _read_json(store, settings.models_container, f"{device}/{sensor}/{MODEL_MANIFEST}")
+        summary, problem = validate_prediction(data, target, windows.get(target, []), model_manifest, receipt)
         if problem:
             results[target] = {"status": "failed", "reason": problem, "blob": blob}
         else:
@@ -248,18 +332,51 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
         "rows": sum(results[t]["rows"] for t in ok),
         "anomalies": sum(results[t]["anomalies"] for t in ok),
         "targets": dict(sorted(results.items())),
+        "unexpected_blobs": unexpected,
     }
     store.upload_bytes(
         settings.predictions_container,
         f"{interval.key}/{PREDICTIONS_MANIFEST}",
         json.dumps(manifest, indent=2, sort_keys=True).encode(),
     )
+    if unexpected and expected and coverage >= min_coverage:
+        raise PipelineError(
+            f"interval {interval.key}: {len(unexpected)} unexpected blob(s) under {settings.predictions_container}/"
+            f"{interval.key}/ that no planned target wrote: {', '.join(unexpected[:20])}"
+            f"{' ...' if len(unexpected) > 20 else ''}; remove them (e.g. predictions of a target now skipped) "
+            "and clear the collect task"
+        )
     if expected == 0 or coverage < min_coverage:
         detail = "; ".join(f"{t}: {results[t]['reason']}" for t in failed[:20])
         more = f" (and {len(failed) - 20} more)" if len(failed) > 20 else ""
         raise PipelineError(
             f"interval {interval.key}: {len(failed)} of {expected} targets failed validation "
             f"(coverage {coverage:.1%} < {min_coverage:.0%}): {detail}{more}"
+            + (f"; also {len(unexpected)} unexpected blob(s): {', '.join(unexpected[:5])}" if unexpected else "")
             if expected else f"interval {interval.key}: nothing to score (no targets with both aggregates and a model)"
         )
     return manifest
+
+
+# --- helpers for the steps above (reliability) ---------------------------------------
+
+def _download_snapshot(store, settings, interval: Interval, path: Path) -> Path:
+    """Download the interval's snapshot, or fail naming it and the way out."""
+    name = snapshot_blob(interval)
+    if not store.exists(settings.aggregates_container, name):
+        raise PipelineError(
+            f"interval {interval.key}: snapshot {settings.aggregates_container}/{name} does not exist; "
+            "clear the snapshot task (and its downstream) to write it"
+        )
+    return store.download_file(settings.aggregates_container, name, path)
+
+
+def _read_json(store, container: str, name: str) -> dict | None:
+    """A small JSON blob (receipt, model manifest), or None if it is missing or unreadable."""
+    try:
+        if not store.exists(container, name):
+            return None
+        value = json.loads(store.download_bytes(container, name))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -6,7 +6,32 @@ holds), so the same code talks to Azurite locally and to Azure in production.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+
+
+class BlobStoreUnavailable(RuntimeError):
+    """The blob service did not answer (down, unreachable, DNS): names the account URL and the operation."""
+
+
+def _reachable(method):
+    """Turn "connection refused"-style transport errors into one clear message (HTTP errors pass through)."""
+
+    @functools.wraps(method)
+    def wrapper(self, container, *args, **kwargs):
+        from azure.core.exceptions import ServiceRequestError
+
+        try:
+            return method(self, container, *args, **kwargs)
+        except ServiceRequestError as exc:
+            what = f"{container}/{args[0]}" if args and isinstance(args[0], str) else container
+            raise BlobStoreUnavailable(
+                f"blob storage at {self.url} is unreachable ({method.__name__} {what}): "
+                f"{' '.join(str(exc).split())[:300]}; when it is back, clear the task to retry "
+                "(every write overwrites, so a retry is safe)"
+            ) from exc
+
+    return wrapper
 
 
 class BlobStore:
@@ -35,11 +60,18 @@ class BlobStore:
         return cls(WasbHook(wasb_conn_id=conn_id).get_conn())
 
     @classmethod
-    def from_connection_string(cls, connection_string: str) -> "BlobStore":
+    def from_connection_string(cls, connection_string: str, **client_kwargs) -> "BlobStore":
+        """``client_kwargs`` go to ``BlobServiceClient`` (e.g. ``retry_total``, ``connection_timeout``)."""
         from azure.storage.blob import BlobServiceClient
 
-        return cls(BlobServiceClient.from_connection_string(connection_string))
+        return cls(BlobServiceClient.from_connection_string(connection_string, **client_kwargs))
 
+    @property
+    def url(self) -> str:
+        """The account's blob endpoint (no credentials)."""
+        return getattr(self._client, "url", "?").split("?")[0]
+
+    @_reachable
     def ensure_containers(self, names) -> None:
         from azure.core.exceptions import ResourceExistsError
 
@@ -49,6 +81,7 @@ class BlobStore:
             except ResourceExistsError:
                 pass
 
+    @_reachable
     def delete_container(self, name: str) -> None:
         """Delete a container and everything in it (no error if it does not exist)."""
         from azure.core.exceptions import ResourceNotFoundError
@@ -61,16 +94,20 @@ class BlobStore:
     def _blob(self, container: str, name: str):
         return self._client.get_blob_client(container=container, blob=name)
 
+    @_reachable
     def upload_bytes(self, container: str, name: str, data: bytes) -> None:
         self._blob(container, name).upload_blob(data, overwrite=True)
 
+    @_reachable
     def upload_file(self, container: str, name: str, path: Path | str) -> None:
         with open(path, "rb") as fh:
             self._blob(container, name).upload_blob(fh, overwrite=True)
 
+    @_reachable
     def download_bytes(self, container: str, name: str) -> bytes:
         return self._blob(container, name).download_blob().readall()
 
+    @_reachable
     def download_file(self, container: str, name: str, path: Path | str) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,16 +115,20 @@ class BlobStore:
             self._blob(container, name).download_blob().readinto(fh)
         return path
 
+    @_reachable
     def exists(self, container: str, name: str) -> bool:
         return self._blob(container, name).exists()
 
+    @_reachable
     def list_names(self, container: str, prefix: str = "") -> list[str]:
         client = self._client.get_container_client(container)
         return sorted(b.name for b in client.list_blobs(name_starts_with=prefix or None))
 
+    @_reachable
     def delete(self, container: str, name: str) -> None:
         self._blob(container, name).delete_blob()
 
+    @_reachable
     def upload_folder(self, container: str, prefix: str, folder: Path | str) -> list[str]:
         """Upload every file under ``folder`` to ``prefix/<relative path>``; returns blob names."""
         folder = Path(folder)

@@ -1,6 +1,6 @@
 """Score one unit of targets as an Azure ML command job: the production backend.
 
-Same mapped interface as ``LocalScoringOperator``: ``unit`` is a list of
+Same mapped interface as the local path of ``ScoringOperator``: ``unit`` is a list of
 ``device/sensor`` targets, the data interval comes from the task context.
 
 The job runs the same entry point as the local backend
@@ -12,7 +12,8 @@ local paths and writes exactly ``<interval>/<device>/<sensor>.parquet``.
 Idempotency: the job name is fixed before submission from (dag, interval,
 unit, generation). ``execute`` looks the name up first and re-attaches to a
 queued, running or completed job (an Airflow retry or a crashed worker never
-submits a duplicate); a Failed/Canceled/NotResponding/Paused job is replaced
+submits a duplicate); a Failed/Canceled/NotResponding/Paused job, or a
+Completed job whose prediction blobs have since disappeared, is replaced
 by ``<name>-r1``, ``-r2``, ... (probed in order, so still deterministic).
 """
 from __future__ import annotations
@@ -176,9 +177,30 @@ class AzureMLScoringOperator(BaseOperator):
             if job_status(job) in FAILED_STATES:
                 self.log.info("Azure ML job %s ended %s: trying the next name", name, job_status(job))
                 continue
+            if job_status(job) == "Completed":
+                missing = self.missing_outputs(s, interval)
+                if missing:
+                    self.log.warning(
+                        "Azure ML job %s is Completed but its outputs are gone (%s): submitting the next name",
+                        name, ", ".join(missing[:10]))
+                    continue
             self.log.info("re-attaching to Azure ML job %s (%s)", name, job_status(job))
             return job
         raise AzureMLJobError(f"{MAX_RESUBMITS + 1} jobs named {base}[-rN] all failed: not submitting another")
+
+    def missing_outputs(self, s, interval) -> list[str]:
+        """Prediction blobs of this unit that are not in the predictions container.
+
+        A Completed job is only taken as done when its outputs are still there:
+        a prediction deleted after scoring makes the retry or rerun submit a
+        new job (``-rN``) instead of re-attaching to one whose results are lost.
+        """
+        from batch_scoring.hooks.blob_storage import BlobStore
+        from batch_scoring.pipeline import prediction_blob
+
+        store = BlobStore.from_conn_id(s.blob_conn_id)
+        return [b for b in (prediction_blob(interval, t) for t in self.unit)
+                if not store.exists(s.predictions_container, b)]
 
     def execute(self, context):
         from batch_scoring.hooks.azure_ml import job_status

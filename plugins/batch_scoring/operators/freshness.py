@@ -8,8 +8,9 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
     """Succeeds once every target with a deployed model has aggregates reaching the interval's end.
 
     Each poke is one SQL query; in ``reschedule`` mode the worker slot is freed
-    between pokes. On timeout the error names the stale targets and how far
-    their data reaches, instead of Airflow's generic timeout message.
+    between pokes. On timeout the error names the stale targets, how far
+    their data reaches and which of the interval's windows are missing,
+    instead of Airflow's generic timeout message.
     """
 
     ui_color = "#e8f4fd"
@@ -25,21 +26,30 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         from batch_scoring.hooks.blob_storage import BlobStore
         from batch_scoring.hooks.sql import sensor_sql
         from batch_scoring.pipeline import Interval, model_targets
-        from ingest_sim.store import stale_targets
+        from ingest_sim.store import missing_windows, stale_targets
 
         interval = Interval.from_context(context)
         expected = model_targets(BlobStore.from_conn_id(self.blob_conn_id), self.models_container)
         with sensor_sql(self.sql_conn_id) as conn:
             stale = stale_targets(conn, interval.start, interval.end, expected)
-        return interval.key, {"expected": len(expected), "stale": stale}
+            missing = missing_windows(conn, interval.start, interval.end, list(stale)) if stale else {}
+        return interval.key, {"expected": len(expected), "stale": stale, "missing": missing}
 
     @staticmethod
     def describe(interval_key: str, found: dict, limit: int = 10) -> str:
         stale = found["stale"]
         if not found["expected"]:
             return f"interval {interval_key}: no targets have a deployed model"
+        from ingest_sim.store import describe_missing_windows
+
         items = list(stale.items()) if isinstance(stale, dict) else [(t, None) for t in stale]
-        shown = ", ".join(f"{t} (data until {last or 'never'})" for t, last in items[:limit])
+        missing = found.get("missing") or {}
+
+        def one(t, last):
+            gaps = f" missing {describe_missing_windows(missing[t])}" if missing.get(t) else ""
+            return f"{t} (data until {last or 'never'}){gaps}"
+
+        shown = "; ".join(one(t, last) for t, last in items[:limit])
         more = f" and {len(items) - limit} more" if len(items) > limit else ""
         return f"interval {interval_key}: {len(items)} of {found['expected']} targets stale: {shown}{more}"
 
