@@ -8,9 +8,11 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from batch_scoring.config import settings
 from batch_scoring.operators.freshness import AggregatesFreshnessSensor
-from batch_scoring.operators.local_scoring import LocalScoringOperator
+from batch_scoring.operators.score_unit import BACKENDS, ScoringOperator
 
 S = settings()
+if S.backend not in BACKENDS:
+    raise ValueError(f"BATCH_SCORING_BACKEND={S.backend!r}: supported backends are {', '.join(BACKENDS)}")
 PREDICTIONS = Asset(name=f"{S.dag_id}_predictions", uri=f"wasb://{S.predictions_container}/")
 
 DOC = f"""
@@ -27,21 +29,35 @@ same blobs with the same content.
 2. **snapshot**: exports the interval's aggregates once to
    `{S.aggregates_container}/<interval>/aggregates.parquet` and plans the targets
    (those with data and a model; the rest are listed as skipped).
-3. **score** (mapped, one `device/sensor` per task by default, backend
-   `{S.backend}`): writes `{S.predictions_container}/<interval>/<device>/<sensor>.parquet`.
+3. **score** (mapped; one `device/sensor` per task by default; backend
+   `{S.backend}` unless the run's `backend` param says otherwise): writes
+   `{S.predictions_container}/<interval>/<device>/<sensor>.parquet` and a receipt.
 4. **collect**: validates every prediction blob (exists, schema, one row per
-   input window, finite scores), writes `<interval>/_manifest.json`, updates the
-   asset `{PREDICTIONS.name}`, and fails listing what is missing or wrong.
+   input window, finite scores), writes `<interval>/_manifest.json` and the run
+   report `<interval>/_report.html`, updates the asset `{PREDICTIONS.name}`,
+   and fails listing what is missing or wrong.
 
-**Backfill** historical intervals (the DAG must be unpaused, or the runs wait):
+## Backfill
+Historical intervals are scored with a backfill. **The DAG must be unpaused**,
+or the backfill's runs wait (queued) for ever:
 
     airflow dags unpause {S.dag_id}
-    airflow backfill create --dag-id {S.dag_id} --from-date 2026-01-01T00:00:00 --to-date 2026-01-01T06:00:00
+    airflow backfill create --dag-id {S.dag_id} \\
+        --from-date 2026-01-01T00:00:00 --to-date 2026-01-01T23:00:00
 
-Add `--reprocess-behavior completed` to redo intervals that already succeeded.
+The dates are the runs' logical dates, i.e. interval *starts*: the example
+scores the 24 hours of 1 January. Intervals that already succeeded are left
+alone; add `--reprocess-behavior completed` to score them again (same blobs,
+same bytes). The UI's *Trigger → Backfill* does the same.
 
-**Params** (manual runs): `targets_per_unit` groups targets into one task,
-`min_coverage` is the fraction of targets that must validate.
+## Params (manual runs)
+- `targets`: globs such as `dev001/*` or `*/s2`; empty = every target.
+- `targets_per_unit`: targets per mapped task (1 = one task per `device/sensor`;
+  `auto` ≈ {S.auto_units} units); grown automatically so a run never maps more
+  than `max_map_length` units.
+- `backend`: `local` or `azureml`.
+- `min_coverage`: fraction of targets that must validate for the run to pass.
+- `dry_run`: snapshot and plan only; nothing is scored.
 """
 
 with DAG(
@@ -58,8 +74,14 @@ with DAG(
         "retry_delay": dt.timedelta(seconds=S.retry_delay_seconds),
     },
     params={
-        "targets_per_unit": Param(1, type="integer", minimum=1, description="device/sensor targets scored per task"),
-        "min_coverage": Param(1.0, type="number", minimum=0, maximum=1, description="fraction of targets that must validate"),
+        "targets": Param([], type="array", items={"type": "string", "pattern": r"^[^/\s]+/[^/\s]+$"},
+                         title="Targets", description="device/sensor globs, e.g. dev001/* or */s2; empty = all"),
+        "targets_per_unit": Param(1, anyOf=[{"type": "integer", "minimum": 1}, {"type": "string", "enum": ["auto"]}],
+                                  title="Targets per task", description="device/sensor targets per mapped task, or auto"),
+        "backend": Param(S.backend, type="string", enum=list(BACKENDS), title="Backend"),
+        "min_coverage": Param(1.0, type="number", minimum=0, maximum=1, title="Minimum coverage",
+                              description="fraction of targets that must validate"),
+        "dry_run": Param(False, type="boolean", title="Dry run", description="snapshot and plan only; score nothing"),
     },
 ) as dag:
     wait_for_aggregates = AggregatesFreshnessSensor(
@@ -72,32 +94,24 @@ with DAG(
     )
 
     @task
-    def snapshot(params=None, **context):
+    def snapshot(**context):
         """Returns the scoring units to map over; the whole plan goes to XCom key 'plan'."""
         from batch_scoring.tasks import snapshot_task
 
-        return snapshot_task(context, int(params["targets_per_unit"]))
+        return snapshot_task(context)
 
     units = snapshot()
 
-    if S.backend == "azureml":
-        from batch_scoring.operators.azure_ml import AzureMLScoringOperator  # cheap: azure.ai.ml loads in the task
-
-        score = AzureMLScoringOperator.partial(
-            task_id="score", azureml_conn_id=S.azureml_conn_id, map_index_template="{{ unit_label }}"
-        ).expand(unit=units)
-    elif S.backend == "local":
-        score = LocalScoringOperator.partial(
-            task_id="score", blob_conn_id=S.blob_conn_id, map_index_template="{{ unit_label }}"
-        ).expand(unit=units)
-    else:
-        raise ValueError(f"BATCH_SCORING_BACKEND={S.backend!r}: supported backends are 'local' and 'azureml'")
+    score = ScoringOperator.partial(
+        task_id="score", blob_conn_id=S.blob_conn_id, azureml_conn_id=S.azureml_conn_id,
+        map_index_template="{{ unit_label }}",
+    ).expand(unit=units)
 
     @task(trigger_rule="all_done", outlets=[PREDICTIONS])
-    def collect(params=None, **context):
+    def collect(**context):
         from batch_scoring.tasks import collect_task
 
-        return collect_task(context, float(params["min_coverage"]), PREDICTIONS)
+        return collect_task(context, PREDICTIONS)
 
     wait_for_aggregates >> units
     score >> collect()

@@ -33,6 +33,8 @@ class Settings:
     retries: int = field(default_factory=lambda: int(_env("RETRIES", "2")))
     retry_delay_seconds: int = field(default_factory=lambda: int(_env("RETRY_DELAY_SECONDS", "30")))
     max_active_runs: int = field(default_factory=lambda: int(_env("MAX_ACTIVE_RUNS", "4")))
+    # targets_per_unit="auto" splits a run into about this many mapped units.
+    auto_units: int = field(default_factory=lambda: int(_env("AUTO_UNITS", "8")))
     # --- Azure ML backend (BATCH_SCORING_BACKEND=azureml); see docs/azure_ml.md ------------
     azureml_conn_id: str = field(default_factory=lambda: _env("AZUREML_CONN_ID", "azure_ml"))
     azureml_compute: str = field(default_factory=lambda: _env("AZUREML_COMPUTE", "cpu-scoring"))

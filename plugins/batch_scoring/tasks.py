@@ -4,32 +4,61 @@ from __future__ import annotations
 from batch_scoring.config import settings
 from batch_scoring.pipeline import Interval, PipelineError, collect_interval, snapshot_interval
 
+PLAN_KEYS = ("interval", "targets", "skipped", "selection", "targets_per_unit", "dry_run")
 
-def snapshot_task(context, targets_per_unit: int) -> list[list[str]]:
+
+def snapshot_task(context) -> list[list[str]]:
+    """Snapshot the interval, plan it with the run's params; returns the units to map over."""
+    from airflow.configuration import conf
+
     from batch_scoring.hooks.blob_storage import BlobStore
     from batch_scoring.hooks.sql import sensor_sql
+    from batch_scoring.units import apply_run_params
 
     s = settings()
+    interval = Interval.from_context(context)
     with sensor_sql(s.sql_conn_id) as conn:
-        plan = snapshot_interval(conn, BlobStore.from_conn_id(s.blob_conn_id), s, Interval.from_context(context), targets_per_unit)
-    context["ti"].xcom_push(key="plan", value={k: plan[k] for k in ("interval", "targets", "skipped")})
+        plan = snapshot_interval(conn, BlobStore.from_conn_id(s.blob_conn_id), s, interval)
+    plan = apply_run_params(plan, context["params"], conf.getint("core", "max_map_length"), s.auto_units)
+    context["ti"].xcom_push(key="plan", value={k: plan[k] for k in PLAN_KEYS})
+    print(
+        f"interval {interval.key}: {len(plan['targets'])} targets in {len(plan['units'])} units of up to "
+        f"{plan['targets_per_unit']}; {len(plan['skipped'])} skipped"
+        + (" (dry run: nothing will be scored)" if plan["dry_run"] else "")
+    )
     return plan["units"]
 
 
-def collect_task(context, min_coverage: float, asset) -> dict:
+def collect_task(context, asset) -> dict:
+    """Validate the interval's predictions, write the manifest and the report, update the asset."""
+    import json
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
     from batch_scoring.hooks.blob_storage import BlobStore
+    from batch_scoring.report import write_report
 
     plan = context["ti"].xcom_pull(task_ids="snapshot", key="plan")
     if plan is None:
         raise PipelineError("snapshot did not complete for this run: nothing to collect (see the snapshot task's log)")
+    if plan.get("dry_run"):
+        raise AirflowSkipException(f"dry run: {len(plan['targets'])} targets would be scored, {len(plan['skipped'])} skipped")
     s = settings()
     interval = Interval.from_context(context)
-    manifest = collect_interval(
-        BlobStore.from_conn_id(s.blob_conn_id), s, interval, plan, min_coverage
-    )
+    store = BlobStore.from_conn_id(s.blob_conn_id)
+    try:
+        manifest = collect_interval(store, s, interval, plan, float(context["params"]["min_coverage"]))
+    except PipelineError:
+        # the manifest is written before the collector fails: the report shows what went wrong
+        name = f"{interval.key}/_manifest.json"
+        if store.exists(s.predictions_container, name):
+            write_report(store, s, interval, json.loads(store.download_bytes(s.predictions_container, name)))
+        raise
+    report = write_report(store, s, interval, manifest)
     context["outlet_events"][asset].extra = {
         "interval": interval.key,
         "manifest": f"{s.predictions_container}/{interval.key}/_manifest.json",
+        "report": f"{s.predictions_container}/{report[-1]}",
         "ok": manifest["counts"]["ok"],
         "anomalies": manifest["anomalies"],
     }

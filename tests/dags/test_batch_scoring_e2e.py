@@ -54,4 +54,4 @@ def test_rerun_overwrites_with_identical_bytes(dag, world, blob_store):
     first = {n: blob_store.download_bytes("predictions", n) for n in blob_store.list_names("predictions", f"{key}/")}
     assert run_interval(dag, SCORING[0] + HOUR)[1]
     second = {n: blob_store.download_bytes("predictions", n) for n in blob_store.list_names("predictions", f"{key}/")}
-    assert first == second and len(first) == 13  # 6 predictions + 6 receipts + manifest
+    assert first == second and len(first) == 15  # 6 predictions + 6 receipts + manifest + report + heatmap

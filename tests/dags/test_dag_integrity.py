@@ -40,7 +40,8 @@ def test_structure(dagbag):
     assert dag.catchup is False
     assert dag.doc_md and "backfill" in dag.doc_md
     assert {"scoring", "azure-ml"} <= set(dag.tags)
-    assert set(dag.params) >= {"targets_per_unit", "min_coverage"}
+    assert set(dag.params) == {"targets", "targets_per_unit", "backend", "min_coverage", "dry_run"}
+    assert dag.params["backend"] == "local" and dag.params["targets_per_unit"] == 1
 
 
 def test_tasks_retry_and_score_is_mapped_with_names(dagbag):
@@ -51,7 +52,7 @@ def test_tasks_retry_and_score_is_mapped_with_names(dagbag):
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
     assert isinstance(score, MappedOperator)
-    assert score.operator_class.__name__ == "LocalScoringOperator"
+    assert score.operator_class.__name__ == "ScoringOperator"
     assert score.map_index_template == "{{ unit_label }}"
     assert dag.get_task("wait_for_aggregates").mode == "reschedule"
     assert dag.get_task("collect").trigger_rule == "all_done"

@@ -70,19 +70,21 @@ def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite
     from batch_scoring.operators.azure_ml import job_base_name
 
     local_dag = parse_dag(monkeypatch, "local")
-    assert local_dag.get_task("score").operator_class.__name__ == "LocalScoringOperator"
+    assert local_dag.get_task("score").operator_class.__name__ == "ScoringOperator"
+    assert local_dag.params["backend"] == "local"
     run, ok = run_interval(local_dag, SCORING[0])
     assert ok, run.state
     key = run_key(run)
     local = predictions(blob_store, key)
-    assert len(local) == 9  # 4 predictions + 4 receipts + manifest
+    assert len(local) == 11  # 4 predictions + 4 receipts + manifest + report + heatmap
     for name in local:
         blob_store.delete("predictions", name)
     assert fake_azureml.created == []
 
     aml_dag = parse_dag(monkeypatch, "azureml")
     score = aml_dag.get_task("score")
-    assert score.operator_class.__name__ == "AzureMLScoringOperator"
+    assert score.operator_class.__name__ == "ScoringOperator"
+    assert aml_dag.params["backend"] == "azureml"
     assert score.map_index_template == "{{ unit_label }}"
     run, ok = run_interval(aml_dag, SCORING[0])
     assert ok, run.state
