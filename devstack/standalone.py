@@ -130,6 +130,19 @@ class AirflowApi:
 
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}")
 
+    def all_task_instances(self, dag_id: str, run_id: str, page: int = 100) -> list[dict]:
+        """Every task instance of a run (the API caps a page at ``[api] maximum_page_limit``, 100 by default)."""
+        from urllib.parse import quote
+
+        out: list[dict] = []
+        while True:
+            batch = self._request(
+                "GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances?limit={page}&offset={len(out)}&order_by=map_index"
+            )["task_instances"]
+            out += batch
+            if len(batch) < page:
+                return out
+
     def delete_dag_run(self, dag_id: str, run_id: str) -> None:
         from urllib.parse import quote
 
