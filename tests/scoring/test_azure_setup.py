@@ -117,3 +117,26 @@ def test_dry_run_prints_every_entity_as_yaml_without_azure(tmp_path):
 def test_help_carries_cost_guidance():
     text = setup.parser().format_help()
     assert "scale to zero" in text and "--min-instances" in text and "keep nodes warm" in text
+
+
+def test_dry_run_yaml_loads_back_through_the_sdk_schemas(tmp_path):
+    """'Valid Azure ML YAML': each printed entity is accepted by the SDK's own loaders (its schemas)."""
+    import azure.ai.ml as aml
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "scoring.azure_setup", "--dry-run", "--storage-account", "acct"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    loaders = {"compute": aml.load_compute, "environment": aml.load_environment, "datastore": aml.load_datastore}
+    loaded = {}
+    for block in proc.stdout.split("# --- ")[1:]:
+        head, _, body = block.partition("\n")
+        kind = head.split(":")[0].split("/")[0]
+        if kind in loaders:
+            path = tmp_path / f"{head.split(':')[0].replace('/', '_')}.yaml"
+            path.write_text(body)
+            loaded[head.split(":")[0]] = loaders[kind](source=path)
+    assert set(loaded) == {"compute", "environment", "datastore/aggregates", "datastore/models", "datastore/predictions"}
+    assert loaded["compute"].min_instances == 0 and loaded["compute"].type == "amlcompute"
+    assert loaded["environment"].conda_file["dependencies"][0] == "python=3.11"
+    assert {loaded[f"datastore/{c}"].container_name for c in ("aggregates", "models", "predictions")} == {"aggregates", "models", "predictions"}
