@@ -173,6 +173,15 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
             print(f"  {kind:<12} recall {m['recall']:.3f} ({m['detected']}/{m['windows']} anomalous windows)")
     print(f"predictions    blob container '{s.predictions_container}' in Azurite (127.0.0.1:{AZURITE_PORT}), "
           f"one prefix per interval, e.g. {manifests[0]['interval'] if manifests else '?'}/_manifest.json")
+    if manifests:
+        report_dir = DEMO_DIR / "reports"
+        report_dir.mkdir(parents=True, exist_ok=True)
+        for m in manifests:
+            name = f"{m['interval']}/_report.html"
+            if store.exists(s.predictions_container, name):
+                (report_dir / f"{m['interval']}.html").write_bytes(store.download_bytes(s.predictions_container, name))
+        print(f"run reports    blob {s.predictions_container}/<interval>/_report.html (heatmap + per-target table); "
+              f"copies: {report_dir}/<interval>.html")
     print(f"local copy     Azurite's files live in {AZURITE_DIR}")
     print("Airflow UI     make airflow   (then http://localhost:8080, login admin / admin)")
     return 0 if len(ok_runs) == len(runs) and runs else 1
