@@ -148,9 +148,9 @@ def test_azureml_worker_killed_mid_job_retry_reattaches_and_a_lost_output_is_res
     # a rerun of the interval submits nothing while the outputs are there
     assert _attempt([target])["job_name"] == name and fake_azureml.created == [name]
     # the prediction is deleted after scoring: the collector names it ...
-    for name, data in good.items():  # the other targets, as their own (local) units left them
-        if f"/{target}" not in name and not name.endswith("_manifest.json"):
-            world.store.upload_bytes("predictions", name, data)
+    for blob, data in good.items():  # the other targets, as their own (local) units left them
+        if not blob.startswith(f"{KEY}/{target}") and not blob.endswith("_manifest.json"):
+            world.store.upload_bytes("predictions", blob, data)
     world.store.delete("predictions", prediction_blob(IV, target))
     with pytest.raises(PipelineError, match=f"{target}: prediction blob missing"):
         world.collect(world.snapshot())
