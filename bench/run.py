@@ -256,6 +256,7 @@ def main(argv=None) -> int:
     parser.add_argument("--run-timeout", type=float, default=3600)
     parser.add_argument("--markdown", type=Path, default=REPO / "BENCHMARKS.md", help="file whose generated section is replaced")
     parser.add_argument("--no-markdown", action="store_true")
+    parser.add_argument("--fresh", action="store_true", help="forget earlier results (default: keep fleet sizes not re-run)")
     parser.add_argument("--render-only", action="store_true", help="only re-render .local/bench/results.json into the markdown")
     args = parser.parse_args(argv)
     if args.render_only:
@@ -278,6 +279,9 @@ def main(argv=None) -> int:
     interval = Interval(DAY, DAY + dt.timedelta(days=1))
     results = {"started": time.strftime("%Y-%m-%d %H:%M"), "parallelism": args.parallelism,
                "machine": f"{os.cpu_count()} cores, {platform.python_version()}", "fleets": {}}
+    if not args.fresh and (WORK / "results.json").exists():  # keep the fleet sizes this run does not redo
+        results["fleets"] = {T: f for T, f in json.loads((WORK / "results.json").read_text())["fleets"].items()
+                             if int(T) not in args.targets}
     try:
         for T in args.targets:
             workdir = WORK / f"T{T}"
