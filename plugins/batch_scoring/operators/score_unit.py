@@ -1,6 +1,7 @@
 """The DAG's mapped scoring operator: one unit of targets on the backend the run selects."""
 from __future__ import annotations
 
+from batch_scoring.links.azure_ml import STUDIO_URL_KEY
 from batch_scoring.operators.azure_ml import AzureMLScoringOperator
 
 BACKENDS = ("local", "azureml")
@@ -37,6 +38,8 @@ class ScoringOperator(AzureMLScoringOperator):
         from batch_scoring.pipeline import Interval, score_unit_local, unit_label
 
         context["unit_label"] = unit_label(list(self.unit))
+        # no remote job: an empty link, instead of the link's XCom lookup failing loudly after the task
+        context["ti"].xcom_push(key=STUDIO_URL_KEY, value="")
         receipts = score_unit_local(
             BlobStore.from_conn_id(self.blob_conn_id), settings(), Interval.from_context(context), list(self.unit)
         )
