@@ -177,6 +177,7 @@ def run_dag_mode(api, store, settings, interval, T: int, mode, standalone_pid: i
         "score_task_mean": sum(durations) / len(durations) if durations else None,
         "validated": (manifest or {}).get("counts", {}).get("ok"),
         "task_states": {s: sum(t["state"] == s for t in tis) for s in {t["state"] for t in tis}},
+        "stage_seconds": {t["task_id"]: t.get("duration") for t in tis if t["task_id"] != "score"},
     }
 
 
