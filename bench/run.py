@@ -224,8 +224,7 @@ def render(results: dict) -> str:
                 f"| {m['score_tasks']} | {m['score_task_mean'] or 0:.2f} | {1000 * (m['wall'] - f['wall']) / int(T):.1f} "
                 f"| {1000 * (m['cpu'] - f['cpu']) / int(T):.1f} | {m['validated']} |"
             )
-        f_ph = f["phases"]
-        lines.append("")
+    lines.append("")
     lines.append("Floor phases (s): " + "; ".join(
         f"T={int(T):,}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["floor"]["phases"].items())
         + f" (imports {r['floor']['import_seconds']:.2f}, not counted)"
