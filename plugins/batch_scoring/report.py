@@ -46,14 +46,14 @@ def heatmap_png(matrix, title: str) -> bytes:
         ax.text(0.5, 0.5, "no predictions", ha="center", va="center")
         ax.set_axis_off()
     else:
-        image = ax.imshow(shown.to_numpy(float), aspect="auto", cmap="Reds", vmin=0, vmax=max(1, int(shown.to_numpy().max())),
-                          interpolation="nearest")
+        top = max(1, int(shown.to_numpy().max()))
+        image = ax.imshow(shown.to_numpy(float), aspect="auto", cmap="Reds", vmin=0, vmax=top, interpolation="nearest")
         ax.set_yticks(range(len(shown)), [str(d) for d in shown.index], fontsize=7)
         step = max(1, len(shown.columns) // 12)
         ax.set_xticks(range(0, len(shown.columns), step),
                       [c.strftime("%H:%M") for c in shown.columns[::step]], fontsize=7, rotation=45)
         ax.set_xlabel("window start (UTC)")
-        fig.colorbar(image, ax=ax, label="sensors flagged")
+        fig.colorbar(image, ax=ax, label="sensors flagged", ticks=range(0, top + 1, max(1, top // 8)))
     ax.set_title(title + note, fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
