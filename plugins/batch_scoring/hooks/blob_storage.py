@@ -7,7 +7,12 @@ holds), so the same code talks to Azurite locally and to Azure in production.
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
+
+# azure-core logs every request with all its headers at INFO; through Airflow's task
+# logging that is tens of thousands of lines per run. Failures still raise.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
 class BlobStoreUnavailable(RuntimeError):
