@@ -41,3 +41,14 @@ def test_from_airflow_connection(airflow_db, monkeypatch, blob_conn_str):
     store.ensure_containers(["viaconn"])
     store.upload_bytes("viaconn", "x", b"1")
     assert BlobStore.from_connection_string(blob_conn_str).download_bytes("viaconn", "x") == b"1"
+
+
+def test_many_at_once_in_order_with_missing_as_none(blob_store, tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"from-file")
+    items = [(f"k/{i:03d}", str(i).encode()) for i in range(40)] + [("k/file", path)]
+    blob_store.upload_many("predictions", items)
+    got = blob_store.download_many("predictions", ["k/039", "k/000", "k/missing", "k/file"])
+    assert list(got) == ["k/039", "k/000", "k/missing", "k/file"]
+    assert got == {"k/039": b"39", "k/000": b"0", "k/missing": None, "k/file": b"from-file"}
+    assert len(blob_store.list_names("predictions", "k/")) == 41
