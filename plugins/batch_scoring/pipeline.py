@@ -158,12 +158,11 @@ def score_unit_local(store, settings, interval: Interval, targets: list[str]) ->
         tmp = Path(tmp)
         snapshot = _download_snapshot(store, settings, interval, tmp / "in" / SNAPSHOT_FILE)
         models = tmp / "models"
-        for target in targets:
-            device, sensor = parse_target(target)
-            for name in (MODEL_FILE, MODEL_MANIFEST):
-                blob = f"{device}/{sensor}/{name}"
-                if store.exists(settings.models_container, blob):
-                    store.download_file(settings.models_container, blob, models / device / sensor / name)
+        wanted = [f"{d}/{s}/{name}" for d, s in map(parse_target, targets) for name in (MODEL_FILE, MODEL_MANIFEST)]
+        for blob, data in store.download_many(settings.models_container, wanted).items():
+            if data is not None:  # a missing model fails its target in scoring, by name
+                (models / blob).parent.mkdir(parents=True, exist_ok=True)
+                (models / blob).write_bytes(data)
         out = tmp / "out"
         try:
             aggregates = pd.read_parquet(snapshot)
@@ -193,17 +192,19 @@ def upload_outputs(store, settings, interval: Interval, out_dir: Path, targets: 
     Each blob upload is atomic (a killed worker leaves the old blob or the
     new one, never half of one), and a retry rewrites the same bytes.
     """
+    produced, absent = [], []
     for target in targets:
         device, sensor = parse_target(target)
         for local, blob in (
             (out_dir / device / f"{sensor}.parquet", prediction_blob(interval, target)),
             (out_dir / device / f"{sensor}{RECEIPT_SUFFIX}", receipt_blob(interval, target)),
         ):
-            if local.exists():
-                store.upload_file(settings.predictions_container, blob, local)
-            elif store.exists(settings.predictions_container, blob):
-                log.info("removing %s/%s: not produced by this attempt", settings.predictions_container, blob)
-                store.delete(settings.predictions_container, blob)
+            (produced if local.exists() else absent).append((blob, local))
+    store.upload_many(settings.predictions_container, produced)
+    for blob, _ in absent:
+        if store.exists(settings.predictions_container, blob):
+            log.info("removing %s/%s: not produced by this attempt", settings.predictions_container, blob)
+            store.delete(settings.predictions_container, blob)
 
 
 # --- collect ----------------------------------------------------------------------
@@ -293,8 +294,8 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
     # Run-level files at the interval's root ("_manifest.json", the run report's "_*.html/png") are the
     # collector's own; anything else that no planned target wrote is flagged.
     unexpected = sorted(n for n in present - expected_blobs if not n[len(interval.key) + 1:].startswith("_"))
-    results: dict[str, dict] = {}
-    for target in plan["targets"]:
+
+    def check(target: str) -> dict:
         blob = prediction_blob(interval, target)
         receipt = _read_json(store, settings.predictions_container, receipt_blob(interval, target)) \
             if receipt_blob(interval, target) in present else None
@@ -302,8 +303,7 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
             reason = "prediction blob missing"
             if receipt and receipt.get("status") != "ok":
                 reason += f"; scoring failed: {receipt.get('error')}"
-            results[target] = {"status": "failed", "reason": reason, "blob": blob}
-            continue
+            return {"status": "failed", "reason": reason, "blob": blob}
         data = store.download_bytes(settings.predictions_container, blob)
         device, sensor = parse_target(target)
         # Checked when present: a receipt can be missing after a worker died between the
@@ -312,9 +312,11 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
         model_manifest = _read_json(store, settings.models_container, f"{device}/{sensor}/{MODEL_MANIFEST}")
         summary, problem = validate_prediction(data, target, windows.get(target, []), model_manifest, receipt)
         if problem:
-            results[target] = {"status": "failed", "reason": problem, "blob": blob}
-        else:
-            results[target] = {"status": "ok", "blob": blob, "sha256": hashlib.sha256(data).hexdigest(), **summary}
+            return {"status": "failed", "reason": problem, "blob": blob}
+        return {"status": "ok", "blob": blob, "sha256": hashlib.sha256(data).hexdigest(), **summary}
+
+    # Each check is three small blob reads and a parquet parse: overlap them across targets.
+    results: dict[str, dict] = dict(zip(plan["targets"], store.parallel(check, plan["targets"])))
     for target, reason in plan.get("skipped", {}).items():
         results[target] = {"status": "skipped", "reason": reason}
 
@@ -373,10 +375,10 @@ def _download_snapshot(store, settings, interval: Interval, path: Path) -> Path:
 
 def _read_json(store, container: str, name: str) -> dict | None:
     """A small JSON blob (receipt, model manifest), or None if it is missing or unreadable."""
+    from azure.core.exceptions import ResourceNotFoundError
+
     try:
-        if not store.exists(container, name):
-            return None
         value = json.loads(store.download_bytes(container, name))
-    except ValueError:
+    except (ResourceNotFoundError, ValueError):
         return None
     return value if isinstance(value, dict) else None
