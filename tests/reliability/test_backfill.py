@@ -9,8 +9,9 @@ find fresh data).
 
 1. Unpausing makes the scheduler run the latest interval [H-1h, H): its
    predictions are the "scheduled" reference.
-2. ``backfill`` H-24h .. H-1h (reprocess completed): 24 runs, 24 manifests,
-   every target ok; the scheduled interval's blobs are byte-identical.
+2. ``backfill`` H-24h .. H-1h (reprocess completed), created while the DAG
+   is paused (its runs only wait: the documented trap), then unpaused: 24 runs,
+   24 manifests, every target ok; the scheduled interval's blobs are byte-identical.
 3. The same backfill again: every prediction blob, receipt and manifest
    byte-identical to step 2.
 4. Every blob in the predictions and aggregates containers lies under the
@@ -58,9 +59,36 @@ def _wait(airflow, predicate, what: str, timeout: float = 1200) -> list[dict]:
             return runs
         if airflow.proc.poll() is not None:
             raise RuntimeError(f"standalone exited:\n{airflow.log_tail()}")
+        if "ObjectDeletedError" in airflow.log_path.read_text(errors="replace"):
+            raise RuntimeError(f"the scheduler died (metadata DB race, see the log):\n{airflow.log_tail()}")
         time.sleep(2)
     raise TimeoutError(f"{what} not reached after {timeout:.0f}s: "
                        f"{[(r['dag_run_id'], r['state']) for r in runs]}\n{airflow.log_tail()}")
+
+
+def _set_paused(airflow, paused: bool) -> None:
+    airflow.api._request("PATCH", "/api/v2/dags/batch_scoring", {"is_paused": paused})
+
+
+def _backfill_while_paused(airflow, first, last, in_range, check_trap: bool = False) -> int:
+    """Create the backfill with the DAG paused, then unpause.
+
+    With a SQLite metadata DB, a scheduler busy starting the backfill's first
+    runs while the API server is still inserting the rest can hit a
+    "database is locked" 503 that rolls the insert back under it (seen here:
+    FOREIGN KEY failure, ObjectDeletedError, scheduler dead). Paused, the
+    scheduler leaves the runs alone until they all exist. This is also the
+    documented trap: while paused, the backfill's runs only wait.
+    """
+    _set_paused(airflow, True)
+    backfill_id = airflow.backfill(first, last, reprocess="completed")
+    if check_trap:
+        time.sleep(8)
+        waiting = in_range(airflow.api.dag_runs("batch_scoring"))
+        assert waiting and all(r["state"] == "queued" for r in waiting), \
+            [(r["dag_run_id"], r["state"]) for r in waiting]  # paused: nothing starts
+    _set_paused(airflow, False)
+    return backfill_id
 
 
 def _wait_backfill_completed(airflow, backfill_id: int, timeout: float = 180) -> None:
@@ -108,7 +136,7 @@ def test_backfill_24_intervals_rerun_and_scheduled_run_are_byte_identical(tmp_pa
         # 2. backfill 24 intervals (logical dates = interval starts)
         starts = [first + i * HOUR for i in range(INTERVALS)]
         in_range = lambda rs: [r for r in rs if r.get("logical_date") and first <= _parse(r["logical_date"]).replace(tzinfo=None) <= latest]
-        backfill_id = airflow.backfill(first, latest, reprocess="completed")
+        backfill_id = _backfill_while_paused(airflow, first, latest, in_range, check_trap=True)
         done = lambda rs: len(in_range(rs)) == INTERVALS and all(r["state"] in ("success", "failed") for r in in_range(rs))
         runs = in_range(_wait(airflow, done, "24 backfilled runs finished"))
         assert sorted(_parse(r["data_interval_start"]).replace(tzinfo=None) for r in runs) == starts
@@ -126,7 +154,7 @@ def test_backfill_24_intervals_rerun_and_scheduled_run_are_byte_identical(tmp_pa
         t_backfill = time.monotonic() - t0
 
         # 3. the same backfill again: everything reprocessed, the same bytes
-        airflow.backfill(first, latest, reprocess="completed")
+        _backfill_while_paused(airflow, first, latest, in_range)
         redone = lambda rs: done(rs) and all(r["end_date"] != ends.get(r["dag_run_id"]) for r in in_range(rs))
         runs = in_range(_wait(airflow, redone, "24 reprocessed runs finished"))
         assert {r["state"] for r in runs} == {"success"}
