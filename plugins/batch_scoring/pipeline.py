@@ -223,29 +223,38 @@ def validate_prediction(data: bytes, target: str, expected_windows, model_manife
     (and its ``output_sha256``, when the receipt carries one, the blob's bytes).
     """
     import numpy as np
-    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
+    # pyarrow and numpy, not pandas: the collector runs this once per target, thousands of times.
     try:
-        frame = pd.read_parquet(io.BytesIO(data))
+        table = pq.read_table(io.BytesIO(data))
     except Exception as exc:  # a truncated or corrupt file: say so, do not crash the collector
         return None, f"unreadable parquet ({type(exc).__name__}: {exc})"
-    missing = [c for c in PREDICTION_REQUIRED_COLUMNS if c not in frame.columns]
+    missing = [c for c in PREDICTION_REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         return None, f"missing columns {missing}"
     device, sensor = parse_target(target)
-    if not ((frame["device_id"] == device) & (frame["sensor_id"] == sensor)).all():
+    ids = pc.and_(pc.equal(table["device_id"].cast(pa.string()), device), pc.equal(table["sensor_id"].cast(pa.string()), sensor))
+    if not pc.all(pc.fill_null(ids, False)).as_py():
         return None, "rows for another device/sensor"
-    if len(frame) != len(expected_windows):
-        return None, f"{len(frame)} rows for {len(expected_windows)} input windows"
-    if sorted(pd.to_datetime(frame["window_start"])) != sorted(expected_windows):
+    expected = window_keys(expected_windows)
+    if table.num_rows != len(expected):
+        return None, f"{table.num_rows} rows for {len(expected)} input windows"
+    try:
+        starts = np.sort(table["window_start"].cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("int64"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError, ValueError):
+        return None, "windows differ from the snapshot's (window_start is not a timestamp)"
+    if not np.array_equal(starts, expected):
         return None, "windows differ from the snapshot's"
-    scores = frame["decision_score"].to_numpy(dtype=float)
+    scores = table["decision_score"].to_numpy(zero_copy_only=False).astype(float)
     if not np.isfinite(scores).all():
         return None, f"{int((~np.isfinite(scores)).sum())} non-finite decision scores"
-    hashes = frame["model_sha256"].unique()
+    hashes = pc.unique(table["model_sha256"]).to_pylist()
     if len(hashes) != 1:
         return None, "more than one model hash"
-    flags = frame["is_anomaly"].to_numpy(dtype=bool)
+    flags = table["is_anomaly"].to_numpy(zero_copy_only=False).astype(bool)
     if model_manifest and model_manifest.get("sha256"):
         if str(hashes[0]) != model_manifest.get("sha256"):
             return None, (f"scored with model {str(hashes[0])[:12]}, but the deployed model is "
@@ -260,13 +269,13 @@ def validate_prediction(data: bytes, target: str, expected_windows, model_manife
             return None, f"the scoring step reported it failed: {receipt.get('error')}"
         expect = {"rows": receipt.get("rows_out"), "anomalies": receipt.get("anomalies"),
                   "model hash": receipt.get("model_sha256")}
-        got = {"rows": len(frame), "anomalies": int(flags.sum()), "model hash": str(hashes[0])}
+        got = {"rows": table.num_rows, "anomalies": int(flags.sum()), "model hash": str(hashes[0])}
         diff = [f"{k} {got[k]} != receipt's {expect[k]}" for k in expect if expect[k] is not None and got[k] != expect[k]]
         if diff:
             return None, "blob differs from what the scoring step wrote: " + ", ".join(diff)
         if receipt.get("output_sha256") and receipt["output_sha256"] != hashlib.sha256(data).hexdigest():
             return None, "blob's sha256 differs from the one the scoring step recorded"
-    return {"rows": len(frame), "anomalies": int(flags.sum()), "model_sha256": str(hashes[0])}, None
+    return {"rows": table.num_rows, "anomalies": int(flags.sum()), "model_sha256": str(hashes[0])}, None
 
 
 def collect_interval(store, settings, interval: Interval, plan: dict, min_coverage: float = 1.0) -> dict:
@@ -283,10 +292,7 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
             f"interval {interval.key}: cannot read the snapshot {snapshot_path} to validate predictions against "
             f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); clear the snapshot task and its downstream"
         ) from exc
-    windows = {
-        target_name(d, s): sorted(pd.to_datetime(g["window_start"]))
-        for (d, s), g in snapshot.groupby(["device_id", "sensor_id"])
-    }
+    windows = windows_by_target(snapshot)
     present = set(store.list_names(settings.predictions_container, prefix=f"{interval.key}/"))
     expected_blobs = {f"{interval.key}/{PREDICTIONS_MANIFEST}"}
     for target in plan["targets"]:
@@ -361,6 +367,28 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
 
 
 # --- helpers for the steps above (reliability) ---------------------------------------
+
+def window_keys(windows):
+    """Window starts as sorted int64 microseconds (from datetimes, Timestamps or such an array)."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(windows, np.ndarray) and windows.dtype == np.int64:
+        return windows
+    return np.sort(np.asarray(pd.to_datetime(list(windows)), dtype="datetime64[us]").astype("int64"))
+
+
+def windows_by_target(snapshot) -> dict:
+    """``device/sensor`` → its window starts (sorted int64 µs), in one pass over the snapshot."""
+    import numpy as np
+
+    if snapshot.empty:
+        return {}
+    frame = snapshot.sort_values(["device_id", "sensor_id", "window_start"], kind="mergesort")
+    keys = (frame["device_id"].astype(str) + "/" + frame["sensor_id"].astype(str)).to_numpy()
+    starts = frame["window_start"].to_numpy(dtype="datetime64[us]").astype("int64")
+    bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
+    return {keys[a]: starts[a:b] for a, b in zip(bounds[:-1], bounds[1:])}
 
 def _download_snapshot(store, settings, interval: Interval, path: Path) -> Path:
     """Download the interval's snapshot, or fail naming it and the way out."""
