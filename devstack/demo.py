@@ -98,11 +98,13 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
         api = AirflowApi(AIRFLOW_PORT)
         api.wait_healthy()
         api.wait_for_dag(dag_id)
-        api.unpause(dag_id)
         last_logical = end - dt.timedelta(hours=1)
         # The same as `airflow backfill create --dag-id batch_scoring --from-date ... --to-date ...
-        # --reprocess-behavior completed`, through the REST API (retried if SQLite is busy).
+        # --reprocess-behavior completed`, through the REST API. Created while the DAG is still
+        # paused, then unpaused: on a SQLite metadata DB, creating a backfill while the scheduler
+        # is busy can lock the DB under the scheduler (see RELIABILITY.md).
         api.create_backfill(dag_id, start, last_logical)
+        api.unpause(dag_id)
         step(f"backfill created for {start:%H:%M}..{end:%H:%M}; the scheduler is running it (UI: make airflow)")
         wanted = {start + dt.timedelta(hours=h) for h in range(int((end - start) / dt.timedelta(hours=1)))}
         deadline = time.monotonic() + 1800
