@@ -24,11 +24,11 @@ def _reachable(method):
 
     @functools.wraps(method)
     def wrapper(self, container, *args, **kwargs):
-        from azure.core.exceptions import ServiceRequestError
+        from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
         try:
             return method(self, container, *args, **kwargs)
-        except ServiceRequestError as exc:
+        except (ServiceRequestError, ServiceResponseError) as exc:  # refused / dropped mid-response
             what = f"{container}/{args[0]}" if args and isinstance(args[0], str) else container
             raise BlobStoreUnavailable(
                 f"blob storage at {self.url} is unreachable ({method.__name__} {what}): "
