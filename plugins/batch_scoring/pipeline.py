@@ -278,8 +278,13 @@ def validate_prediction(data: bytes, target: str, expected_windows, model_manife
     return {"rows": table.num_rows, "anomalies": int(flags.sum()), "model_sha256": str(hashes[0])}, None
 
 
-def collect_interval(store, settings, interval: Interval, plan: dict, min_coverage: float = 1.0) -> dict:
-    """Validate every expected prediction blob, write the interval's manifest, fail naming what is wrong."""
+def collect_interval(store, settings, interval: Interval, plan: dict, min_coverage: float = 1.0,
+                     keep: dict | None = None) -> dict:
+    """Validate every expected prediction blob, write the interval's manifest, fail naming what is wrong.
+
+    ``keep``: a dict that receives each valid target's (device_id, window_start,
+    is_anomaly) frame, so the run report needs no second download.
+    """
     import pandas as pd
 
     snapshot_path = f"{settings.aggregates_container}/{snapshot_blob(interval)}"
@@ -319,6 +324,8 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
         summary, problem = validate_prediction(data, target, windows.get(target, []), model_manifest, receipt)
         if problem:
             return {"status": "failed", "reason": problem, "blob": blob}
+        if keep is not None:
+            keep[target] = pd.read_parquet(io.BytesIO(data), columns=["device_id", "window_start", "is_anomaly"])
         return {"status": "ok", "blob": blob, "sha256": hashlib.sha256(data).hexdigest(), **summary}
 
     # Each check is three small blob reads and a parquet parse: overlap them across targets.

@@ -94,15 +94,19 @@ coverage {manifest['coverage']:.1%} (required {manifest['min_coverage']:.0%});
 """
 
 
-def write_report(store, settings, interval, manifest: dict) -> list[str]:
-    """Build the report from the interval's validated predictions and upload it; returns blob names."""
+def write_report(store, settings, interval, manifest: dict, frames: dict | None = None) -> list[str]:
+    """Build the report from the interval's validated predictions and upload it; returns blob names.
+
+    ``frames``: the collector's (device_id, window_start, is_anomaly) frames per
+    valid target; read from blob when not given (e.g. after a failed collect).
+    """
     import pandas as pd
 
-    frames = {}
-    for target, entry in manifest["targets"].items():
-        if entry["status"] == "ok":
-            data = store.download_bytes(settings.predictions_container, entry["blob"])
-            frames[target] = pd.read_parquet(io.BytesIO(data), columns=["device_id", "window_start", "is_anomaly"])
+    if frames is None:
+        ok = [(t, e["blob"]) for t, e in manifest["targets"].items() if e["status"] == "ok"]
+        blobs = store.download_many(settings.predictions_container, [b for _, b in ok])
+        frames = {t: pd.read_parquet(io.BytesIO(blobs[b]), columns=["device_id", "window_start", "is_anomaly"])
+                  for t, b in ok if blobs[b] is not None}
     png = heatmap_png(anomaly_matrix(frames), f"anomalies flagged, {manifest['start']} to {manifest['end']} UTC")
     names = [f"{interval.key}/{HEATMAP_FILE}", f"{interval.key}/{REPORT_FILE}"]
     store.upload_bytes(settings.predictions_container, names[0], png)

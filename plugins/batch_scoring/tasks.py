@@ -46,15 +46,16 @@ def collect_task(context, asset) -> dict:
     s = settings()
     interval = Interval.from_context(context)
     store = BlobStore.from_conn_id(s.blob_conn_id)
+    frames: dict = {}
     try:
-        manifest = collect_interval(store, s, interval, plan, float(context["params"]["min_coverage"]))
+        manifest = collect_interval(store, s, interval, plan, float(context["params"]["min_coverage"]), keep=frames)
     except PipelineError:
         # the manifest is written before the collector fails: the report shows what went wrong
         name = f"{interval.key}/_manifest.json"
         if store.exists(s.predictions_container, name):
             write_report(store, s, interval, json.loads(store.download_bytes(s.predictions_container, name)))
         raise
-    report = write_report(store, s, interval, manifest)
+    report = write_report(store, s, interval, manifest, frames)
     context["outlet_events"][asset].extra = {
         "interval": interval.key,
         "manifest": f"{s.predictions_container}/{interval.key}/_manifest.json",
