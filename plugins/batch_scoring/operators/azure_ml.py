@@ -198,7 +198,14 @@ class AzureMLScoringOperator(BaseOperator):
         from batch_scoring.hooks.blob_storage import BlobStore
         from batch_scoring.pipeline import prediction_blob
 
-        store = BlobStore.from_conn_id(s.blob_conn_id)
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            store = BlobStore.from_conn_id(s.blob_conn_id)
+        except AirflowNotFoundException:
+            self.log.warning("no blob connection %r: cannot check the outputs of a Completed job; accepting it",
+                             s.blob_conn_id)
+            return []
         return [b for b in (prediction_blob(interval, t) for t in self.unit)
                 if not store.exists(s.predictions_container, b)]
 
