@@ -21,6 +21,7 @@ Outputs are deterministic: same snapshot + models -> byte-identical files.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -183,6 +184,7 @@ def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
         "anomalies": 0,
         "model_sha256": None,
         "output": None,
+        "output_sha256": None,
         "error": None,
     }
     try:
@@ -210,6 +212,8 @@ def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
             rows_out=b - a,
             anomalies=int(flags.sum()),
             output=f"{device_id}/{pred_file.name}",
+            # lets the collector tell a blob altered after scoring from the one written here
+            output_sha256=hashlib.sha256(pred_file.read_bytes()).hexdigest(),
         )
     except Exception as exc:  # one target's failure must not stop the others
         receipt["error"] = f"{type(exc).__name__}: {exc}"

@@ -377,6 +377,8 @@ def test_collector_catches_every_deleted_truncated_or_altered_prediction(world):
         (lambda f: f.assign(model_sha256="0" * 64), "scored with model 000000000000, but the deployed model is"),
         (lambda f: f.assign(decision_score=f["decision_score"].where(f.index != 3, float("nan"))), "1 non-finite decision scores"),
         (lambda f: f.assign(device_id="dev009"), "rows for another device/sensor"),
+        # self-consistent edit (same side of the threshold): only the receipt's output_sha256 can tell
+        (lambda f: f.assign(decision_score=f["decision_score"] + 1e-9), "blob's sha256 differs from the one the scoring step recorded"),
     ]:
         world.store.upload_bytes("predictions", p["dev002/s2"], good[p["dev002/s2"]])
         _rewrite(world, p["dev002/s2"], change)
