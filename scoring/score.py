@@ -260,7 +260,9 @@ def main(argv=None) -> int:
         targets += read_targets_file(args.targets_file)
     if not targets:
         parser.error("give --targets or --targets-file")
-    aggregates = pd.read_parquet(args.aggregates)
+    # read only the row groups of the requested devices (snapshots are sorted by device)
+    devices = sorted({t.split("/")[0] for t in targets if t.count("/") == 1})
+    aggregates = pd.read_parquet(args.aggregates, filters=[("device_id", "in", devices)] if devices else None)
     receipts = score_targets(aggregates, args.models, args.out, targets)
     failed = [r for r in receipts if r["status"] != "ok"]
     for r in receipts:

@@ -102,9 +102,12 @@ def unit_label(unit: list[str]) -> str:
     return unit[0] if len(unit) == 1 else f"{unit[0]} .. {unit[-1]} ({len(unit)})"
 
 
-def frame_to_parquet_bytes(frame) -> bytes:
+SNAPSHOT_ROW_GROUP = 20_000  # rows sorted by device: a unit's devices sit in one or two row groups
+
+
+def frame_to_parquet_bytes(frame, row_group_size: int | None = None) -> bytes:
     buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
+    frame.to_parquet(buf, index=False, row_group_size=row_group_size)
     return buf.getvalue()
 
 
@@ -131,7 +134,8 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
             f"snapshotted: {detail}{more}; fix the rows in sensor_aggregates (or re-aggregate) and clear the run"
         )
     frame = read_aggregates(sql_conn, interval.start, interval.end)
-    store.upload_bytes(settings.aggregates_container, snapshot_blob(interval), frame_to_parquet_bytes(frame))
+    store.upload_bytes(settings.aggregates_container, snapshot_blob(interval),
+                       frame_to_parquet_bytes(frame, SNAPSHOT_ROW_GROUP))
     with_data = {target_name(d, s) for d, s in frame[["device_id", "sensor_id"]].drop_duplicates().itertuples(index=False)}
     with_model = set(model_targets(store, settings.models_container))
     targets = sorted(with_data & with_model)
@@ -150,13 +154,13 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
 
 def score_unit_local(store, settings, interval: Interval, targets: list[str]) -> list[dict]:
     """Score one unit as an Azure ML job would: download inputs, run the CLI's code on local paths, upload outputs."""
-    import pandas as pd
+    import pyarrow.parquet as pq
 
     from scoring.score import score_targets
 
     with tempfile.TemporaryDirectory(prefix="score-unit-") as tmp:
         tmp = Path(tmp)
-        snapshot = _download_snapshot(store, settings, interval, tmp / "in" / SNAPSHOT_FILE)
+        _require_snapshot(store, settings, interval)
         models = tmp / "models"
         wanted = [f"{d}/{s}/{name}" for d, s in map(parse_target, targets) for name in (MODEL_FILE, MODEL_MANIFEST)]
         for blob, data in store.download_many(settings.models_container, wanted).items():
@@ -165,7 +169,10 @@ def score_unit_local(store, settings, interval: Interval, targets: list[str]) ->
                 (models / blob).write_bytes(data)
         out = tmp / "out"
         try:
-            aggregates = pd.read_parquet(snapshot)
+            # only the row groups holding this unit's devices (the snapshot is sorted by device)
+            devices = sorted({parse_target(t)[0] for t in targets})
+            with store.open_reader(settings.aggregates_container, snapshot_blob(interval)) as fh:
+                aggregates = pq.read_table(fh, filters=[("device_id", "in", devices)]).to_pandas()
         except Exception as exc:  # truncated/corrupt: name the blob and the way out
             raise PipelineError(
                 f"interval {interval.key}: snapshot {settings.aggregates_container}/{snapshot_blob(interval)} "
@@ -397,15 +404,15 @@ def windows_by_target(snapshot) -> dict:
     bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
     return {keys[a]: starts[a:b] for a, b in zip(bounds[:-1], bounds[1:])}
 
-def _download_snapshot(store, settings, interval: Interval, path: Path) -> Path:
-    """Download the interval's snapshot, or fail naming it and the way out."""
+
+def _require_snapshot(store, settings, interval: Interval) -> None:
+    """Fail naming the interval's snapshot and the way out when it does not exist."""
     name = snapshot_blob(interval)
     if not store.exists(settings.aggregates_container, name):
         raise PipelineError(
             f"interval {interval.key}: snapshot {settings.aggregates_container}/{name} does not exist; "
             "clear the snapshot task (and its downstream) to write it"
         )
-    return store.download_file(settings.aggregates_container, name, path)
 
 
 def _read_json(store, container: str, name: str) -> dict | None:

@@ -142,6 +142,16 @@ class BlobStore:
         self.parallel(lambda pair: self.upload_file(container, pair[0], pair[1]), zip(names, files))
         return names
 
+    def open_reader(self, container: str, name: str, buffer_size: int = 1 << 20):
+        """A seekable, read-only file over one blob that fetches only the byte ranges read.
+
+        Lets pyarrow read a parquet footer and just the row groups it needs from
+        a large snapshot, instead of every unit downloading all of it.
+        """
+        import io
+
+        return io.BufferedReader(_BlobRangeFile(self._blob(container, name)), buffer_size=buffer_size)
+
     # --- many blobs at once: blob calls wait on the network, so overlap them -----------
 
     IO_THREADS = 8  # azure-core's HTTP connection pool keeps 10 per host
@@ -179,3 +189,53 @@ class BlobStore:
                 self.upload_file(container, name, data)
 
         self.parallel(one, items)
+
+
+class _BlobRangeFile:
+    """Raw file interface (for io.BufferedReader) over ranged blob downloads."""
+
+    def __init__(self, blob_client):
+        self._blob = blob_client
+        self._size = blob_client.get_blob_properties().size
+        self._pos = 0
+        self.closed = False
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        length = min(len(buffer), self._size - self._pos)
+        if length <= 0:
+            return 0
+        data = self._blob.download_blob(offset=self._pos, length=length).readall()
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        self.bytes_read += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self):
+        raise OSError("not a real file")
+
+    def isatty(self) -> bool:
+        return False
