@@ -46,3 +46,16 @@ def read_parquet_blob(store, container, name) -> pd.DataFrame:
 
 def read_manifest(store, interval_key: str) -> dict:
     return json.loads(store.download_bytes("predictions", f"{interval_key}/_manifest.json"))
+
+
+def build_world(sql_conn_str: str, store, models_dir, **kwargs):
+    """Simulate, aggregate, train and deploy a small world on this test's SQL database and Azurite."""
+    from batch_scoring.config import settings
+    from devstack.world import simulate_world
+    from ingest_sim.db import connect
+
+    conn = connect(sql_conn_str)
+    try:
+        return simulate_world(conn, store, settings(), models_dir, **kwargs)
+    finally:
+        conn.close()

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from devstack.world import simulate_world
-from tests.dags.conftest import read_manifest, run_interval, task_states
+from tests.dags.conftest import build_world, read_manifest, run_interval, task_states
 
 HISTORY = (dt.datetime(2026, 4, 1), dt.datetime(2026, 4, 2))
 SCORING = (dt.datetime(2026, 4, 2), dt.datetime(2026, 4, 2, 1))
@@ -16,15 +15,8 @@ KEY = "20260402T0000Z_20260402T0100Z"
 
 @pytest.fixture
 def world(airflow_db, airflow_connections, blob_store, tmp_path):
-    from batch_scoring.config import settings
-    from ingest_sim.db import connect
-
-    conn = connect(airflow_connections[0])
-    try:
-        return simulate_world(conn, blob_store, settings(), tmp_path / "models", devices=2, sensors=2,
-                              history=HISTORY, scoring=SCORING, reading_seconds=30, seed=5)
-    finally:
-        conn.close()
+    return build_world(airflow_connections[0], blob_store, tmp_path / "models", devices=2, sensors=2,
+                       history=HISTORY, scoring=SCORING, reading_seconds=30, seed=5)
 
 
 @pytest.mark.parametrize("sql_conn_str", ["sqlite"], indirect=True)

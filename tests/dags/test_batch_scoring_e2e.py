@@ -5,8 +5,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from devstack.world import simulate_world
-from tests.dags.conftest import HOUR, read_manifest, read_parquet_blob, run_interval
+from tests.dags.conftest import build_world, HOUR, read_manifest, read_parquet_blob, run_interval
 
 HISTORY = (dt.datetime(2026, 3, 1), dt.datetime(2026, 3, 2))
 SCORING = (dt.datetime(2026, 3, 2), dt.datetime(2026, 3, 2, 2))
@@ -14,16 +13,8 @@ SCORING = (dt.datetime(2026, 3, 2), dt.datetime(2026, 3, 2, 2))
 
 @pytest.fixture
 def world(airflow_db, airflow_connections, blob_store, tmp_path):
-    from batch_scoring.config import settings
-    from ingest_sim.db import connect
-
-    conn = connect(airflow_connections[0])
-    try:
-        built = simulate_world(conn, blob_store, settings(), tmp_path / "models", devices=3, sensors=2,
-                               history=HISTORY, scoring=SCORING, reading_seconds=30, seed=3)
-    finally:
-        conn.close()
-    return built
+    return build_world(airflow_connections[0], blob_store, tmp_path / "models", devices=3, sensors=2,
+                       history=HISTORY, scoring=SCORING, reading_seconds=30, seed=3)
 
 
 def test_one_interval_writes_every_prediction_and_the_manifest(dag, world, blob_store):
