@@ -81,7 +81,7 @@ def _backfill_while_paused(airflow, first, last, in_range, check_trap: bool = Fa
     documented trap: while paused, the backfill's runs only wait.
     """
     _set_paused(airflow, True)
-    backfill_id = airflow.backfill(first, last, reprocess="completed")
+    backfill_id = airflow.backfill(first, last, reprocess="completed", leave_paused=True)
     if check_trap:
         time.sleep(8)
         waiting = in_range(airflow.api.dag_runs("batch_scoring"))
