@@ -198,13 +198,17 @@ def replace_readings(conn, df: pd.DataFrame) -> int:
 def read_readings(conn, start: Any, end: Any, targets: Iterable[Any] | None = None) -> pd.DataFrame:
     """Readings with ``start <= ts < end``, sorted by device, sensor, ts."""
     s, e = _interval(start, end)
+    return _select_for_targets(conn, db.READINGS, db.READING_COLUMNS, "ts >= ? AND ts < ?", [s, e],
+                               "device_id, sensor_id, ts", targets)
+
+
+def _select_for_targets(conn, table, columns, where, params, order, targets) -> pd.DataFrame:
+    """Rows matching ``where``, narrowed to ``targets`` (in SQL up to 500 pairs, beyond that in pandas)."""
     pairs = _as_pairs(targets)
-    where, params = "ts >= ? AND ts < ?", [s, e]
     if pairs is not None and len(pairs) <= 500:
         clause, extra = _pair_clause(pairs) if pairs else ("1 = 0", [])
-        where, params = f"{where} AND {clause}", params + extra
-    df = _select(conn, db.READINGS, db.READING_COLUMNS, where, params, "device_id, sensor_id, ts")
-    return _filter_pairs(df, pairs)
+        where, params = f"{where} AND {clause}", list(params) + extra
+    return _filter_pairs(_select(conn, table, columns, where, params, order), pairs)
 
 
 # --------------------------------------------------------------------------- aggregates
@@ -266,13 +270,8 @@ def read_aggregates(conn, start: Any, end: Any, targets: Iterable[Any] | None = 
     ``targets``: 'device/sensor' names or (device, sensor) tuples; None = all.
     """
     s, e = _interval(start, end)
-    pairs = _as_pairs(targets)
-    where, params = "window_start >= ? AND window_end <= ?", [s, e]
-    if pairs is not None and len(pairs) <= 500:
-        clause, extra = _pair_clause(pairs) if pairs else ("1 = 0", [])
-        where, params = f"{where} AND {clause}", params + extra
-    df = _select(conn, db.AGGREGATES, AGGREGATE_COLUMNS, where, params, "device_id, sensor_id, window_start")
-    return _filter_pairs(df, pairs)
+    return _select_for_targets(conn, db.AGGREGATES, AGGREGATE_COLUMNS, "window_start >= ? AND window_end <= ?", [s, e],
+                               "device_id, sensor_id, window_start", targets)
 
 
 def target_watermarks(conn, targets: Iterable[Any] | None = None) -> dict[str, dt.datetime | None]:
