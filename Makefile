@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := $(shell sed -n 's/^uv==//p' requirements.lock)
+# what `system` installs when missing (only the missing ones: a NodeSource nodejs already carries npm and conflicts with Debian's)
 APT_PACKAGES := unixodbc libsqliteodbc odbc-postgresql postgresql python3-venv nodejs npm docker-compose chromium
 PYTEST_ARGS ?=
 
@@ -31,10 +32,10 @@ system:
 	$(PYTHON) -c "import venv, ensurepip" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing system packages: $(APT_PACKAGES)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	    echo "installing missing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "missing system packages:$$missing -- run: sudo apt-get install -y $(APT_PACKAGES)"; exit 1; \
+	    echo "missing system packages:$$missing -- run: sudo apt-get install -y$$missing"; exit 1; \
 	  fi; \
 	fi
 
