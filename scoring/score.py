@@ -78,8 +78,8 @@ def score_targets(aggregates: pd.DataFrame, models_dir, out_dir, targets) -> lis
     """Score each target; return one receipt per target (in the order given, duplicates removed).
 
     Receipt keys: target, device_id, sensor_id, status ("ok"/"failed"),
-    rows_in, rows_out, anomalies, model_sha256, output (relative path or
-    None), error (None or message).
+    rows_in, rows_out, anomalies, anomaly_window_starts (ISO, UTC), model_sha256,
+    output (relative path or None), output_sha256, output_md5, error (None or message).
 
     Fast path (the per-target fixed costs are what decide a batched unit's
     time): the snapshot is cut down to the requested devices before it is
@@ -185,6 +185,8 @@ def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
         "model_sha256": None,
         "output": None,
         "output_sha256": None,
+        "output_md5": None,
+        "anomaly_window_starts": [],
         "error": None,
     }
     try:
@@ -207,19 +209,23 @@ def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
         receipt["model_sha256"] = manifest["sha256"]
         X, scores, flags = _predict(columns, a, b, model, manifest)
         _write_table(_prediction_table(device_id, sensor_id, columns, a, b, manifest, X, scores, flags), pred_file)
+        written = pred_file.read_bytes()
         receipt.update(
             status="ok",
             rows_out=b - a,
             anomalies=int(flags.sum()),
+            anomaly_window_starts=[str(t) for t in columns.window_start[a:b][flags].astype("datetime64[s]")],
             output=f"{device_id}/{pred_file.name}",
-            # lets the collector tell a blob altered after scoring from the one written here
-            output_sha256=hashlib.sha256(pred_file.read_bytes()).hexdigest(),
+            # let the collector tell a blob altered after scoring from the one written here; the MD5 is
+            # what blob storage itself records, so a listing can confirm it without a download
+            output_sha256=hashlib.sha256(written).hexdigest(),
+            output_md5=hashlib.md5(written, usedforsecurity=False).hexdigest(),
         )
     except Exception as exc:  # one target's failure must not stop the others
         receipt["error"] = f"{type(exc).__name__}: {exc}"
         if pred_file.exists():
             pred_file.unlink()
-    _write_receipt(receipt, receipt_path(out_dir, device_id, sensor_id))
+    write_receipt(receipt, receipt_path(out_dir, device_id, sensor_id))
     return receipt
 
 
@@ -240,7 +246,7 @@ def _write_table(table: pa.Table, path: Path) -> None:
         raise
 
 
-def _write_receipt(receipt: dict, path: Path) -> None:
+def write_receipt(receipt: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(receipt, indent=2, sort_keys=True) + "\n")

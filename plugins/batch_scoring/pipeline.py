@@ -180,6 +180,7 @@ def score_unit_local(store, settings, interval: Interval, targets: list[str]) ->
                 "to rewrite it from SQL"
             ) from exc
         receipts = score_targets(aggregates, models, out, targets)
+        _validate_written(receipts, aggregates, models, out)
         upload_outputs(store, settings, interval, out, targets)
     failed = [r for r in receipts if r.get("status") != "ok"]
     if failed:
@@ -188,6 +189,37 @@ def score_unit_local(store, settings, interval: Interval, targets: list[str]) ->
             + "; ".join(f"{r['target']}: {r.get('error', r.get('status'))}" for r in failed)
         )
     return receipts
+
+
+UNIT_RECEIPT_KEYS = ("target", "status", "rows_out", "anomalies", "anomaly_window_starts", "model_sha256",
+                     "output_sha256", "output_md5", "validated", "error")
+
+
+def _validate_written(receipts: list[dict], aggregates, models: Path, out: Path) -> None:
+    """Run the collector's checks on each prediction where it was written, before it is uploaded.
+
+    A receipt marked ``validated`` lets the collector confirm the blob by the
+    MD5 blob storage records (one listing call per 5,000 blobs) instead of
+    downloading and parsing every prediction again. A prediction that fails is
+    not uploaded and its target fails, naming why.
+    """
+    from scoring.score import receipt_path, write_receipt
+
+    windows = windows_by_target(aggregates)
+    for receipt in receipts:
+        if receipt.get("status") != "ok":
+            continue
+        device, sensor = receipt["device_id"], receipt["sensor_id"]
+        written = out / device / f"{sensor}.parquet"
+        manifest = json.loads((models / device / sensor / MODEL_MANIFEST).read_text())
+        summary, problem = validate_prediction(written.read_bytes(), receipt["target"],
+                                               windows.get(receipt["target"], []), manifest, receipt)
+        if problem:
+            written.unlink()
+            receipt.update(status="failed", error=f"the prediction written failed validation: {problem}")
+            write_receipt(receipt, receipt_path(out, device, sensor))
+        else:
+            receipt["validated"] = True
 
 
 def upload_outputs(store, settings, interval: Interval, out_dir: Path, targets: list[str]) -> None:
@@ -250,9 +282,11 @@ def validate_prediction(data: bytes, target: str, expected_windows, model_manife
     if table.num_rows != len(expected):
         return None, f"{table.num_rows} rows for {len(expected)} input windows"
     try:
-        starts = np.sort(table["window_start"].cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("int64"))
+        raw_starts = table["window_start"].cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("int64")
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError, ValueError):
         return None, "windows differ from the snapshot's (window_start is not a timestamp)"
+    order = np.argsort(raw_starts, kind="stable")
+    starts = raw_starts[order]
     if not np.array_equal(starts, expected):
         return None, "windows differ from the snapshot's"
     scores = table["decision_score"].to_numpy(zero_copy_only=False).astype(float)
@@ -282,61 +316,88 @@ def validate_prediction(data: bytes, target: str, expected_windows, model_manife
             return None, "blob differs from what the scoring step wrote: " + ", ".join(diff)
         if receipt.get("output_sha256") and receipt["output_sha256"] != hashlib.sha256(data).hexdigest():
             return None, "blob's sha256 differs from the one the scoring step recorded"
-    return {"rows": table.num_rows, "anomalies": int(flags.sum()), "model_sha256": str(hashes[0])}, None
+    return {"rows": table.num_rows, "anomalies": int(flags.sum()), "model_sha256": str(hashes[0]),
+            "anomaly_starts": starts[flags[order]]}, None
 
 
 def collect_interval(store, settings, interval: Interval, plan: dict, min_coverage: float = 1.0,
-                     keep: dict | None = None) -> dict:
+                     keep: dict | None = None, unit_receipts=None, verified: dict | None = None) -> dict:
     """Validate every expected prediction blob, write the interval's manifest, fail naming what is wrong.
 
-    ``keep``: a dict that receives each valid target's (device_id, window_start,
-    is_anomaly) frame, so the run report needs no second download.
-    """
-    import pandas as pd
+    Two ways to validate a target, same result in the manifest:
 
-    snapshot_path = f"{settings.aggregates_container}/{snapshot_blob(interval)}"
-    try:
-        snapshot = pd.read_parquet(io.BytesIO(store.download_bytes(settings.aggregates_container, snapshot_blob(interval))))
-    except Exception as exc:
-        if type(exc).__name__ in ("BlobStoreUnavailable",):
-            raise
-        raise PipelineError(
-            f"interval {interval.key}: cannot read the snapshot {snapshot_path} to validate predictions against "
-            f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); clear the snapshot task and its downstream"
-        ) from exc
-    windows = windows_by_target(snapshot)
-    present = set(store.list_names(settings.predictions_container, prefix=f"{interval.key}/"))
+    * *confirmed*: its scoring unit validated the prediction where it wrote it
+      (``unit_receipts``: the score tasks' returned receipts, marked
+      ``validated``) and the blob's MD5 in the container listing equals the one
+      the unit recorded, so the blob holds exactly the bytes that passed;
+    * *read*: otherwise (no such receipt, e.g. the Azure ML backend; or the
+      blob changed since) the blob, its receipt blob and the deployed model's
+      manifest are downloaded and checked in full.
+
+    ``keep``: a dict that receives each valid target's (device_id, anomalous
+    window starts as int64 µs), for the run report; ``verified``: a dict that
+    receives how many targets were confirmed and how many read.
+    """
+    listing = store.list_md5(settings.predictions_container, prefix=f"{interval.key}/")
+    present = set(listing)
     expected_blobs = {f"{interval.key}/{PREDICTIONS_MANIFEST}"}
     for target in plan["targets"]:
         expected_blobs.update((prediction_blob(interval, target), receipt_blob(interval, target)))
     # Run-level files at the interval's root ("_manifest.json", the run report's "_*.html/png") are the
     # collector's own; anything else that no planned target wrote is flagged.
     unexpected = sorted(n for n in present - expected_blobs if not n[len(interval.key) + 1:].startswith("_"))
+    confirmed = {r["target"]: r for r in _flatten_receipts(unit_receipts)
+                 if r.get("validated") and r.get("status") == "ok" and r.get("output_md5")}
 
-    def check(target: str) -> dict:
-        blob = prediction_blob(interval, target)
-        receipt = _read_json(store, settings.predictions_container, receipt_blob(interval, target)) \
-            if receipt_blob(interval, target) in present else None
-        if blob not in present:
-            reason = "prediction blob missing"
-            if receipt and receipt.get("status") != "ok":
-                reason += f"; scoring failed: {receipt.get('error')}"
-            return {"status": "failed", "reason": reason, "blob": blob}
-        data = store.download_bytes(settings.predictions_container, blob)
-        device, sensor = parse_target(target)
-        # Checked when present: a receipt can be missing after a worker died between the
-        # two uploads (the prediction itself is whole: blob uploads are atomic), and a
-        # model can be retired after scoring.
-        model_manifest = _read_json(store, settings.models_container, f"{device}/{sensor}/{MODEL_MANIFEST}")
-        summary, problem = validate_prediction(data, target, windows.get(target, []), model_manifest, receipt)
-        if problem:
-            return {"status": "failed", "reason": problem, "blob": blob}
+    def confirm(target: str) -> dict | None:
+        receipt, blob = confirmed.get(target), prediction_blob(interval, target)
+        if receipt is None or listing.get(blob) != receipt["output_md5"]:
+            return None
         if keep is not None:
-            keep[target] = pd.read_parquet(io.BytesIO(data), columns=["device_id", "window_start", "is_anomaly"])
-        return {"status": "ok", "blob": blob, "sha256": hashlib.sha256(data).hexdigest(), **summary}
+            keep[target] = (parse_target(target)[0], _us(receipt.get("anomaly_window_starts") or []))
+        return {"status": "ok", "blob": blob, "sha256": receipt["output_sha256"], "rows": receipt["rows_out"],
+                "anomalies": receipt["anomalies"], "model_sha256": receipt["model_sha256"]}
 
-    # Each check is three small blob reads and a parquet parse: overlap them across targets.
-    results: dict[str, dict] = dict(zip(plan["targets"], store.parallel(check, plan["targets"])))
+    results: dict[str, dict] = {}
+    for target in plan["targets"]:
+        entry = confirm(target)
+        if entry is not None:
+            results[target] = entry
+    to_read = [t for t in plan["targets"] if t not in results]
+    if to_read:
+        windows = _snapshot_windows(store, settings, interval)
+
+        def check(target: str) -> dict:
+            blob = prediction_blob(interval, target)
+            receipt = _read_json(store, settings.predictions_container, receipt_blob(interval, target)) \
+                if receipt_blob(interval, target) in present else None
+            if blob not in present:
+                reason = "prediction blob missing"
+                if receipt and receipt.get("status") != "ok":
+                    reason += f"; scoring failed: {receipt.get('error')}"
+                return {"status": "failed", "reason": reason, "blob": blob}
+            data = store.download_bytes(settings.predictions_container, blob)
+            device, sensor = parse_target(target)
+            # Checked when present: a receipt can be missing after a worker died between the
+            # two uploads (the prediction itself is whole: blob uploads are atomic), and a
+            # model can be retired after scoring.
+            model_manifest = _read_json(store, settings.models_container, f"{device}/{sensor}/{MODEL_MANIFEST}")
+            summary, problem = validate_prediction(data, target, windows.get(target, []), model_manifest, receipt)
+            if problem:
+                return {"status": "failed", "reason": problem, "blob": blob}
+            if keep is not None:
+                keep[target] = (device, summary.pop("anomaly_starts"))
+            summary.pop("anomaly_starts", None)
+            return {"status": "ok", "blob": blob, "sha256": hashlib.sha256(data).hexdigest(), **summary}
+
+        # Each check is three small blob reads and a parquet parse: overlap them across targets.
+        results.update(zip(to_read, store.parallel(check, to_read)))
+    counts = {"confirmed": len(plan["targets"]) - len(to_read), "read": len(to_read)}
+    if verified is not None:
+        verified.update(counts)
+    log.info("interval %s: %d predictions confirmed by the MD5 of what their unit validated, %d read and checked",
+             interval.key, counts["confirmed"], counts["read"])
+    results = {t: results[t] for t in plan["targets"]}
     for target, reason in plan.get("skipped", {}).items():
         results[target] = {"status": "skipped", "reason": reason}
 
@@ -403,6 +464,51 @@ def windows_by_target(snapshot) -> dict:
     starts = frame["window_start"].to_numpy(dtype="datetime64[us]").astype("int64")
     bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
     return {keys[a]: starts[a:b] for a, b in zip(bounds[:-1], bounds[1:])}
+
+
+def _snapshot_windows(store, settings, interval: Interval) -> dict:
+    """Each target's window starts in the interval's snapshot (what a prediction must have one row for)."""
+    import pandas as pd
+
+    snapshot_path = f"{settings.aggregates_container}/{snapshot_blob(interval)}"
+    try:
+        data = store.download_bytes(settings.aggregates_container, snapshot_blob(interval))
+        snapshot = pd.read_parquet(io.BytesIO(data), columns=["device_id", "sensor_id", "window_start"])
+    except Exception as exc:
+        if type(exc).__name__ in ("BlobStoreUnavailable",):
+            raise
+        raise PipelineError(
+            f"interval {interval.key}: cannot read the snapshot {snapshot_path} to validate predictions against "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); clear the snapshot task and its downstream"
+        ) from exc
+    return windows_by_target(snapshot)
+
+
+def _flatten_receipts(value) -> list[dict]:
+    """The score tasks' returned receipts, however XCom nests them (one list per unit, or one unit's list)."""
+    if isinstance(value, dict):
+        return [value] if "target" in value else []
+    if isinstance(value, (list, tuple)):
+        return [r for item in value for r in _flatten_receipts(item)]
+    return []
+
+
+def anomaly_starts(data: bytes) -> "np.ndarray":
+    """A prediction blob's flagged window starts (sorted int64 µs)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(data), columns=["window_start", "is_anomaly"])
+    starts = table["window_start"].cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("int64")
+    return np.sort(starts[table["is_anomaly"].to_numpy(zero_copy_only=False).astype(bool)])
+
+
+def _us(starts) -> "np.ndarray":
+    """ISO window starts → sorted int64 µs."""
+    import numpy as np
+
+    return np.sort(np.asarray(list(starts), dtype="datetime64[us]").astype("int64"))
 
 
 def _require_snapshot(store, settings, interval: Interval) -> None:

@@ -16,17 +16,28 @@ HEATMAP_FILE = "_heatmap.png"
 MAX_HEATMAP_DEVICES = 60
 
 
-def anomaly_matrix(frames: dict):
-    """devices × windows: how many of a device's sensors were flagged in each window."""
+def anomaly_matrix(flags: dict, interval):
+    """devices × the interval's windows: how many of a device's sensors were flagged in each window.
+
+    ``flags``: target → (device_id, its flagged window starts as int64 µs).
+    """
+    import numpy as np
     import pandas as pd
 
-    if not frames:
+    from scoring.config import WINDOW_MINUTES
+
+    if not flags:
         return pd.DataFrame()
-    flags = pd.concat(
-        [f[["device_id", "window_start", "is_anomaly"]] for f in frames.values()], ignore_index=True
-    )
-    matrix = flags.pivot_table(index="device_id", columns="window_start", values="is_anomaly", aggfunc="sum", fill_value=0)
-    return matrix.sort_index()
+    grid = pd.date_range(interval.start, interval.end, freq=f"{WINDOW_MINUTES}min", inclusive="left").as_unit("us")
+    edges = grid.asi8
+    devices = sorted({device for device, _ in flags.values()})
+    row = {d: i for i, d in enumerate(devices)}
+    counts = np.zeros((len(devices), len(grid)), dtype="int64")
+    for device, starts in flags.values():
+        cols = np.searchsorted(edges, np.asarray(starts, dtype="int64"))
+        on_grid = (cols < len(edges)) & (edges[np.minimum(cols, len(edges) - 1)] == starts)
+        np.add.at(counts[row[device]], cols[on_grid], 1)
+    return pd.DataFrame(counts, index=pd.Index(devices, name="device_id"), columns=grid)
 
 
 def heatmap_png(matrix, title: str) -> bytes:
@@ -94,20 +105,19 @@ coverage {manifest['coverage']:.1%} (required {manifest['min_coverage']:.0%});
 """
 
 
-def write_report(store, settings, interval, manifest: dict, frames: dict | None = None) -> list[str]:
+def write_report(store, settings, interval, manifest: dict, flags: dict | None = None) -> list[str]:
     """Build the report from the interval's validated predictions and upload it; returns blob names.
 
-    ``frames``: the collector's (device_id, window_start, is_anomaly) frames per
-    valid target; read from blob when not given (e.g. after a failed collect).
+    ``flags``: the collector's (device_id, flagged window starts) per valid
+    target; read from blob when not given (e.g. after a failed collect).
     """
-    import pandas as pd
+    from batch_scoring.pipeline import anomaly_starts
 
-    if frames is None:
+    if flags is None:
         ok = [(t, e["blob"]) for t, e in manifest["targets"].items() if e["status"] == "ok"]
         blobs = store.download_many(settings.predictions_container, [b for _, b in ok])
-        frames = {t: pd.read_parquet(io.BytesIO(blobs[b]), columns=["device_id", "window_start", "is_anomaly"])
-                  for t, b in ok if blobs[b] is not None}
-    png = heatmap_png(anomaly_matrix(frames), f"anomalies flagged, {manifest['start']} to {manifest['end']} UTC")
+        flags = {t: (t.split("/")[0], anomaly_starts(blobs[b])) for t, b in ok if blobs[b] is not None}
+    png = heatmap_png(anomaly_matrix(flags, interval), f"anomalies flagged, {manifest['start']} to {manifest['end']} UTC")
     names = [f"{interval.key}/{HEATMAP_FILE}", f"{interval.key}/{REPORT_FILE}"]
     store.upload_bytes(settings.predictions_container, names[0], png)
     store.upload_bytes(settings.predictions_container, names[1], report_html(manifest, png).encode())

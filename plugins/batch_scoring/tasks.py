@@ -46,16 +46,20 @@ def collect_task(context, asset) -> dict:
     s = settings()
     interval = Interval.from_context(context)
     store = BlobStore.from_conn_id(s.blob_conn_id)
-    frames: dict = {}
+    flags: dict = {}
+    verified: dict = {}
+    # what each score task returned: receipts of predictions its unit validated where it wrote them
+    unit_receipts = context["ti"].xcom_pull(task_ids="score", key="return_value")
     try:
-        manifest = collect_interval(store, s, interval, plan, float(context["params"]["min_coverage"]), keep=frames)
+        manifest = collect_interval(store, s, interval, plan, float(context["params"]["min_coverage"]), keep=flags,
+                                    unit_receipts=unit_receipts, verified=verified)
     except PipelineError:
         # the manifest is written before the collector fails: the report shows what went wrong
         name = f"{interval.key}/_manifest.json"
         if store.exists(s.predictions_container, name):
             write_report(store, s, interval, json.loads(store.download_bytes(s.predictions_container, name)))
         raise
-    report = write_report(store, s, interval, manifest, frames)
+    report = write_report(store, s, interval, manifest, flags)
     context["outlet_events"][asset].extra = {
         "interval": interval.key,
         "manifest": f"{s.predictions_container}/{interval.key}/_manifest.json",
@@ -63,4 +67,4 @@ def collect_task(context, asset) -> dict:
         "ok": manifest["counts"]["ok"],
         "anomalies": manifest["anomalies"],
     }
-    return {k: manifest[k] for k in ("interval", "coverage", "counts", "rows", "anomalies")}
+    return {**{k: manifest[k] for k in ("interval", "coverage", "counts", "rows", "anomalies")}, "verified": verified}

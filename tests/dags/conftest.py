@@ -40,6 +40,16 @@ def task_states(run) -> dict[tuple[str, int], str]:
         return {(ti.task_id, ti.map_index): ti.state for ti in tis}
 
 
+def collect_result(run) -> dict:
+    """What the run's collect task returned (its XCom)."""
+    from airflow.models.xcom import XComModel
+    from airflow.settings import Session
+
+    with Session() as session:
+        query = XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids="collect", key="return_value")
+        return XComModel.deserialize_value(session.scalars(query).first())
+
+
 def read_parquet_blob(store, container, name) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(store.download_bytes(container, name)))
 

@@ -1,33 +1,35 @@
 """The run report: a heatmap PNG and an HTML page with a per-target table."""
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
+
+from batch_scoring.pipeline import Interval
 
 from batch_scoring.report import anomaly_matrix, heatmap_png, report_html
 
 
-def _frames():
-    windows = pd.date_range("2026-05-01 10:00", periods=12, freq="5min")
-    frames = {}
-    for device in ("dev001", "dev002"):
-        for sensor in ("s1", "s2"):
-            flags = [False] * 12
-            if device == "dev002":
-                flags[3] = flags[4] = True
-            frames[f"{device}/{sensor}"] = pd.DataFrame({"device_id": device, "window_start": windows, "is_anomaly": flags})
-    return frames
+INTERVAL = Interval(dt.datetime(2026, 5, 1, 10), dt.datetime(2026, 5, 1, 11))
+
+
+def _flags():
+    windows = pd.date_range("2026-05-01 10:00", periods=12, freq="5min").as_unit("us").asi8
+    return {f"{device}/{sensor}": (device, windows[3:5] if device == "dev002" else windows[:0])
+            for device in ("dev001", "dev002") for sensor in ("s1", "s2")}
 
 
 def test_matrix_counts_flagged_sensors_per_device_and_window():
-    matrix = anomaly_matrix(_frames())
+    matrix = anomaly_matrix(_flags(), INTERVAL)
     assert list(matrix.index) == ["dev001", "dev002"]
-    assert matrix.shape == (2, 12)
-    assert matrix.loc["dev002"].tolist()[3:5] == [2, 2]
+    assert matrix.shape == (2, 12)  # every window of the interval, flagged or not
+    assert matrix.loc["dev002"].tolist() == [0, 0, 0, 2, 2] + [0] * 7
     assert matrix.loc["dev001"].sum() == 0
+    assert str(matrix.columns[0]) == "2026-05-01 10:00:00"
 
 
 def test_heatmap_is_a_png_and_deterministic():
-    matrix = anomaly_matrix(_frames())
+    matrix = anomaly_matrix(_flags(), INTERVAL)
     png = heatmap_png(matrix, "t")
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000
     assert heatmap_png(matrix, "t") == png

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,8 @@ class World:
     store: object
     settings: object
     models_dir: Path
+    # what the score tasks returned, per interval: the collector confirms these by MD5, like in the DAG
+    unit_receipts: dict = field(default_factory=dict)
 
     def connect(self):
         from ingest_sim.db import connect
@@ -63,9 +65,10 @@ class World:
         from batch_scoring.pipeline import PipelineError, score_unit_local, unit_label
 
         errors = {}
+        returned = self.unit_receipts[(iv or interval()).key] = []
         for unit in plan["units"]:
             try:
-                score_unit_local(self.store, self.settings, iv or interval(), unit)
+                returned.append(score_unit_local(self.store, self.settings, iv or interval(), unit))
             except PipelineError as exc:
                 errors[unit_label(unit)] = str(exc)
         return errors
@@ -73,7 +76,8 @@ class World:
     def collect(self, plan: dict, iv=None, min_coverage: float = 1.0) -> dict:
         from batch_scoring.pipeline import collect_interval
 
-        return collect_interval(self.store, self.settings, iv or interval(), plan, min_coverage)
+        iv = iv or interval()
+        return collect_interval(self.store, self.settings, iv, plan, min_coverage, unit_receipts=self.unit_receipts.get(iv.key))
 
     def run(self, iv=None) -> dict:
         plan = self.snapshot(iv)

@@ -432,3 +432,21 @@ def test_coverage_policy_records_who_succeeded_failed_or_was_skipped_and_why(wor
     assert t["dev001/s2"]["rows"] == 12 and len(t["dev001/s2"]["sha256"]) == 64
     with pytest.raises(PipelineError, match="coverage 66.7% < 70%"):
         world.collect(plan, min_coverage=0.7)
+
+
+def test_collector_confirms_what_the_units_validated_without_reading_it_back(world):
+    clean = world.run()
+    plan = world.snapshot()
+    reads = []
+    download = world.store.download_bytes
+    world.store.download_bytes = lambda container, name: reads.append(f"{container}/{name}") or download(container, name)
+    verified = {}
+    from batch_scoring.pipeline import collect_interval
+
+    manifest = collect_interval(world.store, world.settings, IV, plan, unit_receipts=world.unit_receipts[KEY], verified=verified)
+    assert manifest == clean and verified == {"confirmed": 4, "read": 0} and reads == []
+    # without the units' receipts (e.g. the Azure ML backend) every target is read back: the same manifest
+    manifest = collect_interval(world.store, world.settings, IV, plan, verified=verified)
+    assert manifest == clean and verified == {"confirmed": 0, "read": 4}
+    assert sorted(r for r in reads if r.endswith(".parquet") and r.startswith("predictions/")) == \
+        sorted(f"predictions/{prediction_blob(IV, t)}" for t in TARGETS)

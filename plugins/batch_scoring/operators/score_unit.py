@@ -35,7 +35,7 @@ class ScoringOperator(AzureMLScoringOperator):
     def score_locally(self, context) -> list[dict]:
         from batch_scoring.config import settings
         from batch_scoring.hooks.blob_storage import BlobStore
-        from batch_scoring.pipeline import Interval, score_unit_local, unit_label
+        from batch_scoring.pipeline import UNIT_RECEIPT_KEYS, Interval, score_unit_local, unit_label
 
         context["unit_label"] = unit_label(list(self.unit))
         # no remote job: an empty link, instead of the link's XCom lookup failing loudly after the task
@@ -43,4 +43,5 @@ class ScoringOperator(AzureMLScoringOperator):
         receipts = score_unit_local(
             BlobStore.from_conn_id(self.blob_conn_id), settings(), Interval.from_context(context), list(self.unit)
         )
-        return [{k: r.get(k) for k in ("target", "rows_out", "anomalies", "status")} for r in receipts]
+        # the collector confirms these targets' blobs by MD5 instead of reading each one back
+        return [{k: r.get(k) for k in UNIT_RECEIPT_KEYS} for r in receipts]
