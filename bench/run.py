@@ -111,11 +111,14 @@ def write_snapshot(store, conn_str_sql: str, settings, interval) -> None:
 
 # --- floor ---------------------------------------------------------------------------
 
+FLOOR_CONTAINER = "floor-predictions"
+
+
 def run_floor(conn_str: str, interval, workdir: Path, azurite_pid: int) -> dict:
     from bench.procs import TreeMeter
 
     cmd = [sys.executable, "-m", "bench.floor", "--connection-string", conn_str, "--interval", interval.key,
-           "--targets-file", str(workdir / "targets.txt")]
+           "--targets-file", str(workdir / "targets.txt"), "--out-container", FLOOR_CONTAINER]
     with TreeMeter([azurite_pid]) as az:
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if res.returncode:
@@ -290,7 +293,12 @@ def main(argv=None) -> int:
             sql_odbc = f"Driver=SQLite3;Database={workdir / 'sensors.db'}"
             build_world(T, store, sql_odbc, workdir, settings)
             write_snapshot(store, sql_odbc, settings, interval)
+            store.delete_container(FLOOR_CONTAINER)
+            _ensure_containers(store, [FLOOR_CONTAINER])
             floor = run_floor(conn_str, interval, workdir, azurite.pid)
+            # Azurite's cost per request grows with the blobs in the account: the DAG runs must start
+            # from the state the floor started from (models + snapshot), not with the floor's output too
+            store.delete_container(FLOOR_CONTAINER)
             log(f"T={T}: floor {floor['wall']:.1f}s wall, {floor['cpu']:.1f}s CPU "
                 f"({1000 * floor['wall'] / T:.2f} ms/target; phases {json.dumps({k: round(v, 2) for k, v in floor['phases'].items()})})")
             fleet = {"floor": floor, "dag": []}
