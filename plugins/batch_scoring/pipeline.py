@@ -119,13 +119,13 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     Returns the plan the rest of the run follows: targets (have data and a
     model), skipped targets with the reason, and the targets grouped into units.
     """
-    from ingest_sim.store import interval_aggregate_problems, read_aggregates
+    from ingest_sim.store import read_interval_aggregates
 
     # Structural faults (duplicate, misaligned or straddling windows) mean the
     # upstream aggregation is broken: refuse the whole interval, before writing
     # anything, naming every target and window. Bad *values* (NaN/inf/NULL) are
     # per-target: scoring fails those targets naming their windows.
-    problems = interval_aggregate_problems(sql_conn, interval.start, interval.end)
+    frame, problems = read_interval_aggregates(sql_conn, interval.start, interval.end)  # one SQL read for both
     if problems:
         detail = "; ".join(f"{t}: {', '.join(p)}" for t, p in list(problems.items())[:20])
         more = f" (and {len(problems) - 20} more targets)" if len(problems) > 20 else ""
@@ -133,7 +133,6 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
             f"interval {interval.key}: aggregates are malformed for {len(problems)} target(s), nothing was "
             f"snapshotted: {detail}{more}; fix the rows in sensor_aggregates (or re-aggregate) and clear the run"
         )
-    frame = read_aggregates(sql_conn, interval.start, interval.end)
     store.upload_bytes(settings.aggregates_container, snapshot_blob(interval),
                        frame_to_parquet_bytes(frame, SNAPSHOT_ROW_GROUP))
     with_data = {target_name(d, s) for d, s in frame[["device_id", "sensor_id"]].drop_duplicates().itertuples(index=False)}

@@ -1,0 +1,253 @@
+"""read_interval_aggregates (the snapshot's one read) and the vectorised row conversion, on both engines.
+
+The oracles below are the implementations these replaced (per-value conversion,
+per-target problem loop), kept here only to prove the new code gives the same
+frames and the same problem messages.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ingest_sim import db, store
+from scoring.config import AGGREGATE_COLUMNS, target_name
+
+T0 = dt.datetime(2024, 1, 1)
+S, E = T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=2)
+MIN = dt.timedelta(minutes=1)
+TARGETS = [("d1", "s1"), ("d1", "s2"), ("d2", "s1"), ("d2", "s2"), ("d3", "s1"), ("d3", "s2"), ("D9", "s1")]
+
+
+@pytest.fixture
+def conn(sql_conn_str):
+    c = db.connect(sql_conn_str)
+    db.create_schema(c)
+    yield c
+    c.close()
+
+
+def _execute(conn, sql, *params):
+    cur = conn.cursor()
+    cur.execute(sql, *params)
+    cur.close()
+    conn.commit()
+
+
+def _grid(targets=TARGETS, hours=4, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    starts = pd.date_range(T0, T0 + dt.timedelta(hours=hours), freq="5min", inclusive="left")
+    frames = []
+    for d, s in targets:
+        v = rng.normal(10, 1, (len(starts), 4))
+        frames.append(pd.DataFrame({
+            "device_id": d, "sensor_id": s, "window_start": starts, "window_end": starts + pd.Timedelta(minutes=5),
+            "value_mean": v[:, 0] + 0.1 + 0.2, "value_min": v[:, 1] - 3, "value_max": v[:, 2] + 3,
+            "value_std": np.abs(v[:, 3]) / 3, "n_readings": rng.integers(1, 40, len(starts)),
+        }))
+    return pd.concat(frames, ignore_index=True)[list(AGGREGATE_COLUMNS)]
+
+
+def _insert(conn, d, s, start, end, mean=1.0):
+    _execute(conn, f"INSERT INTO {db.AGGREGATES} ({', '.join(AGGREGATE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             d, s, start, end, mean, mean - 1, mean + 1, 0.5, 7)
+
+
+def _drop_primary_key(conn):  # duplicate windows are only possible without it (as in tests/reliability)
+    for sql in (f"CREATE TABLE agg_nopk AS SELECT * FROM {db.AGGREGATES}", f"DROP TABLE {db.AGGREGATES}",
+                f"ALTER TABLE agg_nopk RENAME TO {db.AGGREGATES}"):
+        _execute(conn, sql)
+
+
+def _malformed(conn):
+    """Every problem kind, NULL values, and windows inside [S, E) that do not touch it."""
+    store.upsert_aggregates(conn, _grid())
+    _drop_primary_key(conn)
+    # d1/s1: 7 windows loaded twice (exact copies)
+    _execute(conn, f"INSERT INTO {db.AGGREGATES} SELECT * FROM {db.AGGREGATES} WHERE device_id = 'd1' AND "
+                   "sensor_id = 's1' AND window_start >= ? AND window_start < ?", S + 10 * MIN, S + 45 * MIN)
+    # d1/s2: 6 windows 7 minutes long
+    for k in range(6):
+        w = S + (20 + 5 * k) * MIN
+        _execute(conn, f"UPDATE {db.AGGREGATES} SET window_end = ? WHERE device_id = 'd1' AND sensor_id = 's2' "
+                       "AND window_start = ?", w + 7 * MIN, w)
+    # d2/s1 and D9/s1: off the grid
+    _insert(conn, "d2", "s1", S + 2.5 * MIN, S + 7.5 * MIN)
+    _insert(conn, "D9", "s1", S + 31 * MIN, S + 36 * MIN)
+    # d2/s2: straddling both bounds, one also too long
+    _insert(conn, "d2", "s2", S - 2.5 * MIN, S + 2.5 * MIN)
+    _execute(conn, f"UPDATE {db.AGGREGATES} SET window_end = ? WHERE device_id = 'd2' AND sensor_id = 's2' "
+                   "AND window_start = ?", E + 5 * MIN, E - 5 * MIN)
+    # d3/s1: NULL values (not structural: carried through as NaN)
+    _execute(conn, f"UPDATE {db.AGGREGATES} SET value_mean = NULL, value_std = NULL WHERE device_id = 'd3' "
+                   "AND sensor_id = 's1' AND window_start >= ? AND window_start < ?", S + 15 * MIN, S + 30 * MIN)
+    _execute(conn, f"UPDATE {db.AGGREGATES} SET value_min = NULL WHERE device_id = 'd3' AND window_start = ?", S)
+    # d3/s2: zero-length windows at S and at E: inside [S, E) for read_aggregates, touching nothing
+    _insert(conn, "d3", "s2", S, S)
+    _insert(conn, "d3", "s2", E, E)
+
+
+def _old_problems(conn, start, end, window_minutes=5) -> dict[str, list[str]]:
+    """The per-target loop interval_aggregate_problems used to run (the oracle)."""
+    s, e = store._interval(start, end)
+    frame = store._select(conn, db.AGGREGATES, AGGREGATE_COLUMNS, "window_start < ? AND window_end > ?", [e, s],
+                          "device_id, sensor_id, window_start")
+    if frame.empty:
+        return {}
+    step = pd.Timedelta(minutes=window_minutes)
+    problems: dict[str, list[str]] = {}
+    for (d, sen), g in frame.groupby(["device_id", "sensor_id"], sort=True):
+        found = []
+        starts = pd.to_datetime(g["window_start"])
+        ends = pd.to_datetime(g["window_end"])
+        dup = starts[starts.duplicated(keep=False)].drop_duplicates()
+        if len(dup):
+            found.append(f"duplicate windows starting {', '.join(f'{w:%Y-%m-%d %H:%M}' for w in dup[:5])}"
+                         + (f" (+{len(dup) - 5})" if len(dup) > 5 else ""))
+        bad_len = starts[(ends - starts) != step]
+        if len(bad_len):
+            found.append(f"{len(bad_len)} window(s) not {window_minutes} minutes long, starting "
+                         + ", ".join(f"{w:%Y-%m-%d %H:%M:%S}" for w in bad_len[:5]))
+        off_grid = starts[starts != starts.dt.floor(step)]
+        if len(off_grid):
+            found.append(f"{len(off_grid)} window(s) off the {window_minutes}-minute grid, starting "
+                         + ", ".join(f"{w:%Y-%m-%d %H:%M:%S}" for w in off_grid[:5]))
+        outside = starts[(starts < pd.Timestamp(s)) | (ends > pd.Timestamp(e))]
+        if len(outside):
+            found.append(f"{len(outside)} window(s) straddling the interval's bounds, starting "
+                         + ", ".join(f"{w:%Y-%m-%d %H:%M:%S}" for w in outside[:5]))
+        if found:
+            problems[target_name(d, sen)] = found
+    return problems
+
+
+def _assert_same_as_separate_reads(conn, start, end, window_minutes=5):
+    frame, problems = store.read_interval_aggregates(conn, start, end, window_minutes)
+    pd.testing.assert_frame_equal(frame, store.read_aggregates(conn, start, end), check_exact=True)
+    expected = _old_problems(conn, start, end, window_minutes)
+    assert list(problems.items()) == list(expected.items())
+    assert list(store.interval_aggregate_problems(conn, start, end, window_minutes).items()) == list(expected.items())
+    return frame, problems
+
+
+@pytest.mark.parametrize("fetch_rows", [100_000, 7])  # 7: many fetch batches joined
+def test_read_interval_aggregates_equals_the_separate_reads(conn, monkeypatch, fetch_rows):
+    monkeypatch.setattr(store, "FETCH_ROWS", fetch_rows)
+    _malformed(conn)
+    frame, problems = _assert_same_as_separate_reads(conn, S, E)
+    assert problems == {
+        "D9/s1": ["1 window(s) off the 5-minute grid, starting 2024-01-01 01:31:00"],
+        "d1/s1": ["duplicate windows starting 2024-01-01 01:10, 2024-01-01 01:15, 2024-01-01 01:20, "
+                  "2024-01-01 01:25, 2024-01-01 01:30 (+2)"],
+        "d1/s2": ["6 window(s) not 5 minutes long, starting 2024-01-01 01:20:00, 2024-01-01 01:25:00, "
+                  "2024-01-01 01:30:00, 2024-01-01 01:35:00, 2024-01-01 01:40:00"],
+        "d2/s1": ["1 window(s) off the 5-minute grid, starting 2024-01-01 01:02:30"],
+        "d2/s2": ["1 window(s) not 5 minutes long, starting 2024-01-01 01:55:00",
+                  "1 window(s) off the 5-minute grid, starting 2024-01-01 00:57:30",
+                  "2 window(s) straddling the interval's bounds, starting 2024-01-01 00:57:30, 2024-01-01 01:55:00"],
+    }
+    # the frame: windows inside [S, E) only (the zero-length ones at S and E too), NULLs as NaN
+    assert len(frame) == 7 * 12 + 7 - 1 + 1 + 1 + 2  # grid + copies - d2/s2's stretched window + off-grid + zero-length
+    assert frame["window_start"].min() == pd.Timestamp(S) and frame["window_end"].max() == pd.Timestamp(E)
+    nulls = frame[(frame.device_id == "d3") & (frame.sensor_id == "s1")]
+    assert nulls["value_mean"].isna().sum() == 3 and nulls["value_std"].isna().sum() == 3
+    assert frame["value_min"].isna().sum() == 2
+    assert frame.dtypes.astype(str).tolist() == ["str", "str", "datetime64[us]", "datetime64[us]",
+                                                 "float64", "float64", "float64", "float64", "int64"]
+    # other bounds and grids, including a window size nothing matches and an interval off the grid
+    _assert_same_as_separate_reads(conn, T0, T0 + dt.timedelta(hours=4))
+    _assert_same_as_separate_reads(conn, S + 2.5 * MIN, E - 2.5 * MIN)
+    _assert_same_as_separate_reads(conn, S, E, window_minutes=10)
+
+
+def test_read_interval_aggregates_clean_and_empty(conn):
+    frame, problems = _assert_same_as_separate_reads(conn, S, E)
+    assert frame.empty and list(frame.columns) == list(AGGREGATE_COLUMNS) and problems == {}
+    store.upsert_aggregates(conn, _grid())
+    frame, problems = _assert_same_as_separate_reads(conn, S, E)
+    assert len(frame) == len(TARGETS) * 12 and problems == {}
+    expected = _grid().query("window_start >= @S and window_end <= @E").sort_values(
+        ["device_id", "sensor_id", "window_start"]).reset_index(drop=True)
+    assert frame[["value_mean", "value_min", "value_max", "value_std"]].equals(
+        expected[["value_mean", "value_min", "value_max", "value_std"]])  # exact doubles on both engines
+
+
+def test_sqlite_packed_floats_read_exactly(sqlite_conn_str, monkeypatch):
+    """SQLite fetches the four FLOAT columns as one text cell: same doubles as one cell each."""
+    conn = db.connect(sqlite_conn_str)
+    db.create_schema(conn)
+    try:
+        aggs = _grid(hours=1).head(12).copy()
+        specials = [0.1 + 0.2, -0.0, 5e-324, 1.7976931348623157e308, float("inf"), float("-inf"), 1e-300, np.nan,
+                    123456789.12345679, -2.5, 1e22, 0.0]
+        aggs["value_min"] = specials
+        aggs["value_max"] = specials[::-1]
+        aggs.loc[3, ["value_mean", "value_min", "value_max", "value_std"]] = np.nan
+        store.upsert_aggregates(conn, aggs)
+        packed = store.read_aggregates(conn, T0, T0 + dt.timedelta(hours=1))
+        monkeypatch.setattr(store, "PACK_SQLITE_FLOATS", False)
+        plain = store.read_aggregates(conn, T0, T0 + dt.timedelta(hours=1))
+        pd.testing.assert_frame_equal(packed, plain, check_exact=True)
+        got = packed["value_min"].to_numpy()
+        want = aggs.sort_values("window_start")["value_min"].to_numpy()
+        assert np.array_equal(got, want, equal_nan=True)
+        assert got[0] == 0.1 + 0.2 and got[2] == 5e-324 and got[4] == np.inf
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- row conversion
+def _old_typed_frame(rows, description, types, columns) -> pd.DataFrame:
+    """The per-value conversion _typed_frame used to do (the oracle)."""
+    names = [d[0].lower() for d in description]
+    raw = list(zip(*rows)) if rows else [() for _ in names]
+    data = {}
+    for name, values in zip(names, raw):
+        logical = types.get(name)
+        if logical == "ts":
+            data[name] = pd.Series([db.to_datetime(v) for v in values], dtype="datetime64[us]")
+        elif logical == "float":
+            data[name] = pd.Series([db.to_float(v) for v in values], dtype="float64")
+        elif logical == "int":
+            data[name] = pd.Series([int(v) for v in values], dtype="int64")
+        else:
+            data[name] = pd.Series([None if v is None else str(v) for v in values], dtype="str")
+    return pd.DataFrame(data, columns=list(columns))
+
+
+TYPES = {"id": "id", "ts": "ts", "f": "float", "n": "int"}
+DESCRIPTION = [(name,) for name in TYPES]
+D = dt.datetime(2024, 5, 6, 7, 8, 9, 123000)
+
+
+@pytest.mark.parametrize("rows", [
+    pytest.param([("a", D, "0.30000000000000004", 3), ("b", None, None, 4), ("c", D, "-0", 5),
+                  ("d", D, "Inf", 6), ("e", D, "4.9406564584124654e-324", 7)], id="sqlite-text-floats"),
+    pytest.param([("a", D, 0.1, 3), ("b", D, None, 4), (None, D, float("nan"), 5)], id="native-floats"),
+    pytest.param([("a", D, decimal.Decimal("0.1"), 3), ("b", D, decimal.Decimal("1E+400"), 4)], id="decimals"),
+    pytest.param([("a", D, " 1.5 ", 3), ("b", D, "1_000", 4), ("c", D, "2.5", 5)], id="text-only-float-parses"),
+    pytest.param([("a", "2024-05-06 07:08:09.123", "1", 3), ("b", " 2024-05-06T07:08:09 ", "2", 4),
+                  ("c", dt.date(2024, 5, 6), "3", 5), ("d", None, "4", 6)], id="text-and-date-timestamps"),
+    pytest.param([(1, D, "1", "7"), (2.5, D, "2", decimal.Decimal("8")), ("x", D, "3", True)], id="odd-ids-and-ints"),
+    pytest.param([], id="empty"),
+])
+def test_typed_frame_matches_the_per_value_conversion(rows):
+    got = store._typed_frame(rows, DESCRIPTION, TYPES, list(TYPES))
+    pd.testing.assert_frame_equal(got, _old_typed_frame(rows, DESCRIPTION, TYPES, list(TYPES)), check_exact=True)
+    assert got.dtypes.astype(str).tolist() == ["str", "datetime64[us]", "float64", "int64"]
+
+
+@pytest.mark.parametrize("rows, error", [
+    ([("a", D, "1", None)], TypeError),  # NULL count
+    ([("a", D, "x", 1)], ValueError),  # unparseable float
+    ([("a", "not a time", "1", 1)], ValueError),
+    ([("a", dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), "1", 1)], ValueError),  # aware timestamp
+])
+def test_typed_frame_fails_like_the_per_value_conversion(rows, error):
+    with pytest.raises(error):
+        _old_typed_frame(rows, DESCRIPTION, TYPES, list(TYPES))
+    with pytest.raises(error):
+        store._typed_frame(rows, DESCRIPTION, TYPES, list(TYPES))
