@@ -5,7 +5,7 @@ CLI::
     python -m scoring.planner --targets 10000 --targets-per-job 100 --max-nodes 4 \\
         --node-startup 300 --job-overhead 60 --per-target 0.01 --vm-price 0.20 --period 3600
     python -m scoring.planner --mode local --targets 1000 --targets-per-job 10 --workers 2 \\
-        --job-overhead 1.6 --per-target 0.025 --run-overhead 12
+        --job-overhead 1.6 --per-target 0.025 --run-overhead 12 --run-per-target 0.003
 
 The model (every quantity in seconds; a "slot" runs one job at a time)::
 
@@ -26,7 +26,8 @@ The model (every quantity in seconds; a "slot" runs one job at a time)::
     azureml, warm (nodes already up, e.g. min_instances=nodes or idle >= the gap):
         duration     = busy
         node_seconds = nodes * period                 the nodes are billed round the clock
-    local (LocalExecutor on one machine): duration = run_overhead + busy, no cost.
+    run   = run_overhead + run_per_target * targets  the run's own steps around the jobs
+    local (LocalExecutor on one machine): duration = run + busy, no cost.
     cost = node_seconds / 3600 * vm_price_per_hour
 
 Assumptions: jobs are independent and equal-sized; all nodes of a cold
@@ -36,7 +37,10 @@ dominant term is minutes); job_overhead is the fixed cost of one job once a
 node is up (scheduling, mounting, Python start and imports, a mapped Airflow
 task's own bookkeeping), per_target the variable cost of one target inside a
 job (download its model, score, write: milliseconds). The run-level fixed work
-(freshness sensor, snapshot, collector) is ``run_overhead``. The defaults for
+(freshness sensor, snapshot, collector, scheduling) is ``run_overhead`` plus
+``run_per_target`` per target: the snapshot's SQL read and the collector's
+listing grow with the fleet, and they run before and after the jobs, not
+beside them. The azureml durations include it too. The defaults for
 Azure ML are typical published magnitudes, not measurements: measure yours
 (a job's ``Preparing``/``Running`` timestamps in studio) and pass them.
 
@@ -78,6 +82,7 @@ class Params:
     mode: str = "azureml"  # or "local"
     workers: int = 4  # local: task slots (parallelism)
     run_overhead: float = 0.0  # s, fixed per run (sensor, snapshot, collect)
+    run_per_target: float = 0.0  # s per target in the run's serial steps (snapshot's SQL read, collector)
 
 
 @dataclass(frozen=True)
@@ -118,11 +123,12 @@ def estimate(p: Params) -> Estimate:
     busy = waves * job
     total_job_seconds = jobs * p.job_overhead + p.targets * p.per_target
     overhead_fraction = (jobs * p.job_overhead / total_job_seconds) if total_job_seconds else 0.0
+    run = p.run_overhead + p.run_per_target * max(0, p.targets)
     if p.mode == "local":
-        duration = p.run_overhead + busy
+        duration = run + busy
         return Estimate(tpj, jobs, nodes, slots, waves, job, duration, duration, 0.0, 0.0, 0.0, 0.0, overhead_fraction)
-    duration_cold = p.run_overhead + p.node_startup + busy
-    duration_warm = p.run_overhead + busy
+    duration_cold = run + p.node_startup + busy
+    duration_warm = run + busy
     ns_cold = nodes * (p.node_startup + busy + p.idle)
     ns_warm = nodes * p.period
     price = p.vm_price / 3600.0
@@ -195,12 +201,14 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", choices=("azureml", "local"), default=d.mode)
     parser.add_argument("--workers", type=int, default=d.workers, help="local: parallel task slots")
     parser.add_argument("--run-overhead", type=float, default=d.run_overhead, help="seconds per run outside the jobs")
+    parser.add_argument("--run-per-target", type=float, default=d.run_per_target,
+                        help="seconds per target in the run's serial steps (snapshot, collector)")
     parser.add_argument("--json", action="store_true")
     a = parser.parse_args(argv)
     if a.targets < 0 or a.targets_per_job < 1 or a.max_nodes < 1 or a.jobs_per_node < 1 or a.workers < 1:
         parser.error("targets >= 0; targets-per-job, max-nodes, jobs-per-node, workers >= 1")
     p = Params(a.targets, a.targets_per_job, a.max_nodes, a.node_startup, a.job_overhead, a.per_target, a.vm_price,
-               a.idle, a.period, a.jobs_per_node, a.max_jobs, a.mode, a.workers, a.run_overhead)
+               a.idle, a.period, a.jobs_per_node, a.max_jobs, a.mode, a.workers, a.run_overhead, a.run_per_target)
     e = estimate(p)
     rec = recommend(p, a.deadline)
     if a.json:

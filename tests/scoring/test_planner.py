@@ -78,3 +78,12 @@ def test_cli_json(capsys):
     assert out["estimate"]["duration_cold"] == pytest.approx(510)
     assert main(["--mode", "local", "--targets", "100", "--workers", "2"]) == 0
     assert "recommended" in capsys.readouterr().out
+
+
+def test_local_mode_run_steps_grow_with_the_fleet():
+    e = estimate(Params(targets=1000, targets_per_job=10, mode="local", workers=2, job_overhead=1.5,
+                        per_target=0.02, run_overhead=10, run_per_target=0.005))
+    # as above, + 5 ms per target of snapshot and collector: 95 + 5 = 100 s
+    assert e.duration_cold == pytest.approx(100)
+    cold = estimate(Params(**{**BASE, "run_per_target": 0.001}))
+    assert cold.duration_cold == pytest.approx(estimate(Params(**BASE)).duration_cold + BASE["targets"] * 0.001)
