@@ -1,9 +1,10 @@
 """Check the planner's local mode against the benchmark: ``python -m bench.calibrate [results.json]``.
 
-Fits the planner's three local unknowns — run overhead R (sensor, snapshot,
-collector, scheduling latency), per-task overhead O and per-target time p —
-by least squares on the measured run times of the fit set (default: every
-DAG mode at T=1000), with ``workers`` = the CPU count (the tasks are
+Fits the planner's four local unknowns — run overhead R (scheduling latency
+and the fixed part of sensor, snapshot and collector), the run's serial time
+per target r (snapshot's SQL read, collector's listing), per-task overhead O
+and per-target time p inside a task — by least squares on the measured run
+times of the fit set (default: every DAG mode at T <= 1,000), with ``workers`` = the CPU count (the tasks are
 CPU-bound: measured task durations at parallelism 4 on 2 cores are ~2x a lone
 task's), then predicts every measured run with ``scoring.planner.estimate``
 and prints a markdown table of predicted vs measured.
@@ -38,27 +39,28 @@ def rows(results: dict):
 
 
 def fit(samples, workers: int):
-    """Least squares for run = R + waves * (O + k p), waves = ceil(ceil(T/k) / workers)."""
+    """Least squares for run = R + r T + waves * (O + k p), waves = ceil(ceil(T/k) / workers)."""
     A, b = [], []
     for T, _mode, k, run in samples:
         waves = math.ceil(math.ceil(T / k) / workers)
-        A.append([1.0, waves, waves * k])
+        A.append([1.0, T, waves, waves * k])
         b.append(run)
-    (R, O, p), *_ = np.linalg.lstsq(np.array(A), np.array(b), rcond=None)
-    return float(R), float(O), float(p)
+    (R, r, O, p), *_ = np.linalg.lstsq(np.array(A), np.array(b), rcond=None)
+    return float(R), float(r), float(O), float(p)
 
 
-def table(results: dict, fit_T: int = 1000, workers: int | None = None) -> str:
+def table(results: dict, fit_max_T: int = 1000, workers: int | None = None) -> str:
     workers = workers or os.cpu_count() or 2
     samples = list(rows(results))
-    fit_set = [s for s in samples if s[0] == fit_T] or samples
-    R, O, p = fit(fit_set, workers)
-    out = [f"Fitted on the T={fit_T:,} runs, workers = {workers}: run overhead R = {R:.1f} s, "
-           f"per-task overhead O = {O:.2f} s, per-target p = {1000 * p:.1f} ms.", "",
+    fit_set = [s for s in samples if s[0] <= fit_max_T] or samples
+    R, r, O, p = fit(fit_set, workers)
+    out = [f"Fitted on the runs with T <= {fit_max_T:,}, workers = {workers}: run overhead R = {R:.1f} s, "
+           f"run's serial time per target r = {1000 * r:.2f} ms, per-task overhead O = {O:.2f} s, "
+           f"per-target p in a task = {1000 * p:.1f} ms.", "",
            "| T | targets_per_unit | tasks | predicted s | measured s | error | in fit set |", "|---:|---|---:|---:|---:|---:|---|"]
     for T, mode, k, run in samples:
         e = estimate(Params(targets=T, targets_per_job=k, mode="local", workers=workers, job_overhead=O,
-                            per_target=p, run_overhead=R))
+                            per_target=p, run_overhead=R, run_per_target=r))
         out.append(f"| {T:,} | {mode} ({k}/task) | {e.jobs} | {e.duration_cold:.1f} | {run:.1f} "
                    f"| {100 * (e.duration_cold - run) / run:+.0f} % | {'yes' if (T, mode, k, run) in fit_set else 'no'} |")
     return "\n".join(out)
@@ -67,10 +69,10 @@ def table(results: dict, fit_T: int = 1000, workers: int | None = None) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="?", type=Path, default=RESULTS)
-    parser.add_argument("--fit-targets", type=int, default=1000)
+    parser.add_argument("--fit-max-targets", type=int, default=1000, help="fit on the runs with T up to this")
     parser.add_argument("--workers", type=int)
     args = parser.parse_args(argv)
-    print(table(json.loads(args.results.read_text()), args.fit_targets, args.workers))
+    print(table(json.loads(args.results.read_text()), args.fit_max_targets, args.workers))
     return 0
 
 

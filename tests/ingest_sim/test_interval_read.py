@@ -22,14 +22,6 @@ MIN = dt.timedelta(minutes=1)
 TARGETS = [("d1", "s1"), ("d1", "s2"), ("d2", "s1"), ("d2", "s2"), ("d3", "s1"), ("d3", "s2"), ("D9", "s1")]
 
 
-@pytest.fixture
-def conn(sql_conn_str):
-    c = db.connect(sql_conn_str)
-    db.create_schema(c)
-    yield c
-    c.close()
-
-
 def _execute(conn, sql, *params):
     cur = conn.cursor()
     cur.execute(sql, *params)

@@ -17,14 +17,6 @@ REFERENCE_CSV = Path(__file__).resolve().parents[3] / "shared" / "reference" / "
 T0 = dt.datetime(2024, 1, 1)
 
 
-@pytest.fixture
-def conn(sql_conn_str):
-    c = db.connect(sql_conn_str)
-    db.create_schema(c)
-    yield c
-    c.close()
-
-
 def _count(conn, table):
     cur = conn.cursor()
     cur.execute(f"SELECT COUNT(*) FROM {table}")

@@ -184,7 +184,9 @@ def own_azurite(tmp_path):
         stop()
 
 
-def test_blob_storage_down_during_collect_is_named_and_the_retry_succeeds(sqlite_conn_str, own_azurite, tmp_path):
+@pytest.mark.parametrize("unit_receipts", [True, False], ids=["confirmed-by-md5", "read-back"])
+def test_blob_storage_down_during_collect_is_named_and_the_retry_succeeds(sqlite_conn_str, own_azurite, tmp_path,
+                                                                          unit_receipts):
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore, BlobStoreUnavailable
 
@@ -196,19 +198,21 @@ def test_blob_storage_down_during_collect_is_named_and_the_retry_succeeds(sqlite
     clean = world.run()
     good = world.predictions()
     plan = world.snapshot()
-    list_names = store.list_names
+    if not unit_receipts:  # as on the Azure ML backend: the collector reads every prediction back
+        world.unit_receipts.clear()
+    list_md5 = store.list_md5
 
     def list_then_outage(container, prefix=""):
-        names = list_names(container, prefix)
-        stop()  # storage goes away in the middle of collecting: listed, nothing validated yet
-        return names
+        found = list_md5(container, prefix)
+        stop()  # storage goes away in the middle of collecting: listed, the manifest not written yet
+        return found
 
-    store.list_names = list_then_outage
+    store.list_md5 = list_then_outage
     with pytest.raises(BlobStoreUnavailable) as err:
         world.collect(plan)
     assert f"blob storage at {store.url} is unreachable" in str(err.value)
     assert "clear the task to retry" in str(err.value)
-    store.list_names = list_names
+    store.list_md5 = list_md5
     start()  # storage is back (same data directory)
     assert world.collect(plan) == clean  # the retry
     assert world.predictions() == good
