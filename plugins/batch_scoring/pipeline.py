@@ -353,7 +353,7 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
         if receipt is None or listing.get(blob) != receipt["output_md5"]:
             return None
         if keep is not None:
-            keep[target] = (parse_target(target)[0], _us(receipt.get("anomaly_window_starts") or []))
+            keep[target] = (parse_target(target)[0], window_keys(receipt.get("anomaly_window_starts") or []))
         return {"status": "ok", "blob": blob, "sha256": receipt["output_sha256"], "rows": receipt["rows_out"],
                 "anomalies": receipt["anomalies"], "model_sha256": receipt["model_sha256"]}
 
@@ -384,9 +384,9 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
             summary, problem = validate_prediction(data, target, windows.get(target, []), model_manifest, receipt)
             if problem:
                 return {"status": "failed", "reason": problem, "blob": blob}
+            flagged = summary.pop("anomaly_starts")
             if keep is not None:
-                keep[target] = (device, summary.pop("anomaly_starts"))
-            summary.pop("anomaly_starts", None)
+                keep[target] = (device, flagged)
             return {"status": "ok", "blob": blob, "sha256": hashlib.sha256(data).hexdigest(), **summary}
 
         # Each check is three small blob reads and a parquet parse: overlap them across targets.
@@ -501,13 +501,6 @@ def anomaly_starts(data: bytes) -> "np.ndarray":
     table = pq.read_table(io.BytesIO(data), columns=["window_start", "is_anomaly"])
     starts = table["window_start"].cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("int64")
     return np.sort(starts[table["is_anomaly"].to_numpy(zero_copy_only=False).astype(bool)])
-
-
-def _us(starts) -> "np.ndarray":
-    """ISO window starts → sorted int64 µs."""
-    import numpy as np
-
-    return np.sort(np.asarray(list(starts), dtype="datetime64[us]").astype("int64"))
 
 
 def _require_snapshot(store, settings, interval: Interval) -> None:
