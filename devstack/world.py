@@ -44,13 +44,13 @@ def simulate_world(conn, store, settings, models_dir: Path, *, devices: int, sen
     """Simulate a normal history and an anomalous scoring period, aggregate both, train, deploy."""
     from ingest_sim.db import create_schema
     from ingest_sim.simulator import simulate
-    from ingest_sim.store import aggregate_range, replace_labels, replace_readings
+    from ingest_sim.store import aggregate_range, replace_labels, replace_readings_range
 
     create_schema(conn)
     n_readings = n_labels = 0
     for (start, end), anomalies in ((history, False), (scoring, True)):
         readings, labels = simulate(devices, sensors, start, end, reading_seconds=reading_seconds, seed=seed, anomalies=anomalies)
-        replace_readings(conn, readings)
+        replace_readings_range(conn, readings, start, end)
         n_readings += len(readings)
         if anomalies:
             replace_labels(conn, labels)

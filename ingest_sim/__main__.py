@@ -4,13 +4,15 @@ Subcommands (global option ``--odbc CONNSTR``, default ``$SENSOR_SQL_ODBC`` or a
 SQLite file under ``.local/``):
 
   init-db                                  create tables and indexes (idempotent)
-  load-csv PATH [--aggregate]              load TS,Device,Sensor,Value readings
-  simulate --start T --end T [...]         simulated readings + anomaly labels
+  load-csv PATH [--aggregate]              upsert TS,Device,Sensor,Value readings (never deletes;
+                                           exact duplicates stored once; late data reported)
+  simulate --start T --end T [...]         simulated readings + anomaly labels (replaces that range)
   aggregate --start T --end T              (re)build the windows covering [start, end)
   export --start T --end T --out F.parquet [--targets d/s ...]
 
 Times are ISO 8601, read as UTC when they carry no offset. Each command prints
-one summary line; errors print one line and exit with code 2.
+one summary line (load-csv adds a late-data notice when it changed windows
+behind data already aggregated); errors print one line and exit with code 2.
 """
 from __future__ import annotations
 
@@ -77,20 +79,58 @@ def cmd_load_csv(args) -> str:
     df = load_csv(args.path)
     conn = _connect(args)
     try:
-        n = store.replace_readings(conn, df)
-        if n == 0:
-            return f"load-csv: 0 readings from {args.path}"
-        lo, hi = df["ts"].min().to_pydatetime(), df["ts"].max().to_pydatetime()
-        pairs = df[["device_id", "sensor_id"]].drop_duplicates().shape[0]
-        msg = f"load-csv: {n} readings, {pairs} targets, {_fmt(lo)} .. {_fmt(hi)} from {args.path}"
-        if args.aggregate:
-            end = hi + dt.timedelta(milliseconds=1)
-            a = store.aggregate_range(conn, lo, end, args.window_minutes)
-            ws, we = store.window_bounds(lo, end, args.window_minutes)
-            msg += f"; {a} aggregates [{_fmt(ws)}, {_fmt(we)})"
-        return msg
+        res = store.load_readings(conn, df, aggregate=args.aggregate, window_minutes=args.window_minutes)
     finally:
         conn.close()
+    if df.empty:
+        return f"load-csv: 0 readings from {args.path}"
+    lo, hi = df["ts"].min().to_pydatetime(), df["ts"].max().to_pydatetime()
+    pairs = df[["device_id", "sensor_id"]].drop_duplicates().shape[0]
+    msg = (f"load-csv: {len(df) + res.duplicates} readings, {pairs} targets, {_fmt(lo)} .. {_fmt(hi)} from {args.path}: "
+           f"{res.inserted} new, {res.updated} changed, {res.unchanged} already stored"
+           + (f", {res.duplicates} duplicate line(s) stored once" if res.duplicates else ""))
+    if args.aggregate:
+        msg += f"; {len(res.windows)} aggregate window(s) written"
+    elif len(res.pending):
+        msg += (f"; {len(res.pending)} window(s) of {res.pending[['device_id', 'sensor_id']].drop_duplicates().shape[0]}"
+                " target(s) need aggregating (load with --aggregate)")
+    if len(res.late):
+        msg += "\n" + _late_data_message(args, res.late)
+    return msg
+
+
+def _late_data_message(args, late) -> str:
+    """What a load that changed windows behind the watermark means for predictions, and the command that rescores."""
+    from ingest_sim.late_data import backfill_command, describe_windows, intervals_of
+
+    dag_id, schedule = _dag_settings(args)
+    intervals = intervals_of([t.to_pydatetime() for t in late["window_start"]], schedule)
+    keys = [f"{s:%Y%m%dT%H%MZ}_{e:%Y%m%dT%H%MZ}" for s, e in intervals]
+    shown = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+    return (f"late data: {len(late)} aggregate window(s) changed behind data already aggregated ({describe_windows(late)}); "
+            f"recorded in {_revisions_table()}. Predictions of the {len(keys)} interval(s) holding them "
+            f"(DAG {dag_id}, schedule '{schedule}': {shown}) are stale if they were scored before this load; "
+            f"the DAG's freshness check flags them, and this rescores them:\n  {backfill_command(dag_id, intervals)}")
+
+
+def _revisions_table() -> str:
+    from ingest_sim import db
+
+    return db.REVISIONS
+
+
+def _dag_settings(args) -> tuple[str, str]:
+    """The DAG id and cron schedule late data is reported against (``--dag-id``/``--schedule``, else the DAG's settings)."""
+    try:
+        from batch_scoring.config import settings
+
+        s = settings()
+        dag_id, schedule = s.dag_id, s.schedule
+    except ImportError:  # the loader installed without the DAG package
+        from ingest_sim.late_data import DEFAULT_SCHEDULE
+
+        dag_id, schedule = "batch_scoring", DEFAULT_SCHEDULE
+    return args.dag_id or dag_id, args.schedule or schedule
 
 
 def cmd_simulate(args) -> str:
@@ -113,7 +153,7 @@ def cmd_simulate(args) -> str:
     )
     conn = _connect(args)
     try:
-        n = store.replace_readings(conn, readings)
+        n = store.replace_readings_range(conn, readings, args.start, args.end)
         pairs = readings[["device_id", "sensor_id"]].drop_duplicates().itertuples(index=False, name=None)
         n_labels = store.replace_labels(conn, labels, start=args.start, end=args.end, targets=list(pairs))
         msg = (
@@ -179,9 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("init-db", parents=[common], help="create tables and indexes")
     sp.set_defaults(func=cmd_init_db)
 
-    sp = sub.add_parser("load-csv", parents=[common], help="load a TS,Device,Sensor,Value CSV into sensor_readings")
+    sp = sub.add_parser("load-csv", parents=[common], help="upsert a TS,Device,Sensor,Value CSV into sensor_readings")
     sp.add_argument("path")
-    sp.add_argument("--aggregate", action="store_true", help="also aggregate the windows the file covers")
+    sp.add_argument("--aggregate", action="store_true", help="also re-aggregate the windows whose readings changed")
+    sp.add_argument("--dag-id", default=None, help="DAG whose intervals late data is reported for (default: $BATCH_SCORING_DAG_ID)")
+    sp.add_argument("--schedule", default=None, help="its cron schedule (default: $BATCH_SCORING_SCHEDULE, hourly)")
     window(sp)
     sp.set_defaults(func=cmd_load_csv)
 

@@ -8,6 +8,11 @@ offset is converted to UTC), ``Device``/``Sensor`` integers kept as strings
 Validation is vectorised (a million rows in about a second) and a bad file
 raises :class:`CsvFormatError` naming the file, the 1-based line number and the
 column of the first bad line, and how many lines are bad in total.
+
+Repeated readings (``ingest_sim.readings``): a line that repeats an earlier
+line's ``TS,Device,Sensor`` with the same value (at-least-once delivery) is
+dropped, and counted in ``frame.attrs["duplicate_lines"]``; the same key with
+another value refuses the whole file, naming both lines.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ingest_sim.readings import describe_conflict, find_duplicates
 from scoring.config import ID_PATTERN
 
 HEADER = ("TS", "Device", "Sensor", "Value")
@@ -41,9 +47,13 @@ def load_csv(path) -> pd.DataFrame:
     """Readings from ``path`` as ``ts`` (datetime64[us], naive UTC), ``device_id``,
     ``sensor_id`` (str) and ``value`` (float64), in file order.
 
+    Exact duplicate readings are dropped (kept once, at their first line; the
+    number dropped is ``frame.attrs["duplicate_lines"]``).
+
     Raises :class:`CsvFormatError` on a wrong header, a wrong number of columns,
-    an unparseable timestamp, a non-numeric or non-finite value, or an empty or
-    non-path-safe id.
+    an unparseable timestamp, a non-numeric or non-finite value, an empty or
+    non-path-safe id, or two lines with the same ``TS,Device,Sensor`` and
+    different values (naming both lines).
     """
     path = Path(path)
     try:
@@ -121,7 +131,7 @@ def load_csv(path) -> pd.DataFrame:
         column, _, texts, reason = next(c for c in checks if c[1][i])
         raise CsvFormatError(path, i + 2, column, f"{reason}: {texts.iloc[i]!r}", int(any_bad.sum()))
 
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "ts": ts.dt.tz_localize(None).astype("datetime64[us]"),
             "device_id": dev.astype("str"),
@@ -129,3 +139,16 @@ def load_csv(path) -> pd.DataFrame:
             "value": value,
         }
     ).reset_index(drop=True)
+    dups = find_duplicates(frame)
+    if dups.conflicts:
+        first, later = dups.conflicts[0]
+        more = f" ({len(dups.conflicts)} conflicting lines in total)" if len(dups.conflicts) > 1 else ""
+        raise CsvFormatError(
+            path, later + 2, None,
+            describe_conflict(frame, first, later, where=lambda i: f"line {i + 2}") + more
+            + "; nothing of this file was loaded: fix the source and load it again",
+        )
+    if len(dups.exact):
+        frame = frame.drop(index=dups.exact).reset_index(drop=True)
+    frame.attrs["duplicate_lines"] = int(len(dups.exact))
+    return frame

@@ -37,9 +37,13 @@ MAX_ROWS = 1000
 READINGS = "sensor_readings"
 AGGREGATES = "sensor_aggregates"
 LABELS = "anomaly_labels"
+# late data: the last time each aggregate window was changed by a load after it was first written
+# (or was filled in behind its target's watermark); see ingest_sim.store.aggregate_windows
+REVISIONS = "aggregate_revisions"
 
 READING_COLUMNS = ("ts", "device_id", "sensor_id", "value")
 LABEL_COLUMNS = ("device_id", "sensor_id", "kind", "start_ts", "end_ts", "magnitude")
+REVISION_COLUMNS = ("device_id", "sensor_id", "window_start", "window_end", "revised_at")
 
 ENV_CONN_STR = "SENSOR_SQL_ODBC"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +74,13 @@ TABLES: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ("value_std", _FLOAT, False),
         ("n_readings", _INT, True),
     ),
+    REVISIONS: (
+        ("device_id", _ID, True),
+        ("sensor_id", _ID, True),
+        ("window_start", _TS, True),
+        ("window_end", _TS, True),
+        ("revised_at", _TS, True),
+    ),
     LABELS: (
         ("device_id", _ID, True),
         ("sensor_id", _ID, True),
@@ -79,12 +90,14 @@ TABLES: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ("magnitude", _FLOAT, False),
     ),
 }
-PRIMARY_KEYS = {AGGREGATES: ("device_id", "sensor_id", "window_start")}
+PRIMARY_KEYS = {AGGREGATES: ("device_id", "sensor_id", "window_start"),
+                REVISIONS: ("device_id", "sensor_id", "window_start")}
 INDEXES = (
     # (name, table, columns)
     ("ix_sensor_readings_ts", READINGS, ("ts",)),
     ("ix_sensor_readings_target_ts", READINGS, ("device_id", "sensor_id", "ts")),
     ("ix_sensor_aggregates_window_start", AGGREGATES, ("window_start",)),
+    ("ix_aggregate_revisions_window_start", REVISIONS, ("window_start",)),
     ("ix_anomaly_labels_target_start", LABELS, ("device_id", "sensor_id", "start_ts")),
 )
 

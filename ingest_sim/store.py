@@ -13,6 +13,7 @@ and typed explicitly (by arrow / numpy, not per value): ids ``str``, timestamps
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ import pyarrow.compute as pc
 
 from ingest_sim import db
 from ingest_sim.aggregator import aggregate_readings
+from ingest_sim.readings import describe_conflict, find_duplicates, key_ts
 from scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES, parse_target, target_name
 
 
@@ -292,24 +294,248 @@ def _delete_pairs_in_range(cur, table: str, ts_col: str, pairs, lo, hi, hi_inclu
 
 
 # --------------------------------------------------------------------------- readings
-def replace_readings(conn, df: pd.DataFrame) -> int:
-    """Store readings idempotently; returns rows inserted.
+@dataclass
+class LoadResult:
+    """What :func:`load_readings` did.
 
-    In one transaction: delete the readings of the frame's device/sensor pairs
-    within the frame's [min ts, max ts] (inclusive), then insert the frame.
-    Loading the same file or simulated range twice leaves one copy.
+    Reading counts are rows of the frame: ``inserted`` (new keys), ``updated``
+    (existing keys, another value), ``unchanged`` (already stored as they are),
+    ``duplicates`` (exact repeats within the frame, stored once).
+    ``windows``: the aggregate windows written (new or changed), as
+    ``device_id, sensor_id, window_start, window_end`` rows; ``late``: those of
+    them that are late data (the window existed before, or lies behind its
+    target's watermark), also recorded in ``aggregate_revisions``;
+    ``pending``: windows whose readings changed but were not aggregated
+    (``aggregate=False``). Empty frames when nothing applies.
+    """
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    windows: pd.DataFrame = field(default_factory=lambda: _empty_windows())
+    late: pd.DataFrame = field(default_factory=lambda: _empty_windows())
+    pending: pd.DataFrame = field(default_factory=lambda: _empty_windows())
+    revised_at: dt.datetime | None = None
+
+
+def _empty_windows() -> pd.DataFrame:
+    return pd.DataFrame({"device_id": pd.Series(dtype="str"), "sensor_id": pd.Series(dtype="str"),
+                         "window_start": pd.Series(dtype="datetime64[us]"),
+                         "window_end": pd.Series(dtype="datetime64[us]")})
+
+
+def load_readings(conn, df: pd.DataFrame, *, aggregate: bool = True, window_minutes: int = WINDOW_MINUTES,
+                  revised_at: Any = None) -> LoadResult:
+    """Upsert readings by their key ``(ts, device_id, sensor_id)`` and re-aggregate exactly the windows they change.
+
+    * No load deletes a reading it does not replace: a key already stored with
+      the same value is left alone, with another value it is updated, a new
+      key is inserted. Loading the same frame again changes nothing.
+    * Exact duplicates within ``df`` are stored once; one key with two values
+      raises ``ValueError`` naming both rows (nothing is written).
+    * ``aggregate``: the windows (per device/sensor, never a whole time range)
+      holding an inserted or updated reading are re-aggregated from every stored
+      reading of the window, and written when their aggregate changed. Windows
+      that change behind the target's watermark (or existed before) are *late
+      data*: recorded in ``aggregate_revisions`` with ``revised_at`` (naive UTC,
+      default now), which is how the DAG learns that an interval it already
+      scored is stale.
+
+    Everything is one transaction. ``ts`` is stored floored to the millisecond.
     """
     _require(df, db.READING_COLUMNS, "readings")
-    if df.empty:
-        return 0
+    frame = pd.DataFrame({"ts": key_ts(df["ts"]).to_numpy(), "device_id": df["device_id"].astype(str).to_numpy(),
+                          "sensor_id": df["sensor_id"].astype(str).to_numpy(),
+                          "value": pd.to_numeric(df["value"], errors="raise").astype("float64").to_numpy()})
+    dups = find_duplicates(frame)
+    if dups.conflicts:
+        first, later = dups.conflicts[0]
+        raise ValueError(describe_conflict(frame, first, later) + (
+            f" ({len(dups.conflicts)} conflicting rows in total)" if len(dups.conflicts) > 1 else "")
+            + "; nothing was loaded")
+    if len(dups.exact):
+        frame = frame.drop(index=dups.exact).reset_index(drop=True)
+    result = LoadResult(duplicates=int(len(dups.exact)))
+    if frame.empty:
+        return result
+    stored = _read_spans(conn, db.READINGS, db.READING_COLUMNS, "ts", _spans(frame, "ts", dt.timedelta(milliseconds=1)))
+    merged = frame.merge(stored.rename(columns={"value": "stored"}), on=list(READING_KEY), how="left", indicator=True)
+    known = (merged["_merge"] == "both").to_numpy()
+    old, new = merged["stored"].to_numpy(), merged["value"].to_numpy()
+    same = known & ((old == new) | (np.isnan(old) & np.isnan(new)))
+    updated, inserted = known & ~same, ~known
+    result.inserted, result.updated, result.unchanged = int(inserted.sum()), int(updated.sum()), int(same.sum())
+    write = frame[updated | inserted].reset_index(drop=True)
+    if write.empty:
+        return result
+    step = pd.Timedelta(minutes=int(window_minutes))
+    touched = _windows_of(write, step)
+    aggs, late = None, None
+    if aggregate:
+        # every stored reading of the touched windows, with this load's rows applied on top
+        before = _read_spans(conn, db.READINGS, db.READING_COLUMNS, "ts", _spans(touched, "window_start", step))
+        replaced = before.merge(write[list(READING_KEY)], on=list(READING_KEY), how="left", indicator=True)
+        after = pd.concat([before[(replaced["_merge"] == "left_only").to_numpy()], write], ignore_index=True)
+        after = after.sort_values(["device_id", "sensor_id", "ts"], kind="mergesort").reset_index(drop=True)
+        aggs = _only_windows(aggregate_readings(after, window_minutes), touched)
+        aggs, late = _changed_aggregates(conn, aggs, step)
+        result.revised_at = _revision_time(revised_at)
+        result.windows, result.late = aggs[list(_empty_windows().columns)], late
+    else:
+        result.pending = touched
     types = db.column_types(db.READINGS)
-    rows = _frame_rows(df, db.READING_COLUMNS, types)
-    ts = [r[0] for r in rows]
-    lo, hi = db.to_db_value(min(ts)), db.to_db_value(max(ts))
-    pairs = sorted({(r[1], r[2]) for r in rows})
     with _transaction(conn) as cur:
-        _delete_pairs_in_range(cur, db.READINGS, "ts", pairs, lo, hi, hi_inclusive=True)
+        _delete_keys(cur, db.READINGS, "ts", write.loc[updated[updated | inserted], ["device_id", "sensor_id", "ts"]])
+        db.insert_rows(conn, db.READINGS, db.READING_COLUMNS, _frame_rows(write, db.READING_COLUMNS, types))
+        if aggs is not None and len(aggs):
+            _write_aggregates(conn, cur, aggs, late, result.revised_at)
+    return result
+
+
+READING_KEY = ("ts", "device_id", "sensor_id")
+
+
+def upsert_readings(conn, df: pd.DataFrame) -> LoadResult:
+    """:func:`load_readings` without aggregating (``result.pending``: the windows to aggregate)."""
+    return load_readings(conn, df, aggregate=False)
+
+
+def replace_readings_range(conn, df: pd.DataFrame, start: Any, end: Any, targets: Iterable[Any] | None = None) -> int:
+    """Replace the readings of ``targets`` in ``[start, end)`` by ``df``; returns rows inserted.
+
+    For the simulator, which *generates* a range: re-simulating it must not
+    leave readings of an earlier simulation behind. Only readings inside
+    ``[start, end)`` of the given targets (default: the frame's) are deleted,
+    and ``df`` must lie inside that range. Loads of real data use
+    :func:`load_readings`, which never deletes.
+    """
+    _require(df, db.READING_COLUMNS, "readings")
+    lo, hi = _interval(start, end)
+    types = db.column_types(db.READINGS)
+    rows = _frame_rows(df, db.READING_COLUMNS, types) if not df.empty else []
+    outside = [r for r in rows if not (lo <= r[0] < hi)]
+    if outside:
+        raise ValueError(f"{len(outside)} reading(s) outside the range [{lo}, {hi}) being replaced, "
+                         f"first at {outside[0][0]}")
+    pairs = _as_pairs(targets) if targets is not None else sorted({(r[1], r[2]) for r in rows})
+    with _transaction(conn) as cur:
+        _delete_pairs_in_range(cur, db.READINGS, "ts", pairs, db.to_db_value(lo), db.to_db_value(hi), hi_inclusive=False)
         return db.insert_rows(conn, db.READINGS, db.READING_COLUMNS, rows)
+
+
+def _windows_of(readings: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
+    """The distinct (device, sensor, window) of ``readings``, sorted."""
+    starts = readings["ts"].dt.floor(step)
+    out = pd.DataFrame({"device_id": readings["device_id"].to_numpy(), "sensor_id": readings["sensor_id"].to_numpy(),
+                        "window_start": starts.to_numpy()}).drop_duplicates()
+    out["window_end"] = out["window_start"] + step
+    return out.sort_values(["device_id", "sensor_id", "window_start"]).reset_index(drop=True).astype(
+        {"window_start": "datetime64[us]", "window_end": "datetime64[us]"})
+
+
+def _only_windows(aggs: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
+    return aggs.merge(windows[["device_id", "sensor_id", "window_start"]], on=["device_id", "sensor_id", "window_start"],
+                      how="inner")[list(AGGREGATE_COLUMNS)].reset_index(drop=True)
+
+
+def _spans(frame: pd.DataFrame, ts_col: str, tail: dt.timedelta) -> dict[tuple[str, str], tuple[dt.datetime, dt.datetime]]:
+    """Per (device, sensor): [first ts, last ts + tail) of ``frame``."""
+    g = frame.groupby(["device_id", "sensor_id"], sort=True)[ts_col]
+    lo, hi = g.min(), g.max()
+    return {k: (lo[k].to_pydatetime(), (hi[k] + pd.Timedelta(tail)).to_pydatetime()) for k in lo.index}
+
+
+def _read_spans(conn, table: str, columns: Sequence[str], ts_col: str,
+                spans: dict[tuple[str, str], tuple[dt.datetime, dt.datetime]]) -> pd.DataFrame:
+    """Rows of ``table`` with ``lo <= ts_col < hi`` for each (device, sensor) span.
+
+    One query per target for a few targets (a late file touches a few); one
+    query over the common span, narrowed to the targets, when they are many.
+    """
+    if not spans:
+        return _select(conn, table, columns, "1 = 0", [], "")
+    if len(spans) <= 20:
+        parts = [_select(conn, table, columns, f"device_id = ? AND sensor_id = ? AND {ts_col} >= ? AND {ts_col} < ?",
+                         [d, s, lo, hi], "") for (d, s), (lo, hi) in spans.items()]
+        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    else:
+        lo, hi = min(v[0] for v in spans.values()), max(v[1] for v in spans.values())
+        frame = _select_for_targets(conn, table, columns, f"{ts_col} >= ? AND {ts_col} < ?", [lo, hi], "", list(spans))
+    if frame.empty:
+        return frame
+    key = list(zip(frame["device_id"], frame["sensor_id"]))
+    los = np.array([np.datetime64(spans[k][0], "us") for k in key])
+    his = np.array([np.datetime64(spans[k][1], "us") for k in key])
+    ts = frame[ts_col].to_numpy("datetime64[us]")
+    return frame[(ts >= los) & (ts < his)].reset_index(drop=True)
+
+
+def _delete_keys(cur, table: str, ts_col: str, keys: pd.DataFrame) -> None:
+    """DELETE rows by (device_id, sensor_id, ts_col) keys, a few hundred per statement."""
+    chunk = db.MAX_PARAMS - 2
+    for (d, s), g in keys.groupby(["device_id", "sensor_id"], sort=True):
+        values = [db.to_db_value(v) for v in pd.to_datetime(g[ts_col]).dt.to_pydatetime()]
+        for i in range(0, len(values), chunk):
+            part = values[i: i + chunk]
+            cur.execute(f"DELETE FROM {table} WHERE device_id = ? AND sensor_id = ? AND {ts_col} IN "
+                        f"({', '.join('?' * len(part))})", [d, s, *part])
+
+
+def _revision_time(value: Any) -> dt.datetime:
+    if value is None:
+        value = dt.datetime.now(dt.timezone.utc)
+    return db.to_db_value(utc_naive(value))
+
+
+def _changed_aggregates(conn, aggs: pd.DataFrame, step: pd.Timedelta) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(rows of aggs that differ from what is stored, the late ones among them)``.
+
+    Late: the window was stored before (its aggregate changes), or it is new
+    but ends at or before its target's watermark (the last stored window_end).
+    """
+    if aggs.empty:
+        return aggs, _empty_windows()
+    stored = _read_spans(conn, db.AGGREGATES, AGGREGATE_COLUMNS, "window_start", _spans(aggs, "window_start", step))
+    keys = ["device_id", "sensor_id", "window_start"]
+    merged = aggs.merge(stored, on=keys, how="left", suffixes=("", "_old"), indicator=True)
+    existed = (merged["_merge"] == "both").to_numpy()
+    same = existed.copy()
+    for col in AGGREGATE_COLUMNS:
+        if col in keys:
+            continue
+        a, b = merged[col].to_numpy(), merged[f"{col}_old"].to_numpy()
+        if col == "window_end":
+            eq = a == b
+        else:
+            a, b = a.astype("float64"), b.astype("float64")
+            eq = (a == b) | (np.isnan(a) & np.isnan(b))
+        same &= eq
+    changed = ~same
+    marks = target_watermarks(conn, sorted({(d, s) for d, s in zip(aggs["device_id"], aggs["sensor_id"])}))
+    mark = np.array([np.datetime64(marks.get(target_name(d, s)) or "NaT", "us")
+                     for d, s in zip(merged["device_id"], merged["sensor_id"])], dtype="datetime64[us]")
+    ends = merged["window_end"].to_numpy("datetime64[us]")
+    behind = ~np.isnat(mark) & (ends <= mark)
+    late = changed & (existed | behind)
+    out = aggs[changed].reset_index(drop=True)
+    return out, aggs.loc[late, list(_empty_windows().columns)].reset_index(drop=True)
+
+
+def _write_aggregates(conn, cur, aggs: pd.DataFrame, late: pd.DataFrame, revised_at) -> None:
+    """Replace ``aggs`` by key and record ``late`` in ``aggregate_revisions`` (inside the caller's transaction)."""
+    _delete_keys(cur, db.AGGREGATES, "window_start", aggs[["device_id", "sensor_id", "window_start"]])
+    db.insert_rows(conn, db.AGGREGATES, AGGREGATE_COLUMNS, _frame_rows(aggs, AGGREGATE_COLUMNS, db.column_types(db.AGGREGATES)))
+    if len(late):
+        _write_revisions(conn, cur, late, revised_at)
+
+
+def _write_revisions(conn, cur, late: pd.DataFrame, revised_at: dt.datetime) -> None:
+    """Upsert ``late`` windows into ``aggregate_revisions`` with ``revised_at`` (caller's transaction)."""
+    revisions = late.assign(revised_at=revised_at)
+    _delete_keys(cur, db.REVISIONS, "window_start", revisions[["device_id", "sensor_id", "window_start"]])
+    db.insert_rows(conn, db.REVISIONS, db.REVISION_COLUMNS,
+                   _frame_rows(revisions, db.REVISION_COLUMNS, db.column_types(db.REVISIONS)))
 
 
 def read_readings(conn, start: Any, end: Any, targets: Iterable[Any] | None = None) -> pd.DataFrame:
@@ -336,26 +562,38 @@ def window_bounds(start: Any, end: Any, window_minutes: int = WINDOW_MINUTES) ->
     return pd.Timestamp(s).floor(freq).to_pydatetime(), pd.Timestamp(e).ceil(freq).to_pydatetime()
 
 
-def aggregate_range(conn, start: Any, end: Any, window_minutes: int = WINDOW_MINUTES) -> int:
+def aggregate_range(conn, start: Any, end: Any, window_minutes: int = WINDOW_MINUTES, revised_at: Any = None) -> int:
     """(Re)aggregate every window overlapping [start, end); returns aggregate rows written.
 
     Reads the readings of the whole windows covering the range, aggregates them
     with :func:`aggregate_readings`, and in one transaction deletes every
     aggregate whose window starts in that span and inserts the new ones, so
-    re-aggregating replaces a window (and drops windows whose readings are gone).
+    re-aggregating replaces a window (and drops windows that have no readings,
+    e.g. aggregates written by another tool). Windows whose aggregate changes
+    behind their target's watermark are recorded as late data in
+    ``aggregate_revisions`` (see :func:`load_readings`).
     """
     ws, we = window_bounds(start, end, window_minutes)
     readings = read_readings(conn, ws, we)
     aggs = aggregate_readings(readings, window_minutes)
+    _, late = _changed_aggregates(conn, aggs, pd.Timedelta(minutes=int(window_minutes)))
     types = db.column_types(db.AGGREGATES)
     rows = _frame_rows(aggs, AGGREGATE_COLUMNS, types) if not aggs.empty else []
     with _transaction(conn) as cur:
         cur.execute(f"DELETE FROM {db.AGGREGATES} WHERE window_start >= ? AND window_start < ?", ws, we)
-        return db.insert_rows(conn, db.AGGREGATES, AGGREGATE_COLUMNS, rows)
+        n = db.insert_rows(conn, db.AGGREGATES, AGGREGATE_COLUMNS, rows)
+        if len(late):
+            _write_revisions(conn, cur, late, _revision_time(revised_at))
+        return n
 
 
-def upsert_aggregates(conn, df: pd.DataFrame) -> int:
-    """Insert or replace aggregate rows by (device_id, sensor_id, window_start); returns rows written."""
+def upsert_aggregates(conn, df: pd.DataFrame, revised_at: Any = None) -> int:
+    """Insert or replace aggregate rows by (device_id, sensor_id, window_start); returns rows written.
+
+    For aggregates computed elsewhere. Rows that change a stored window or
+    fill one in behind the target's watermark are recorded as late data in
+    ``aggregate_revisions`` (see :func:`load_readings`).
+    """
     _require(df, AGGREGATE_COLUMNS, "aggregates")
     if df.empty:
         return 0
@@ -366,6 +604,7 @@ def upsert_aggregates(conn, df: pd.DataFrame) -> int:
         keys.setdefault((r[0], r[1]), set()).add(db.to_db_value(r[2]))
     if sum(len(v) for v in keys.values()) != len(rows):
         raise ValueError("aggregates frame has duplicate (device_id, sensor_id, window_start) keys")
+    late = _late_upserts(conn, df)
     chunk = db.MAX_PARAMS - 2
     with _transaction(conn) as cur:
         for (d, s), starts in sorted(keys.items()):
@@ -377,7 +616,27 @@ def upsert_aggregates(conn, df: pd.DataFrame) -> int:
                     f"DELETE FROM {db.AGGREGATES} WHERE device_id = ? AND sensor_id = ? AND window_start IN ({marks})",
                     [d, s, *part],
                 )
-        return db.insert_rows(conn, db.AGGREGATES, AGGREGATE_COLUMNS, rows)
+        n = db.insert_rows(conn, db.AGGREGATES, AGGREGATE_COLUMNS, rows)
+        if len(late):
+            _write_revisions(conn, cur, late, _revision_time(revised_at))
+        return n
+
+
+def _late_upserts(conn, df: pd.DataFrame) -> pd.DataFrame:
+    """The late rows of an aggregates upsert, reading back only the targets that write behind their watermark."""
+    frame = df[list(AGGREGATE_COLUMNS)].copy()
+    frame["device_id"], frame["sensor_id"] = frame["device_id"].astype(str), frame["sensor_id"].astype(str)
+    for col in ("window_start", "window_end"):
+        frame[col] = _utc_series(frame[col])
+    marks = target_watermarks(conn, sorted(set(zip(frame["device_id"], frame["sensor_id"]))))
+    first_end = frame.groupby(["device_id", "sensor_id"])["window_end"].min()
+    behind = [k for k, e in first_end.items() if marks.get(target_name(*k)) is not None and e <= marks[target_name(*k)]]
+    if not behind:
+        return _empty_windows()
+    keys = pd.MultiIndex.from_frame(frame[["device_id", "sensor_id"]])
+    part = frame[keys.isin(behind)].reset_index(drop=True)
+    step = (part["window_end"] - part["window_start"]).max()
+    return _changed_aggregates(conn, part, step)[1]
 
 
 # window_end breaks ties between rows sharing a window_start (only possible without the primary key,
@@ -394,6 +653,38 @@ def read_aggregates(conn, start: Any, end: Any, targets: Iterable[Any] | None = 
     s, e = _interval(start, end)
     return _select_for_targets(conn, db.AGGREGATES, AGGREGATE_COLUMNS, "window_start >= ? AND window_end <= ?", [s, e],
                                _AGG_ORDER, targets)
+
+
+def read_revisions(conn, start: Any = None, end: Any = None, since: Any = None) -> pd.DataFrame:
+    """Late-data records (``aggregate_revisions``): windows starting in [start, end), revised after ``since``.
+
+    Columns ``device_id, sensor_id, window_start, window_end, revised_at``;
+    sorted by window_start, device, sensor. Each bound is optional.
+    """
+    where, params = [], []
+    for cond, value in (("window_start >= ?", start), ("window_start < ?", end), ("revised_at > ?", since)):
+        if value is not None:
+            where.append(cond)
+            params.append(utc_naive(value))
+    return _select(conn, db.REVISIONS, db.REVISION_COLUMNS, " AND ".join(where), params,
+                   "window_start, device_id, sensor_id")
+
+
+def interval_revised_at(conn, start: Any, end: Any) -> dt.datetime | None:
+    """The last time late data changed a window starting in [start, end) (None: never).
+
+    The snapshot records it: predictions are stale when a later revision of
+    their interval exists (``read_revisions(..., since=that time)``).
+    """
+    s, e = _interval(start, end)
+    cur = conn.cursor()
+    try:
+        cur.execute(f"SELECT MAX(revised_at) FROM {db.REVISIONS} WHERE window_start >= ? AND window_start < ?", s, e)
+        row = cur.fetchone()
+    finally:
+        cur.close()
+        _end_read(conn)
+    return db.to_datetime(row[0]) if row else None
 
 
 def target_watermarks(conn, targets: Iterable[Any] | None = None) -> dict[str, dt.datetime | None]:

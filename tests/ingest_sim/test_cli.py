@@ -28,7 +28,7 @@ def test_cli_init_load_aggregate_export(sqlite_conn_str, tmp_path):
 
     r = run("load-csv", str(REFERENCE_CSV), "--aggregate", odbc=sqlite_conn_str)
     assert r.returncode == 0, r.stderr
-    assert "17768 readings" in r.stdout and "765 aggregates" in r.stdout
+    assert "17768 readings" in r.stdout and "17768 new, 0 changed, 0 already stored; 765 aggregate window(s) written" in r.stdout
 
     out = tmp_path / "exp" / "train.parquet"
     r = run("export", "--start", "2018-08-28T23:00:00Z", "--end", "2018-08-29T01:00:00", "--out", str(out),

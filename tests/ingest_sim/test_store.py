@@ -35,10 +35,13 @@ def readings(minutes=60, step_s=10, targets=(("d1", "s1"), ("d1", "s2"), ("d2", 
     return pd.concat(frames, ignore_index=True)
 
 
-def test_replace_readings_is_idempotent(conn):
+def test_load_readings_is_idempotent(conn):
     df = readings()
-    assert store.replace_readings(conn, df) == len(df)
-    assert store.replace_readings(conn, df) == len(df)
+    first = store.load_readings(conn, df)
+    assert (first.inserted, first.updated, first.unchanged) == (len(df), 0, 0)
+    assert len(first.windows) == 3 * 12 and first.late.empty
+    again = store.load_readings(conn, df)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, len(df)) and again.windows.empty
     assert _count(conn, db.READINGS) == len(df)
     back = store.read_readings(conn, T0, T0 + dt.timedelta(hours=1))
     assert list(back.columns) == ["ts", "device_id", "sensor_id", "value"]
@@ -48,11 +51,11 @@ def test_replace_readings_is_idempotent(conn):
     assert (back["ts"].to_numpy() == expected["ts"].astype("datetime64[us]").to_numpy()).all()
 
 
-def test_replace_readings_only_touches_its_pairs_and_range(conn):
-    store.replace_readings(conn, readings())
+def test_load_readings_only_touches_its_keys(conn):
+    store.upsert_readings(conn, readings())
     # a second load for d1/s1 over 10 minutes with new values replaces just those rows
     part = readings(minutes=10, targets=(("d1", "s1"),), seed=1)
-    store.replace_readings(conn, part)
+    assert store.upsert_readings(conn, part).updated == 60
     back = store.read_readings(conn, T0, T0 + dt.timedelta(hours=1), targets=["d1/s1"])
     assert len(back) == 360
     assert back["value"].head(60).tolist() == part["value"].tolist()
@@ -61,7 +64,7 @@ def test_replace_readings_only_touches_its_pairs_and_range(conn):
 
 def test_aggregate_range_is_idempotent_and_replaces_windows(conn):
     df = readings()
-    store.replace_readings(conn, df)
+    store.upsert_readings(conn, df)
     end = T0 + dt.timedelta(hours=1)
     n1 = store.aggregate_range(conn, T0, end)
     assert n1 == 3 * 12
@@ -75,7 +78,7 @@ def test_aggregate_range_is_idempotent_and_replaces_windows(conn):
     # change one reading in window 00:05-00:10 of d1/s1 and re-aggregate a sub-range
     changed = df[(df.device_id == "d1") & (df.sensor_id == "s1") & (df.ts == T0 + dt.timedelta(minutes=6))].copy()
     changed["value"] = 1000.0
-    store.replace_readings(conn, changed)
+    store.upsert_readings(conn, changed)
     assert store.aggregate_range(conn, T0 + dt.timedelta(minutes=6), T0 + dt.timedelta(minutes=7)) == 3
     after = store.read_aggregates(conn, T0, end, targets=["d1/s1"])
     assert _count(conn, db.AGGREGATES) == n1
@@ -86,7 +89,7 @@ def test_aggregate_range_is_idempotent_and_replaces_windows(conn):
 
 
 def test_read_aggregates_boundaries_and_dtypes(conn):
-    store.replace_readings(conn, readings())
+    store.upsert_readings(conn, readings())
     store.aggregate_range(conn, T0, T0 + dt.timedelta(hours=1))
     # windows fully inside [00:10, 00:30): 00:10, 00:15, 00:20, 00:25
     got = store.read_aggregates(conn, T0 + dt.timedelta(minutes=10), T0 + dt.timedelta(minutes=30))
@@ -134,8 +137,8 @@ def test_empty_reads_have_the_schema(conn):
 
 
 def test_stale_targets(conn):
-    store.replace_readings(conn, readings(minutes=60, targets=(("d1", "s1"),)))
-    store.replace_readings(conn, readings(minutes=30, targets=(("d1", "s2"),)))
+    store.upsert_readings(conn, readings(minutes=60, targets=(("d1", "s1"),)))
+    store.upsert_readings(conn, readings(minutes=30, targets=(("d1", "s2"),)))
     store.aggregate_range(conn, T0, T0 + dt.timedelta(hours=1))
     marks = store.target_watermarks(conn, ["d1/s1", "d1/s2", "d9/s9"])
     assert marks == {"d1/s1": T0 + dt.timedelta(hours=1), "d1/s2": T0 + dt.timedelta(minutes=30), "d9/s9": None}
@@ -166,7 +169,7 @@ def test_labels_replace_and_read(conn):
 
 def test_reference_csv_loads_and_aggregates(conn):
     df = load_csv(REFERENCE_CSV)
-    assert store.replace_readings(conn, df) == 17768
+    assert store.upsert_readings(conn, df).inserted == 17768
     start, end = dt.datetime(2018, 8, 28, 23), dt.datetime(2018, 8, 29, 3, 15)
     back = store.read_readings(conn, start, end)
     assert len(back) == 17768
@@ -184,7 +187,7 @@ def test_reads_do_not_block_another_writer(conn, sql_conn_str):
     """A long-lived reader (the DAG's freshness sensor) must not lock out the loader."""
     import time
 
-    store.replace_readings(conn, readings(minutes=10))
+    store.upsert_readings(conn, readings(minutes=10))
     store.read_readings(conn, T0, T0 + dt.timedelta(hours=1))
     store.target_watermarks(conn)
     writer = db.connect(sql_conn_str)

@@ -1,0 +1,86 @@
+"""The key of a reading, ``(ts, device_id, sensor_id)``, and what to do with two readings sharing it.
+
+A reading is identified by its timestamp (naive UTC, stored to the millisecond:
+see ``ingest_sim.db``), device and sensor. Sources that deliver at least once
+(IoT hubs, retried uploads, re-sent files) repeat readings, so:
+
+* an *exact duplicate* (same key, same value) is the same reading delivered
+  twice: it is stored once;
+* the same key with *another value* is a contradiction no loader can resolve
+  by itself: the whole batch is refused, naming both rows.
+
+One home for that rule: ``ingest_sim.csv_loader`` applies it with line numbers,
+``ingest_sim.store.upsert_readings`` to any frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+KEY = ("ts", "device_id", "sensor_id")
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """Repeated keys of a readings frame (row positions, 0-based, in frame order).
+
+    ``exact``: rows that repeat an earlier row's key *and* value (to drop);
+    ``conflicts``: ``(first row, later row)`` pairs of one key with different values.
+    """
+
+    exact: np.ndarray
+    conflicts: list[tuple[int, int]]
+
+
+def key_ts(ts: pd.Series) -> pd.Series:
+    """Timestamps as stored and compared: naive UTC ``datetime64[us]`` floored to the millisecond.
+
+    The SQLite ODBC driver keeps milliseconds only (``ingest_sim.db``), so two
+    readings less than 1 ms apart are one key on every engine.
+    """
+    ts = pd.to_datetime(ts)
+    if getattr(ts.dt, "tz", None) is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    return ts.dt.floor("ms").astype("datetime64[us]")
+
+
+def find_duplicates(df: pd.DataFrame) -> Duplicates:
+    """Exact duplicates and conflicting duplicates of ``df`` (columns ``ts, device_id, sensor_id, value``).
+
+    Values compare as float64; two missing values (NaN) are equal. Vectorised:
+    one sort of the keys, however large the frame.
+    """
+    if len(df) < 2:
+        return Duplicates(np.empty(0, dtype=np.int64), [])
+    keys = pd.DataFrame({"ts": key_ts(df["ts"]).to_numpy(), "device_id": df["device_id"].astype(str).to_numpy(),
+                         "sensor_id": df["sensor_id"].astype(str).to_numpy()})
+    repeated = keys.duplicated(keep=False).to_numpy()
+    if not repeated.any():
+        return Duplicates(np.empty(0, dtype=np.int64), [])
+    rows = np.flatnonzero(repeated)
+    values = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype="float64")[rows]
+    group = keys.iloc[rows].groupby(list(KEY), sort=False).ngroup().to_numpy()
+    first_row: dict[int, int] = {}
+    exact, conflicts = [], []
+    for g, row, value in zip(group.tolist(), rows.tolist(), values.tolist()):
+        if g not in first_row:
+            first_row[g] = row
+            continue
+        first_value = values[np.searchsorted(rows, first_row[g])]
+        same = value == first_value or (value != value and first_value != first_value)
+        if same:
+            exact.append(row)
+        else:
+            conflicts.append((first_row[g], row))
+    return Duplicates(np.asarray(exact, dtype=np.int64), conflicts)
+
+
+def describe_conflict(df: pd.DataFrame, first: int, later: int, where=lambda i: f"row {i}") -> str:
+    """One sentence naming both rows of a conflicting key, e.g. for an error message."""
+    ts = key_ts(df["ts"].iloc[[first]]).iloc[0]
+    device, sensor = df["device_id"].iloc[first], df["sensor_id"].iloc[first]
+    return (f"reading {device}/{sensor} at {ts:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+            + f" has two different values: {where(first)} has {float(df['value'].iloc[first])!r}, "
+            f"{where(later)} has {float(df['value'].iloc[later])!r}")

@@ -1,0 +1,204 @@
+"""What a load does to stored readings and aggregates: upsert by key, duplicates, late data (issue 10, cases 1-3).
+
+Real SQLite and PostgreSQL through pyodbc (the ``conn`` fixture runs each test on both), the real CLI.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ingest_sim import db, store
+from ingest_sim.aggregator import aggregate_readings
+from ingest_sim.csv_loader import CsvFormatError, load_csv
+
+T0 = dt.datetime(2024, 1, 1)
+H1 = T0 + dt.timedelta(hours=1)
+
+
+def _csv(path, rows):
+    path.write_text("TS,Device,Sensor,Value\n" + "".join(f"{t:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f",{d},{s},{v}\n"
+                                                       for t, d, s, v in rows))
+    return path
+
+
+def _hour(device="d1", sensor="s1", start=T0, minutes=60, step=10, seed=0):
+    rng = np.random.default_rng(seed)
+    n = minutes * 60 // step
+    return [(start + dt.timedelta(seconds=step * i), device, sensor, round(float(rng.normal(20, 1)), 6)) for i in range(n)]
+
+
+def _count(conn, table, where="", *params):
+    cur = conn.cursor()
+    cur.execute(f"SELECT COUNT(*) FROM {table} {where}", *params)
+    n = int(cur.fetchone()[0])
+    cur.close()
+    conn.commit()
+    return n
+
+
+def _cli(odbc, *args):
+    return subprocess.run([sys.executable, "-m", "ingest_sim", "--odbc", odbc, *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+# --- case 1: a late or partial load never deletes readings it does not replace -------------------
+
+def test_late_readings_are_added_not_swapped_for_the_files_span(sql_conn_str, tmp_path):
+    """The issue's example: 360 readings, then a file of two late ones at 00:10:05 and 00:50:05."""
+    assert _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "hour.csv", _hour())), "--aggregate").returncode == 0
+    r = _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "late.csv", [
+        (T0 + dt.timedelta(minutes=10, seconds=5), "d1", "s1", 21.5),
+        (T0 + dt.timedelta(minutes=50, seconds=5), "d1", "s1", 18.25)])), "--aggregate")
+    assert r.returncode == 0, r.stderr
+    assert "2 new, 0 changed, 0 already stored; 2 aggregate window(s) written" in r.stdout
+    conn = db.connect(sql_conn_str)
+    try:
+        assert _count(conn, db.READINGS) == 362
+        aggs = store.read_aggregates(conn, T0, H1).set_index("window_start")
+        assert len(aggs) == 12
+        assert aggs["n_readings"].to_dict() == {pd.Timestamp(T0 + dt.timedelta(minutes=5 * i)):
+                                                (31 if i in (2, 10) else 30) for i in range(12)}
+        # every window equals the aggregate of all 362 readings: nothing lost, nothing stale
+        expected = aggregate_readings(store.read_readings(conn, T0, H1)).set_index("window_start")
+        pd.testing.assert_frame_equal(aggs, expected, check_exact=False, rtol=1e-12)
+    finally:
+        conn.close()
+
+
+def test_a_partial_reload_of_one_target_keeps_the_others_and_the_rest_of_its_span(conn):
+    """Own case: a file with every 3rd reading of d1/s1 (values corrected) and nothing of d1/s2."""
+    full = pd.DataFrame(_hour("d1", "s1") + _hour("d1", "s2", seed=1), columns=["ts", "device_id", "sensor_id", "value"])
+    assert store.load_readings(conn, full).inserted == 720
+    before = store.read_aggregates(conn, T0, H1)
+    part = full[(full.device_id == "d1") & (full.sensor_id == "s1")].iloc[::3].copy()
+    part.loc[part.index[:4], "value"] += 100.0  # 4 corrections in the first window
+    res = store.load_readings(conn, part)
+    assert (res.inserted, res.updated, res.unchanged) == (0, 4, len(part) - 4)
+    assert _count(conn, db.READINGS) == 720
+    # exactly one window was re-aggregated: the one whose readings changed, of that target only
+    assert res.windows[["device_id", "sensor_id", "window_start"]].values.tolist() == [["d1", "s1", pd.Timestamp(T0)]]
+    after = store.read_aggregates(conn, T0, H1)
+    changed = (after[["value_mean", "value_max"]] != before[["value_mean", "value_max"]]).any(axis=1)
+    assert after.loc[changed, ["device_id", "sensor_id", "window_start"]].values.tolist() == [["d1", "s1", pd.Timestamp(T0)]]
+    assert after["n_readings"].tolist() == [30] * 24
+
+
+def test_reloading_the_same_file_changes_nothing(sql_conn_str, tmp_path):
+    path = _csv(tmp_path / "hour.csv", _hour())
+    assert _cli(sql_conn_str, "load-csv", str(path), "--aggregate").returncode == 0
+    r = _cli(sql_conn_str, "load-csv", str(path), "--aggregate")
+    assert r.returncode == 0, r.stderr
+    assert "0 new, 0 changed, 360 already stored; 0 aggregate window(s) written" in r.stdout
+    assert "late data" not in r.stdout
+
+
+# --- case 2: duplicate readings --------------------------------------------------------------
+
+def test_an_exact_duplicate_is_stored_once_and_counted_once(conn, tmp_path):
+    rows = _hour()
+    twice = rows[:120] + rows[120:132] + rows[120:]  # 00:20-00:22 delivered twice
+    frame = load_csv(_csv(tmp_path / "dup.csv", twice))
+    assert frame.attrs["duplicate_lines"] == 12 and len(frame) == 360
+    res = store.load_readings(conn, frame)
+    assert res.inserted == 360
+    once = aggregate_readings(pd.DataFrame(rows, columns=["ts", "device_id", "sensor_id", "value"]))
+    got = store.read_aggregates(conn, T0, H1)
+    assert got["n_readings"].tolist() == [30] * 12
+    np.testing.assert_allclose(got["value_mean"], once["value_mean"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got["value_std"], once["value_std"], rtol=0, atol=1e-12)
+
+
+def test_redelivering_stored_readings_inside_a_new_file_is_idempotent(conn):
+    """Own case: the at-least-once source re-sends the last 10 minutes with the next batch."""
+    rows = _hour(minutes=70)
+    first = pd.DataFrame(rows[:360], columns=["ts", "device_id", "sensor_id", "value"])
+    second = pd.DataFrame(rows[300:], columns=["ts", "device_id", "sensor_id", "value"])
+    store.load_readings(conn, first)
+    res = store.load_readings(conn, second)
+    assert (res.inserted, res.updated, res.unchanged) == (60, 0, 60)
+    assert _count(conn, db.READINGS) == 420
+    assert store.read_aggregates(conn, T0, H1 + dt.timedelta(minutes=10))["n_readings"].tolist() == [30] * 14
+
+
+def test_the_same_key_with_another_value_refuses_the_file_naming_both_lines(sql_conn_str, tmp_path):
+    rows = _hour()
+    clash = rows + [(rows[7][0], "d1", "s1", rows[7][3] + 1.0)]
+    assert _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "ok.csv", rows[:5]))).returncode == 0
+    r = _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "clash.csv", clash)), "--aggregate")
+    assert r.returncode == 2
+    assert "clash.csv, line 362: reading d1/s1 at 2024-01-01 00:01:10.000 has two different values: " \
+           f"line 9 has {rows[7][3]!r}, line 362 has {rows[7][3] + 1.0!r}; nothing of this file was loaded" in r.stderr
+    conn = db.connect(sql_conn_str)
+    try:
+        assert _count(conn, db.READINGS) == 5  # the earlier good load, untouched
+    finally:
+        conn.close()
+
+
+def test_a_frame_with_conflicting_keys_is_refused_before_writing(conn):
+    """Own case: the same rule for frames loaded without a CSV (timestamps equal to the millisecond)."""
+    frame = pd.DataFrame({"ts": [T0, T0 + dt.timedelta(microseconds=400)], "device_id": ["d9", "d9"],
+                          "sensor_id": ["s1", "s1"], "value": [1.0, 2.0]})
+    with pytest.raises(ValueError, match=r"reading d9/s1 at 2024-01-01 00:00:00.000 has two different values: "
+                                         r"row 0 has 1.0, row 1 has 2.0; nothing was loaded"):
+        store.load_readings(conn, frame)
+    assert _count(conn, db.READINGS) == 0
+
+
+# --- case 3: late data for an interval is recorded and reported -------------------------------
+
+def test_late_data_is_reported_with_the_intervals_and_the_backfill_command(sql_conn_str, tmp_path, monkeypatch):
+    monkeypatch.delenv("BATCH_SCORING_SCHEDULE", raising=False)
+    monkeypatch.delenv("BATCH_SCORING_DAG_ID", raising=False)
+    two_hours = _hour(minutes=120)
+    assert _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "a.csv", two_hours)), "--aggregate").returncode == 0
+    r = _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "late.csv", [
+        (T0 + dt.timedelta(minutes=10, seconds=5), "d1", "s1", 21.5),
+        (T0 + dt.timedelta(minutes=70, seconds=5), "d1", "s1", 18.25)])), "--aggregate")
+    assert r.returncode == 0, r.stderr
+    assert ("late data: 2 aggregate window(s) changed behind data already aggregated "
+            "(d1/s1 2024-01-01 00:10, 01:10); recorded in aggregate_revisions.") in r.stdout
+    assert ("(DAG batch_scoring, schedule '0 * * * *': 20240101T0000Z_20240101T0100Z, 20240101T0100Z_20240101T0200Z)"
+            in r.stdout)
+    assert r.stdout.rstrip().endswith("airflow backfill create --dag-id batch_scoring --from-date 2024-01-01T00:00:00 "
+                                      "--to-date 2024-01-01T01:00:00 --reprocess-behavior completed")
+    conn = db.connect(sql_conn_str)
+    try:
+        rev = store.read_revisions(conn)
+        assert rev[["device_id", "sensor_id", "window_start"]].values.tolist() == [
+            ["d1", "s1", pd.Timestamp("2024-01-01 00:10")], ["d1", "s1", pd.Timestamp("2024-01-01 01:10")]]
+        assert store.interval_revised_at(conn, T0, H1) == rev["revised_at"].iloc[0].to_pydatetime()
+        assert store.interval_revised_at(conn, H1 + dt.timedelta(hours=1), H1 + dt.timedelta(hours=2)) is None
+    finally:
+        conn.close()
+
+
+def test_on_time_data_is_not_late_but_a_gap_filled_behind_the_watermark_is(conn):
+    """Own case: appending the next windows is not late; filling a hole behind the watermark is."""
+    rows = _hour(minutes=60)
+    hole = [r for r in rows if not (T0 + dt.timedelta(minutes=20) <= r[0] < T0 + dt.timedelta(minutes=30))]
+    frame = lambda rs: pd.DataFrame(rs, columns=["ts", "device_id", "sensor_id", "value"])
+    assert store.load_readings(conn, frame(hole)).late.empty  # first load: nothing was there
+    nxt = store.load_readings(conn, frame(_hour(start=H1, minutes=10, seed=3)))
+    assert len(nxt.windows) == 2 and nxt.late.empty  # on time: beyond the watermark
+    fill = store.load_readings(conn, frame([r for r in rows if r not in hole]), revised_at=dt.datetime(2024, 1, 2, 12))
+    assert fill.late["window_start"].tolist() == [pd.Timestamp(T0 + dt.timedelta(minutes=20)),
+                                                  pd.Timestamp(T0 + dt.timedelta(minutes=25))]
+    assert store.read_revisions(conn)["revised_at"].tolist() == [pd.Timestamp(2024, 1, 2, 12)] * 2
+
+
+def test_interval_of_follows_the_cron_schedule():
+    from ingest_sim.late_data import backfill_command, interval_of, intervals_of
+
+    assert interval_of(dt.datetime(2024, 1, 1, 0, 10)) == (T0, H1)
+    assert interval_of(T0) == (T0, H1)
+    assert interval_of(dt.datetime(2024, 1, 1, 7, 55), "0 */6 * * *") == (dt.datetime(2024, 1, 1, 6), dt.datetime(2024, 1, 1, 12))
+    ivs = intervals_of([dt.datetime(2024, 1, 1, 0, 10), dt.datetime(2024, 1, 1, 0, 50), dt.datetime(2024, 1, 3, 5)])
+    assert ivs == [(T0, H1), (dt.datetime(2024, 1, 3, 5), dt.datetime(2024, 1, 3, 6))]
+    assert backfill_command("d", ivs) == ("airflow backfill create --dag-id d --from-date 2024-01-01T00:00:00 "
+                                          "--to-date 2024-01-03T05:00:00 --reprocess-behavior completed")
