@@ -35,6 +35,9 @@ class Settings:
     # Freshness sensor: how often to look, and how long to wait before failing.
     freshness_poke_seconds: int = _env("FRESHNESS_POKE_SECONDS", "60", int)
     freshness_timeout_seconds: int = _env("FRESHNESS_TIMEOUT_SECONDS", "3600", int)
+    # Late data: how far back (by when it was loaded) the freshness check looks for revised
+    # aggregates of intervals already scored (batch_scoring.late_data).
+    late_data_lookback_days: float = _env("LATE_DATA_LOOKBACK_DAYS", "30", float)
     retries: int = _env("RETRIES", "2", int)
     retry_delay_seconds: int = _env("RETRY_DELAY_SECONDS", "30", int)
     max_active_runs: int = _env("MAX_ACTIVE_RUNS", "4", int)

@@ -121,6 +121,8 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     """
     from ingest_sim.store import read_interval_aggregates
 
+    from batch_scoring.late_data import interval_revised_at
+
     # Structural faults (duplicate, misaligned or straddling windows) mean the
     # upstream aggregation is broken: refuse the whole interval, before writing
     # anything, naming every target and window. Bad *values* (NaN/inf/NULL) are
@@ -140,9 +142,12 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     targets = sorted(with_data & with_model)
     skipped = {t: "no model deployed" for t in sorted(with_data - with_model)}
     skipped.update({t: "no aggregates in the interval" for t in sorted(with_model - with_data)})
-    log.info("interval %s: %d windows, %d targets to score, %d skipped", interval.key, len(frame), len(targets), len(skipped))
+    revised_at = interval_revised_at(sql_conn, interval.start, interval.end)
+    log.info("interval %s: %d windows, %d targets to score, %d skipped; latest late-data revision %s",
+             interval.key, len(frame), len(targets), len(skipped), revised_at or "none")
     return {
         "interval": interval.key,
+        "aggregates_revised_at": revised_at,
         "targets": targets,
         "skipped": dict(sorted(skipped.items())),
         "units": chunk(targets, targets_per_unit),
@@ -415,12 +420,18 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
         "anomalies": sum(results[t]["anomalies"] for t in ok),
         "targets": dict(sorted(results.items())),
         "unexpected_blobs": unexpected,
+        # the latest late-data revision of the interval's aggregates when they were snapshotted
+        # (batch_scoring.late_data: a newer revision makes these predictions stale)
+        "aggregates_revised_at": plan.get("aggregates_revised_at"),
     }
     store.upload_bytes(
         settings.predictions_container,
         f"{interval.key}/{PREDICTIONS_MANIFEST}",
         json.dumps(manifest, indent=2, sort_keys=True).encode(),
     )
+    from batch_scoring.late_data import clear_marker
+
+    clear_marker(store, settings, interval.key, plan.get("aggregates_revised_at"))
     if unexpected and expected and coverage >= min_coverage:
         raise PipelineError(
             f"interval {interval.key}: {len(unexpected)} unexpected blob(s) under {settings.predictions_container}/"

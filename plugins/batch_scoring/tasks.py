@@ -4,7 +4,7 @@ from __future__ import annotations
 from batch_scoring.config import settings
 from batch_scoring.pipeline import Interval, PipelineError, collect_interval, snapshot_interval
 
-PLAN_KEYS = ("interval", "targets", "skipped", "selection", "targets_per_unit", "dry_run")
+PLAN_KEYS = ("interval", "targets", "skipped", "selection", "targets_per_unit", "dry_run", "aggregates_revised_at")
 
 
 def snapshot_task(context) -> list[list[str]]:

@@ -1,6 +1,8 @@
 """Rescheduling sensor: wait until the SQL aggregates cover the data interval."""
 from __future__ import annotations
 
+import datetime as dt
+
 from airflow.sdk.bases.sensor import BaseSensorOperator
 
 
@@ -57,9 +59,42 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         key, found = self._stale(context)
         if found["expected"] and not found["stale"]:
             self.log.info("interval %s: aggregates fresh for all %d targets", key, found["expected"])
+            self.check_late_data(context)
             return True
         self.log.info("%s", self.describe(key, found))
         return False
+
+    def check_late_data(self, context) -> list[dict]:
+        """Warn about scored intervals whose aggregates changed since (late data), and mark them.
+
+        See ``batch_scoring.late_data``: the warning names each stale interval
+        and the one backfill command that rescores them; each gets a
+        ``_stale.json`` marker beside its manifest, and the XCom
+        ``stale_intervals`` lists their keys. Never fails the run: late data is
+        news about *other* intervals.
+        """
+        from batch_scoring.config import settings
+        from batch_scoring.hooks.blob_storage import BlobStore
+        from batch_scoring.hooks.sql import sensor_sql
+        from batch_scoring.late_data import RevisionsUnavailable, describe, find_stale_intervals, mark_stale
+
+        s = settings()
+        dag_id = context["dag"].dag_id if context.get("dag") is not None else s.dag_id
+        store = BlobStore.from_conn_id(self.blob_conn_id)
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        try:
+            with sensor_sql(self.sql_conn_id) as conn:
+                stale = find_stale_intervals(conn, store, s, dag_id, now)
+        except RevisionsUnavailable as exc:
+            self.log.warning("late-data check skipped: the table aggregate_revisions cannot be read (%s); create it "
+                             "with `python -m ingest_sim init-db`", exc)
+            return []
+        if stale:
+            mark_stale(store, s, stale)
+            self.log.warning("%s", describe(stale, dag_id))
+        if context.get("ti") is not None:
+            context["ti"].xcom_push(key="stale_intervals", value=[e["interval"] for e in stale])
+        return stale
 
     def execute(self, context):
         from airflow.sdk.exceptions import AirflowSensorTimeout
