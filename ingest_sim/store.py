@@ -335,8 +335,10 @@ def load_readings(conn, df: pd.DataFrame, *, aggregate: bool = True, window_minu
     * Exact duplicates within ``df`` are stored once; one key with two values
       raises ``ValueError`` naming both rows (nothing is written).
     * ``aggregate``: the windows (per device/sensor, never a whole time range)
-      holding an inserted or updated reading are re-aggregated from every stored
-      reading of the window, and written when their aggregate changed. Windows
+      holding the frame's readings are re-aggregated from every stored reading
+      of the window, and written only where the aggregate changed: the windows
+      whose readings changed, plus any the frame covers whose aggregate is
+      missing or out of date (a file first loaded without aggregating). Windows
       that change behind the target's watermark (or existed before) are *late
       data*: recorded in ``aggregate_revisions`` with ``revised_at`` (naive UTC,
       default now), which is how the DAG learns that an interval it already
@@ -367,10 +369,12 @@ def load_readings(conn, df: pd.DataFrame, *, aggregate: bool = True, window_minu
     updated, inserted = known & ~same, ~known
     result.inserted, result.updated, result.unchanged = int(inserted.sum()), int(updated.sum()), int(same.sum())
     write = frame[updated | inserted].reset_index(drop=True)
-    if write.empty:
+    if write.empty and not aggregate:
         return result
     step = pd.Timedelta(minutes=int(window_minutes))
-    touched = _windows_of(write, step)
+    # aggregating: every window of the file is recomputed (per target) and written only where its aggregate
+    # changed, so a file loaded earlier without --aggregate gets its windows on a re-load with it
+    touched = _windows_of(frame if aggregate else write, step)
     aggs, late = None, None
     if aggregate:
         # every stored reading of the touched windows, with this load's rows applied on top
@@ -384,10 +388,13 @@ def load_readings(conn, df: pd.DataFrame, *, aggregate: bool = True, window_minu
         result.windows, result.late = aggs[list(_empty_windows().columns)], late
     else:
         result.pending = touched
+    if write.empty and not len(aggs):
+        return result
     types = db.column_types(db.READINGS)
     with _transaction(conn) as cur:
         _delete_keys(cur, db.READINGS, "ts", write.loc[updated[updated | inserted], ["device_id", "sensor_id", "ts"]])
-        db.insert_rows(conn, db.READINGS, db.READING_COLUMNS, _frame_rows(write, db.READING_COLUMNS, types))
+        if len(write):
+            db.insert_rows(conn, db.READINGS, db.READING_COLUMNS, _frame_rows(write, db.READING_COLUMNS, types))
         if aggs is not None and len(aggs):
             _write_aggregates(conn, cur, aggs, late, result.revised_at)
     return result

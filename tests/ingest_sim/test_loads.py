@@ -97,6 +97,18 @@ def test_reloading_the_same_file_changes_nothing(sql_conn_str, tmp_path):
     assert "late data" not in r.stdout
 
 
+def test_a_file_loaded_without_aggregating_gets_its_windows_when_loaded_again_with(sql_conn_str, tmp_path):
+    """Own case: `load-csv` then `load-csv --aggregate` of the same file must not leave the windows missing."""
+    path = _csv(tmp_path / "hour.csv", _hour())
+    r = _cli(sql_conn_str, "load-csv", str(path))
+    assert "360 new, 0 changed, 0 already stored; 12 window(s) of 1 target(s) need aggregating" in r.stdout
+    r = _cli(sql_conn_str, "load-csv", str(path), "--aggregate")
+    assert "0 new, 0 changed, 360 already stored; 12 aggregate window(s) written" in r.stdout
+    assert "late data" not in r.stdout
+    r = _cli(sql_conn_str, "load-csv", str(path), "--aggregate")
+    assert "0 aggregate window(s) written" in r.stdout
+
+
 # --- case 2: duplicate readings --------------------------------------------------------------
 
 def test_an_exact_duplicate_is_stored_once_and_counted_once(conn, tmp_path):
