@@ -61,7 +61,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scoring.config import FEATURES, LOG_STD_EPS, STD_FLOOR_RELATIVE
+from scoring.config import FEATURES, LOG_STD_EPS, SCALE_FLOOR_FRACTION, STD_FLOOR_RELATIVE
 
 REQUIRED_COLUMNS = ("value_mean", "value_min", "value_max", "value_std", "n_readings")
 
@@ -69,16 +69,55 @@ REQUIRED_COLUMNS = ("value_mean", "value_min", "value_max", "value_std", "n_read
 def feature_reference(train: pd.DataFrame) -> dict:
     """Per-target reference numbers fixed at training time (kept in the manifest).
 
-    ``std_ref``: median window std; ``n_ref``: median readings per window.
+    ``std_ref``: median window std (missing stds, i.e. one-reading windows,
+    left out; 0 when every window has one reading), floored at
+    ``STD_FLOOR_RELATIVE`` times the median absolute mean (or times 1 when that
+    is 0); ``n_ref``: median readings per window, at least 1.
     """
     _check_columns(train)
     if train.empty:
         raise ValueError("no training windows")
     level = float(np.nanmedian(np.abs(train["value_mean"].to_numpy(float)))) or 1.0
-    std_ref = float(np.nanmedian(train["value_std"].to_numpy(float)))
+    stds = train["value_std"].to_numpy(float)
+    std_ref = float(np.nanmedian(stds)) if np.isfinite(stds).any() else 0.0
     std_ref = max(std_ref, STD_FLOOR_RELATIVE * level, 1e-12)
     n_ref = float(np.nanmedian(train["n_readings"].to_numpy(float)))
     return {"std_ref": std_ref, "n_ref": max(n_ref, 1.0)}
+
+
+# Each feature's "natural unit" at the reference numbers (std_ref, n_ref), the
+# floor on its scale being SCALE_FLOOR_FRACTION of it; the text goes into the
+# manifest with every floor that was applied.
+SCALE_FLOOR_RULES = {
+    "value_mean": "standard error of a window mean, std_ref / sqrt(n_ref)",
+    "log_std_ratio": "standard error of the log of a window std, 1 / sqrt(2 (n_ref - 1))",
+    "peak_ratio": "relative standard error of the window std it is measured in, 1 / sqrt(2 (n_ref - 1))",
+    "coverage": "one reading, 1 / n_ref",
+}
+
+
+def scale_floor(reference: dict) -> dict[str, float]:
+    """Floor on the scaler's scale per feature (``{feature: float > 0}``, the feature's units).
+
+    ``SCALE_FLOOR_FRACTION`` times each feature's natural unit at the target's
+    ``reference`` (``SCALE_FLOOR_RULES``): with ``s = std_ref`` and ``n = n_ref``,
+    ``value_mean`` s/sqrt(n) (the standard error of the mean of n readings of
+    std s); ``log_std_ratio`` 1/sqrt(2 (n-1)) (the standard error of the log of
+    a sample std of n normal readings, by the delta method on Var(s^2) =
+    2 s^4 / (n-1)); ``peak_ratio`` the same (it is measured in units of that
+    std, so it is at least as uncertain); ``coverage`` 1/n (one reading: a
+    count cannot move by less). ``n - 1`` is taken as at least 1.
+    """
+    std_ref = float(reference["std_ref"])
+    n_ref = max(float(reference["n_ref"]), 1.0)
+    log_unit = 1.0 / np.sqrt(2.0 * max(n_ref - 1.0, 1.0))
+    units = {
+        "value_mean": std_ref / np.sqrt(n_ref),
+        "log_std_ratio": log_unit,
+        "peak_ratio": log_unit,
+        "coverage": 1.0 / n_ref,
+    }
+    return {name: float(SCALE_FLOOR_FRACTION * units[name]) for name in FEATURES}
 
 
 def compute_features(aggregates: pd.DataFrame, reference: dict) -> pd.DataFrame:

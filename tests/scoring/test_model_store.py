@@ -5,6 +5,7 @@ import hashlib
 import json
 
 import pytest
+import sklearn
 
 from scoring.config import FEATURES, SVM_PARAMS
 from scoring.model_store import (
@@ -87,7 +88,7 @@ def test_truncated_model_names_the_path(trained):
 
 def test_corrupt_file_with_matching_hash_names_the_path(tmp_path):
     # a manifest that matches garbage: hash passes, unpickling fails cleanly
-    save_model(tmp_path, "d", "s", {"x": 1}, {"features": list(FEATURES)})
+    save_model(tmp_path, "d", "s", {"x": 1}, {"features": list(FEATURES), "sklearn_version": sklearn.__version__})
     path = tmp_path / "d" / "s" / "model.joblib"
     garbage = path.read_bytes()[:20]
     path.write_bytes(garbage)
