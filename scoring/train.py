@@ -1,4 +1,4 @@
-"""Train one Pipeline(StandardScaler, OneClassSVM) per device/sensor on normal history.
+"""Train one Pipeline(FlooredStandardScaler, OneClassSVM) per device/sensor on normal history.
 
 CLI::
 
@@ -6,10 +6,28 @@ CLI::
         [--start ISO --end ISO] [--targets d/s ...] [--skip-insufficient]
 
 Training windows are those with ``start <= window_start`` and
-``window_end <= end``. A target with fewer than ``MIN_TRAINING_WINDOWS``
-windows is refused: by default nothing is trained and the error lists every
-such target; with ``skip_insufficient=True`` (``--skip-insufficient``) those
-are reported on stderr and the rest are trained.
+``window_end <= end``. Windows that cannot be trained on (a missing or
+non-finite value_mean/value_min/value_max/value_std/n_readings, or no
+readings; a missing std alone is a one-reading window and counts as 0) are
+left out and listed in the manifest. A target with fewer than
+``MIN_TRAINING_WINDOWS`` usable windows is refused: by default nothing is
+trained and the error lists every such target (with its excluded windows);
+with ``skip_insufficient=True`` (``--skip-insufficient``) those are reported
+on stderr and the rest are trained.
+
+Degenerate training data (see ``scoring.features``): each feature is scaled by
+``max(training std, floor)`` (``scoring.features.scale_floor``) instead of
+StandardScaler's rule (its std, or 1 when that is ~0), so a sensor that never
+varied in a feature still sees that feature move. Per target the manifest
+records ``scale_floor``, ``scale``, ``training.feature_std``,
+``training.scale_floored`` (every feature scaled by its floor: std, floor,
+rule, whether it had ~zero variance), ``training.degenerate`` (the features
+with ~zero variance), ``training.excluded_windows`` (count and first starts)
+and ``training.warnings`` (one line per finding, empty for an ordinary
+target). The CLI prints one JSON line per target on stdout (target, sha256,
+n_windows, degenerate, scale_floored, excluded_windows, warnings), each
+warning as ``warning: <target>: <text>`` on stderr, and a summary naming the
+targets with warnings. Exit 0 when trained (warnings included), 1 on an error.
 """
 from __future__ import annotations
 
