@@ -4,7 +4,7 @@ Aggregates are generated directly (no raw readings): level 50, noise sigma 1, 28
 window std around sigma, min/max a few std around the mean and ~30 readings
 per window, with a few injected outliers so some windows get flagged.
 
-Models: ONE ``Pipeline(StandardScaler, OneClassSVM)`` is trained (by
+Models: ONE ``Pipeline(FlooredStandardScaler, OneClassSVM)`` is trained (by
 ``scoring.train``, on a synthetic normal day of a template target); its
 joblib bytes are copied to every target with the manifest's target fields
 rewritten. The bytes, sha256 and load path are exactly those of a real model

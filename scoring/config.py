@@ -73,7 +73,7 @@ def _utc(ts):
 # per-target reference numbers fixed at training time, kept in the manifest).
 FEATURES = ("value_mean", "log_std_ratio", "peak_ratio", "coverage")
 
-# Pipeline(StandardScaler, OneClassSVM(**SVM_PARAMS)) per device/sensor.
+# Pipeline(FlooredStandardScaler, OneClassSVM(**SVM_PARAMS)) per device/sensor.
 SVM_PARAMS = {"kernel": "rbf", "gamma": 0.05, "nu": 0.01}
 
 # A window is anomalous when decision_score < threshold, calibrated per target
@@ -91,5 +91,20 @@ STD_FLOOR_RELATIVE = 1e-6
 # log(std_ratio + LOG_STD_EPS): a frozen sensor (std == 0) maps to log(EPS).
 LOG_STD_EPS = 0.01
 
-# Training refuses a target with fewer windows than this.
+# Floor on the scaler's per-feature scale, as a fraction of each feature's
+# natural unit at the target's reference numbers (scoring.features.scale_floor):
+# the standard error of a window mean (std_ref / sqrt(n_ref)) for value_mean,
+# that of the log of a window std (1 / sqrt(2 (n_ref - 1))) for log_std_ratio
+# and peak_ratio, one reading (1 / n_ref) for coverage. StandardScaler divides a
+# feature with zero training variance by 1 (raw units: a frozen sensor could
+# not see a dropout); a feature that varied less than its floor is divided by
+# the floor instead. At 0.5 no floor applies to any ordinary simulated target
+# (30 readings per window) nor to the reference data: their models are unchanged.
+SCALE_FLOOR_FRACTION = 0.5
+# A feature whose training std is below this fraction of its floor had ~zero
+# variance (a constant mean, std or reading count): training reports it per
+# target (manifest training.degenerate and training.warnings, the CLI's output).
+ZERO_VARIANCE_FRACTION = 0.1
+
+# Training refuses a target with fewer usable windows than this.
 MIN_TRAINING_WINDOWS = 12

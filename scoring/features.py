@@ -15,8 +15,10 @@ feature             definition                                             catch
 ``coverage``        ``n_readings / n_ref``                                 dropouts (missing readings)
 ==================  =====================================================  ==========================
 
-Model per device/sensor: ``Pipeline(StandardScaler, OneClassSVM(kernel="rbf",
-gamma=0.05, nu=0.01))`` on those four features (``SVM_PARAMS``), with a
+Model per device/sensor: ``Pipeline(FlooredStandardScaler, OneClassSVM(kernel="rbf",
+gamma=0.05, nu=0.01))`` on those four features (``SVM_PARAMS``;
+``scoring.scaler.FlooredStandardScaler`` is StandardScaler with a floor on each
+feature's scale, see "Degenerate training data" below), with a
 per-target calibrated threshold kept in the manifest: a window is anomalous
 when ``decision_score < -0.3 * rho`` (``THRESHOLD_FRACTION``; ``rho`` is the
 fitted SVM's ``offset_``, so ``-rho`` is the score of a window unlike every
@@ -49,6 +51,49 @@ Misses are mostly the first labelled window of a drift (offset 1-1.8 sigma,
 i.e. ~3-4 standard deviations of a window mean under AR(1) noise) and spikes
 at the small end whose reading happens to land against the noise.
 
+Degenerate training data. A feature that did not vary over the training
+windows - a frozen or set-point sensor (constant mean, std 0), a status
+sensor, a sensor that always delivers exactly the same number of readings
+(constant ``coverage``), or one whose noise is below the std floor (std 1e-9
+at level 20) - has ~zero training variance. ``StandardScaler`` divides such a
+feature by 1 (raw units), so with a fixed ``gamma`` the model's sensitivity to
+it depended on its units: a sensor that always had 30 readings scored a
+window with 3 of them at -0.0095 against its threshold -0.072 (not flagged).
+Training now divides each feature by ``max(training std, floor)``, the floor
+being ``SCALE_FLOOR_FRACTION`` (0.5) times the feature's natural unit at the
+target's ``std_ref`` and ``n_ref`` (``scale_floor``): the standard error of
+a window mean for ``value_mean`` (s / sqrt(n), the textbook standard error of
+the mean), that of the log of a window std for ``log_std_ratio`` (1 / sqrt(2
+(n-1)): Var(s^2) = 2 s^4 / (n-1) for normal readings, by the delta method),
+the same for ``peak_ratio`` (it is measured in units of that std), and one
+reading (1 / n) for ``coverage``. Half of those units is below what every
+ordinary target showed (minimum ratio of training std to floor, per feature:
+value_mean 2.6, log_std_ratio 2.0, peak_ratio 6.3, coverage 1.3 over the 240
+simulated targets of the table below; 1.4 / 1.05 / 1.7 / 5.2 over the 15
+reference targets), so their models and the figures above are unchanged;
+with fewer readings per window (10 or 5, at the simulator's 2 % random loss)
+the coverage floor can apply to an ordinary target too, raising its coverage
+scale by up to ~2x (recorded, not warned about). A model whose
+training had ~zero variance in a feature (std below ``ZERO_VARIANCE_FRACTION``
+= 0.1 of the floor) behaves as a point in feature space: a window is flagged
+when it is ~2.7 floors away in that feature (``exp(-gamma d^2) < 1 -
+THRESHOLD_FRACTION``). So a frozen sensor with 30 readings per window flags
+a window with 28 readings or fewer (29 and 31 are not flagged), a level shift
+from ~2.5e-7 of its level (2.5e-7 at level 0), any spike, and not its
+ordinary windows; a sensor with ordinary noise whose reading count never
+varied flags dropouts, stuck windows, 4-sigma level shifts and 8-sigma spikes
+(tests/scoring/test_degenerate_training.py, also for a 0/1 status sensor). A window std below ``STD_FLOOR_RELATIVE`` (1e-6)
+of the sensor's level counts as 0, so for noise that small a stuck window is
+not an anomaly (the same noise at level 0 is an ordinary sensor at its own
+scale). Training reports every floored feature per target (manifest
+``scale_floor``, ``scale``, ``training.feature_std``, ``training.scale_floored``,
+``training.degenerate`` for ~zero variance, ``training.warnings``; the train
+CLI's stdout line and stderr). Windows with a missing or non-finite
+mean/min/max/std or no readings are left out of training and listed
+(``training.excluded_windows``); a one-reading window's missing std counts as 0,
+as in scoring; a target with fewer than ``MIN_TRAINING_WINDOWS`` (12) usable
+windows is refused.
+
 Reference data (``reference/sensor_data.csv``, 3 x 5 pairs, irregular 5-30 s
 readings): trained on the first two hours (24 windows per target), scoring the
 remaining 27 windows per target flags 18 of 405 windows: 12 of the 390
@@ -61,7 +106,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scoring.config import FEATURES, LOG_STD_EPS, STD_FLOOR_RELATIVE
+from scoring.config import FEATURES, LOG_STD_EPS, SCALE_FLOOR_FRACTION, STD_FLOOR_RELATIVE
 
 REQUIRED_COLUMNS = ("value_mean", "value_min", "value_max", "value_std", "n_readings")
 
@@ -69,16 +114,55 @@ REQUIRED_COLUMNS = ("value_mean", "value_min", "value_max", "value_std", "n_read
 def feature_reference(train: pd.DataFrame) -> dict:
     """Per-target reference numbers fixed at training time (kept in the manifest).
 
-    ``std_ref``: median window std; ``n_ref``: median readings per window.
+    ``std_ref``: median window std (missing stds, i.e. one-reading windows,
+    left out; 0 when every window has one reading), floored at
+    ``STD_FLOOR_RELATIVE`` times the median absolute mean (or times 1 when that
+    is 0); ``n_ref``: median readings per window, at least 1.
     """
     _check_columns(train)
     if train.empty:
         raise ValueError("no training windows")
     level = float(np.nanmedian(np.abs(train["value_mean"].to_numpy(float)))) or 1.0
-    std_ref = float(np.nanmedian(train["value_std"].to_numpy(float)))
+    stds = train["value_std"].to_numpy(float)
+    std_ref = float(np.nanmedian(stds)) if np.isfinite(stds).any() else 0.0
     std_ref = max(std_ref, STD_FLOOR_RELATIVE * level, 1e-12)
     n_ref = float(np.nanmedian(train["n_readings"].to_numpy(float)))
     return {"std_ref": std_ref, "n_ref": max(n_ref, 1.0)}
+
+
+# Each feature's "natural unit" at the reference numbers (std_ref, n_ref), the
+# floor on its scale being SCALE_FLOOR_FRACTION of it; the text goes into the
+# manifest with every floor that was applied.
+SCALE_FLOOR_RULES = {
+    "value_mean": "standard error of a window mean, std_ref / sqrt(n_ref)",
+    "log_std_ratio": "standard error of the log of a window std, 1 / sqrt(2 (n_ref - 1))",
+    "peak_ratio": "relative standard error of the window std it is measured in, 1 / sqrt(2 (n_ref - 1))",
+    "coverage": "one reading, 1 / n_ref",
+}
+
+
+def scale_floor(reference: dict) -> dict[str, float]:
+    """Floor on the scaler's scale per feature (``{feature: float > 0}``, the feature's units).
+
+    ``SCALE_FLOOR_FRACTION`` times each feature's natural unit at the target's
+    ``reference`` (``SCALE_FLOOR_RULES``): with ``s = std_ref`` and ``n = n_ref``,
+    ``value_mean`` s/sqrt(n) (the standard error of the mean of n readings of
+    std s); ``log_std_ratio`` 1/sqrt(2 (n-1)) (the standard error of the log of
+    a sample std of n normal readings, by the delta method on Var(s^2) =
+    2 s^4 / (n-1)); ``peak_ratio`` the same (it is measured in units of that
+    std, so it is at least as uncertain); ``coverage`` 1/n (one reading: a
+    count cannot move by less). ``n - 1`` is taken as at least 1.
+    """
+    std_ref = float(reference["std_ref"])
+    n_ref = max(float(reference["n_ref"]), 1.0)
+    log_unit = 1.0 / np.sqrt(2.0 * max(n_ref - 1.0, 1.0))
+    units = {
+        "value_mean": std_ref / np.sqrt(n_ref),
+        "log_std_ratio": log_unit,
+        "peak_ratio": log_unit,
+        "coverage": 1.0 / n_ref,
+    }
+    return {name: float(SCALE_FLOOR_FRACTION * units[name]) for name in FEATURES}
 
 
 def compute_features(aggregates: pd.DataFrame, reference: dict) -> pd.DataFrame:

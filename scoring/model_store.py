@@ -9,6 +9,27 @@ so retraining on the same data writes the same manifest.
 The file is a plain pickle (protocol 5), which ``joblib.load`` also reads:
 ``pickle.loads`` runs in C and loads a model ~10x faster than joblib's
 pure-Python unpickler, which matters when one unit loads thousands of models.
+
+scikit-learn versions: a model is only loaded by the exact scikit-learn
+version that pickled it. scikit-learn's documentation
+(https://scikit-learn.org/stable/model_persistence.html, "Security &
+Maintainability Limitations"): "there are no supported ways to load a model
+trained with a different version of scikit-learn ... models saved using one
+version of scikit-learn might load in other versions, however, this is
+entirely unsupported and inadvisable", and its own check on unpickling
+(``InconsistentVersionWarning``, only a warning) fires on any difference of
+the version string, patch releases included. ``load_model`` compares the
+manifest's ``sklearn_version`` with the running ``sklearn.__version__``
+BEFORE unpickling, and turns that warning into the same error while
+unpickling (a pickle whose manifest names the running version although
+another version wrote it). Both raise ``ModelVersionError`` (a
+ModelLoadError), naming the target, the model file, both versions and the way
+out: retrain and redeploy the model with the running version, or score in an
+environment with the model's version. A patch difference is refused too, not
+recorded and accepted: training and scoring take scikit-learn from the same
+``requirements.lock`` (the Azure ML environment is built from it), so a
+difference means an environment changed without retraining, and retraining
+is cheap and deterministic (same data -> same model bytes).
 """
 from __future__ import annotations
 
@@ -17,7 +38,11 @@ import json
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
+
+import sklearn
+from sklearn.exceptions import InconsistentVersionWarning
 
 from scoring.config import FEATURES, MODEL_FILE, MODEL_MANIFEST, parse_target, target_name
 
@@ -38,6 +63,13 @@ class ModelIntegrityError(ModelStoreError):
 
 class ModelLoadError(ModelStoreError):
     pass
+
+
+class ModelVersionError(ModelLoadError):
+    """The model was pickled by another scikit-learn version than the running one (refused, never unpickled)."""
+
+
+PERSISTENCE_DOC = "https://scikit-learn.org/stable/model_persistence.html"
 
 
 def model_dir(models_dir, device_id: str, sensor_id: str) -> Path:
@@ -91,9 +123,11 @@ def load_model(models_dir, device_id: str, sensor_id: str):
     """Return ``(model, manifest)`` after verifying the file's sha256 against the manifest.
 
     Raises ModelNotFoundError (no manifest or model file), ModelIntegrityError
-    (hash mismatch: nothing is unpickled), ModelLoadError (corrupt or
-    truncated file, unreadable manifest, or a feature list that is not this
-    code's ``FEATURES``).
+    (hash mismatch: nothing is unpickled), ModelVersionError (a ModelLoadError:
+    the manifest's ``sklearn_version`` is missing or is not the running
+    scikit-learn's, or the pickle itself says another version), ModelLoadError
+    (corrupt or truncated file, unreadable manifest, or a feature list that is
+    not this code's ``FEATURES``).
     """
     target = target_name(device_id, sensor_id)
     manifest = read_manifest(models_dir, device_id, sensor_id)
@@ -117,11 +151,38 @@ def load_model(models_dir, device_id: str, sensor_id: str):
             f"model for target {target} was trained on features {manifest.get('features')}, "
             f"this code computes {list(FEATURES)}: retrain it ({path})"
         )
+    trained_with = manifest.get("sklearn_version")
+    if trained_with != sklearn.__version__:
+        raise ModelVersionError(_version_message(target, path, trained_with))
     try:
-        model = pickle.loads(data)
+        with warnings.catch_warnings():
+            # scikit-learn's own check (on every estimator in the pickle): a warning by default, refused here
+            warnings.simplefilter("error", InconsistentVersionWarning)
+            model = pickle.loads(data)
+    except InconsistentVersionWarning as exc:
+        raise ModelVersionError(
+            _version_message(target, path, exc.original_sklearn_version,
+                             f" (its manifest says {trained_with}, but the pickled {exc.estimator_name} says otherwise)")
+        ) from None
     except Exception as exc:  # truncated/corrupt pickle: EOFError, UnpicklingError, ValueError...
         raise ModelLoadError(f"model file for target {target} is corrupt or truncated: {path}: {exc!r}") from exc
     return model, manifest
+
+
+def _version_message(target: str, path: Path, trained_with, detail: str = "") -> str:
+    running = sklearn.__version__
+    if not trained_with:
+        what = f"model for target {target} does not record the scikit-learn version that pickled it (no sklearn_version in its manifest)"
+        other = "the model's version"
+    else:
+        what = f"model for target {target} was pickled by scikit-learn {trained_with}{detail}"
+        other = f"scikit-learn {trained_with}"
+    return (
+        f"{what}, this environment runs scikit-learn {running}: refusing to load {path} (scikit-learn does not "
+        f"support loading a model pickled by another version: {PERSISTENCE_DOC}); retrain the target with "
+        f"scikit-learn {running} (python -m scoring.train) and redeploy the model, or score in an environment "
+        f"with {other}"
+    )
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

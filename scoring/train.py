@@ -1,4 +1,4 @@
-"""Train one Pipeline(StandardScaler, OneClassSVM) per device/sensor on normal history.
+"""Train one Pipeline(FlooredStandardScaler, OneClassSVM) per device/sensor on normal history.
 
 CLI::
 
@@ -6,10 +6,28 @@ CLI::
         [--start ISO --end ISO] [--targets d/s ...] [--skip-insufficient]
 
 Training windows are those with ``start <= window_start`` and
-``window_end <= end``. A target with fewer than ``MIN_TRAINING_WINDOWS``
-windows is refused: by default nothing is trained and the error lists every
-such target; with ``skip_insufficient=True`` (``--skip-insufficient``) those
-are reported on stderr and the rest are trained.
+``window_end <= end``. Windows that cannot be trained on (a missing or
+non-finite value_mean/value_min/value_max/value_std/n_readings, or no
+readings; a missing std alone is a one-reading window and counts as 0) are
+left out and listed in the manifest. A target with fewer than
+``MIN_TRAINING_WINDOWS`` usable windows is refused: by default nothing is
+trained and the error lists every such target (with its excluded windows);
+with ``skip_insufficient=True`` (``--skip-insufficient``) those are reported
+on stderr and the rest are trained.
+
+Degenerate training data (see ``scoring.features``): each feature is scaled by
+``max(training std, floor)`` (``scoring.features.scale_floor``) instead of
+StandardScaler's rule (its std, or 1 when that is ~0), so a sensor that never
+varied in a feature still sees that feature move. Per target the manifest
+records ``scale_floor``, ``scale``, ``training.feature_std``,
+``training.scale_floored`` (every feature scaled by its floor: std, floor,
+rule, whether it had ~zero variance), ``training.degenerate`` (the features
+with ~zero variance), ``training.excluded_windows`` (count and first starts)
+and ``training.warnings`` (one line per finding, empty for an ordinary
+target). The CLI prints one JSON line per target on stdout (target, sha256,
+n_windows, degenerate, scale_floored, excluded_windows, warnings), each
+warning as ``warning: <target>: <text>`` on stderr, and a summary naming the
+targets with warnings. Exit 0 when trained (warnings included), 1 on an error.
 """
 from __future__ import annotations
 
@@ -23,28 +41,41 @@ import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
 from scoring.config import (
     AGGREGATE_COLUMNS,
     FEATURES,
     MIN_TRAINING_WINDOWS,
+    SCALE_FLOOR_FRACTION,
     SVM_PARAMS,
     THRESHOLD_FRACTION,
+    ZERO_VARIANCE_FRACTION,
     parse_target,
     target_name,
 )
-from scoring.features import compute_features, feature_reference
+from scoring.features import SCALE_FLOOR_RULES, compute_features, feature_reference, scale_floor
 from scoring.model_store import save_model
+from scoring.scaler import FlooredStandardScaler
+
+# How many excluded window starts a manifest lists (the count is always complete).
+EXCLUDED_LISTED = 10
 
 
 class TrainingError(ValueError):
     pass
 
 
-def build_pipeline() -> Pipeline:
-    return Pipeline([("scaler", StandardScaler()), ("svm", OneClassSVM(**SVM_PARAMS))])
+def build_pipeline(scale_floor=None) -> Pipeline:
+    """``Pipeline(FlooredStandardScaler(scale_floor), OneClassSVM(**SVM_PARAMS))`` (unfitted).
+
+    ``scale_floor``: one float > 0 per feature (``FEATURES`` order), or None
+    for no floor (a plain StandardScaler's behaviour).
+    """
+    return Pipeline([
+        ("scaler", FlooredStandardScaler(scale_floor=scale_floor)),
+        ("svm", OneClassSVM(**SVM_PARAMS)),
+    ])
 
 
 def normalise_aggregates(aggregates: pd.DataFrame) -> pd.DataFrame:
@@ -78,25 +109,35 @@ def train_models(
     """Train and store one model per target; return their manifests (sorted by target).
 
     ``targets``: iterable of ``device/sensor`` names; default every pair in
-    ``aggregates``. Raises TrainingError naming every target that has fewer
-    than MIN_TRAINING_WINDOWS windows in [start, end) (unless
+    ``aggregates``. Windows that cannot be trained on (``unusable_windows``:
+    a missing or non-finite mean/min/max/std/n_readings, or no readings) are
+    left out and listed in the manifest (``training.excluded_windows``,
+    ``training.warnings``). Raises TrainingError naming every target that has
+    fewer than MIN_TRAINING_WINDOWS usable windows in [start, end) (unless
     ``skip_insufficient``), before writing anything.
     """
-    frame = normalise_aggregates(aggregates)
+    frame = normalise_aggregates(_missing_counts_as_zero(aggregates))
     start_ts = _ts(start) if start is not None else None
     end_ts = _ts(end) if end is not None else None
     if start_ts is not None:
         frame = frame[frame["window_start"] >= start_ts]
     if end_ts is not None:
         frame = frame[frame["window_end"] <= end_ts]
+    bad = unusable_windows(frame)
+    excluded = {target_name(d, s): g["window_start"].tolist()
+                for (d, s), g in frame[bad].groupby(["device_id", "sensor_id"], sort=True)}
+    frame = frame[~bad]
     groups = {target_name(d, s): g for (d, s), g in frame.groupby(["device_id", "sensor_id"], sort=True)}
     if targets is None:
-        wanted = sorted(groups)
+        wanted = sorted(set(groups) | set(excluded))
     else:
         wanted = sorted({target_name(*parse_target(t)) for t in targets})
     short = {t: len(groups[t]) if t in groups else 0 for t in wanted if len(groups.get(t, ())) < MIN_TRAINING_WINDOWS}
     if short:
-        detail = ", ".join(f"{t} ({n} windows)" for t, n in short.items())
+        detail = ", ".join(
+            f"{t} ({n} windows{f'; {len(excluded[t])} more excluded: {_EXCLUDED_WHY}' if excluded.get(t) else ''})"
+            for t, n in short.items()
+        )
         msg = (
             f"too few training windows (need >= {MIN_TRAINING_WINDOWS}) in "
             f"[{start_ts or 'beginning'}, {end_ts or 'end'}): {detail}"
@@ -109,26 +150,83 @@ def train_models(
         if name in short:
             continue
         device_id, sensor_id = parse_target(name)
-        manifests.append(
-            _train_one(groups[name], models_dir, device_id, sensor_id, start_ts, end_ts, source)
-        )
+        manifests.append(_train_one(groups[name], models_dir, device_id, sensor_id, start_ts, end_ts, source,
+                                    excluded.get(name, [])))
     return manifests
 
 
-def _train_one(train: pd.DataFrame, models_dir, device_id, sensor_id, start_ts, end_ts, source) -> dict:
+_EXCLUDED_WHY = "missing or non-finite value_mean/value_min/value_max/value_std/n_readings, or no readings"
+
+
+def unusable_windows(frame: pd.DataFrame) -> np.ndarray:
+    """Boolean mask of the normalised windows training leaves out.
+
+    A window is unusable when its value_mean, value_min or value_max is missing
+    or non-finite, its value_std is infinite (a missing std is a one-reading
+    window and counts as 0, as in scoring), or it has no readings (n_readings
+    < 1, or missing: see ``_missing_counts_as_zero``).
+    """
+    finite = np.ones(len(frame), dtype=bool)
+    for col in ("value_mean", "value_min", "value_max"):
+        finite &= np.isfinite(frame[col].to_numpy(float))
+    std = frame["value_std"].to_numpy(float)
+    finite &= ~np.isinf(std)
+    finite &= frame["n_readings"].to_numpy() >= 1
+    return ~finite
+
+
+def _missing_counts_as_zero(aggregates: pd.DataFrame) -> pd.DataFrame:
+    """A missing or non-finite n_readings becomes 0 (so the window is excluded, by name, not a crash)."""
+    if "n_readings" not in aggregates.columns:
+        return aggregates  # normalise_aggregates names the missing column
+    n = pd.to_numeric(aggregates["n_readings"], errors="coerce").astype("float64")
+    if np.isfinite(n.to_numpy()).all():
+        return aggregates
+    return aggregates.assign(n_readings=n.where(np.isfinite(n), 0.0))
+
+
+def _train_one(train: pd.DataFrame, models_dir, device_id, sensor_id, start_ts, end_ts, source,
+               excluded: list) -> dict:
+    target = target_name(device_id, sensor_id)
     reference = feature_reference(train)
     X = compute_features(train, reference).to_numpy(float)
-    if not np.isfinite(X).all():
-        raise TrainingError(f"non-finite features in the training windows of {target_name(device_id, sensor_id)}")
-    model = build_pipeline().fit(X)
+    if not np.isfinite(X).all():  # unusable windows are excluded above: not expected
+        raise TrainingError(f"non-finite features in the training windows of {target}")
+    floors = scale_floor(reference)
+    model = build_pipeline([floors[f] for f in FEATURES]).fit(X)
+    scaler = model.named_steps["scaler"]
+    feature_std = {f: float(v) for f, v in zip(FEATURES, np.sqrt(scaler.var_))}
+    floored, degenerate, warnings = [], [], []
+    for i, name in enumerate(FEATURES):
+        if not scaler.floored_[i]:
+            continue
+        rule = f"{SCALE_FLOOR_FRACTION} x {SCALE_FLOOR_RULES[name]}"
+        zero = feature_std[name] < ZERO_VARIANCE_FRACTION * floors[name]
+        floored.append({"feature": name, "training_std": feature_std[name], "scale_floor": floors[name],
+                        "floor_rule": rule, "zero_variance": bool(zero)})
+        if zero:
+            degenerate.append(name)
+    if degenerate:
+        detail = ", ".join(f"{f} (std {feature_std[f]:.3g}, floor {floors[f]:.3g})" for f in degenerate)
+        warnings.append(
+            f"~zero variance over the {len(train)} training windows in {detail}: scaled by the floor instead "
+            "of StandardScaler's 1 (rules in training.scale_floored)"
+        )
+    if excluded:
+        warnings.append(
+            f"{len(excluded)} training window(s) excluded ({_EXCLUDED_WHY}), first at {_iso(min(excluded))}: "
+            f"trained on the other {len(train)}"
+        )
     rho = float(model[-1].offset_[0])
     threshold = -THRESHOLD_FRACTION * rho
     train_scores = model.decision_function(X)
     fields = {
         "features": list(FEATURES),
         "feature_reference": reference,
-        "model": "Pipeline(StandardScaler, OneClassSVM)",
+        "model": "Pipeline(FlooredStandardScaler, OneClassSVM)",
         "model_params": dict(SVM_PARAMS),
+        "scale_floor": floors,
+        "scale": {f: float(v) for f, v in zip(FEATURES, scaler.scale_)},
         "threshold": threshold,
         "threshold_rule": f"is_anomaly = decision_score < -{THRESHOLD_FRACTION} * rho (rho = OneClassSVM.offset_)",
         "threshold_fraction": THRESHOLD_FRACTION,
@@ -141,6 +239,12 @@ def _train_one(train: pd.DataFrame, models_dir, device_id, sensor_id, start_ts, 
             "last_window_end": _iso(train["window_end"].max()),
             "n_windows": int(len(train)),
             "flagged_windows": int((train_scores < threshold).sum()),
+            "feature_std": feature_std,
+            "scale_floored": floored,
+            "degenerate": degenerate,
+            "excluded_windows": {"count": len(excluded),
+                                 "window_starts": [_iso(t) for t in sorted(excluded)[:EXCLUDED_LISTED]]},
+            "warnings": warnings,
         },
         "created_from": {"source": source, "training_data_sha256": _frame_sha256(train)},
     }
@@ -211,8 +315,18 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for m in manifests:
-        print(json.dumps({"target": m["target"], "sha256": m["sha256"], "n_windows": m["training"]["n_windows"]}))
-    print(f"trained {len(manifests)} model(s) into {args.models}", file=sys.stderr)
+        training = m["training"]
+        print(json.dumps({"target": m["target"], "sha256": m["sha256"], "n_windows": training["n_windows"],
+                          "degenerate": training["degenerate"],
+                          "scale_floored": [f["feature"] for f in training["scale_floored"]],
+                          "excluded_windows": training["excluded_windows"]["count"],
+                          "warnings": training["warnings"]}))
+        for warning in training["warnings"]:
+            print(f"warning: {m['target']}: {warning}", file=sys.stderr)
+    flagged = [m["target"] for m in manifests if m["training"]["warnings"]]
+    print(f"trained {len(manifests)} model(s) into {args.models}"
+          + (f"; {len(flagged)} with warnings (training.warnings in their manifest.json): {', '.join(flagged)}"
+             if flagged else ""), file=sys.stderr)
     return 0
 
 

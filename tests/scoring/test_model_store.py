@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 
 import pytest
+import sklearn
 
 from scoring.config import FEATURES, SVM_PARAMS
 from scoring.model_store import (
@@ -87,7 +89,7 @@ def test_truncated_model_names_the_path(trained):
 
 def test_corrupt_file_with_matching_hash_names_the_path(tmp_path):
     # a manifest that matches garbage: hash passes, unpickling fails cleanly
-    save_model(tmp_path, "d", "s", {"x": 1}, {"features": list(FEATURES)})
+    save_model(tmp_path, "d", "s", {"x": 1}, {"features": list(FEATURES), "sklearn_version": sklearn.__version__})
     path = tmp_path / "d" / "s" / "model.joblib"
     garbage = path.read_bytes()[:20]
     path.write_bytes(garbage)
@@ -110,3 +112,97 @@ def test_unreadable_manifest(trained):
 def test_unsafe_ids_refused(tmp_path):
     with pytest.raises(ValueError):
         load_model(tmp_path, "..", "s1")
+
+
+# --- scikit-learn version policy (issue 10, item 7): refuse a model pickled by another version ---------------
+
+def _other_versions() -> dict[str, str]:
+    """Versions unlike the running one: another minor, another major, another patch, a pre-release tag."""
+    major, minor, patch = (sklearn.__version__.split(".") + ["0", "0"])[:3]
+    patch = "".join(ch for ch in patch if ch.isdigit()) or "0"
+    return {
+        "minor": f"{major}.{int(minor) - 1 if int(minor) else int(minor) + 1}.0",
+        "major": f"{int(major) + 1}.0.0",
+        "patch": f"{major}.{minor}.{int(patch) + 1}",
+        "pre-release": f"{major}.{minor}.{patch}rc1",
+    }
+
+
+def _rewrite_manifest(models, device, sensor, **fields):
+    path = models / device / sensor / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for k, v in fields.items():
+        if v is None:
+            manifest.pop(k, None)
+        else:
+            manifest[k] = v
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["minor", "major", "patch", "pre-release"])
+def test_model_pickled_by_another_sklearn_version_is_refused_naming_both_versions(trained, kind, monkeypatch):
+    from scoring.model_store import ModelVersionError
+
+    models, manifests, _ = trained
+    other = _other_versions()[kind]
+    _rewrite_manifest(models, "dev001", "s2", sklearn_version=other)
+    unpickled = []
+    monkeypatch.setattr("scoring.model_store.pickle.loads", lambda data: unpickled.append(1))
+    with pytest.raises(ModelVersionError) as info:
+        load_model(models, "dev001", "s2")
+    assert isinstance(info.value, ModelLoadError) and unpickled == []  # refused before unpickling
+    path = models / "dev001" / "s2" / "model.joblib"
+    assert str(info.value) == (
+        f"model for target dev001/s2 was pickled by scikit-learn {other}, this environment runs scikit-learn "
+        f"{sklearn.__version__}: refusing to load {path} (scikit-learn does not support loading a model pickled "
+        "by another version: https://scikit-learn.org/stable/model_persistence.html); retrain the target with "
+        f"scikit-learn {sklearn.__version__} (python -m scoring.train) and redeploy the model, or score in an "
+        f"environment with scikit-learn {other}"
+    )
+
+
+def test_model_whose_manifest_records_no_sklearn_version_is_refused(trained):
+    from scoring.model_store import ModelVersionError
+
+    models, _, _ = trained
+    _rewrite_manifest(models, "dev002", "s1", sklearn_version=None)
+    with pytest.raises(ModelVersionError, match=r"model for target dev002/s1 does not record the scikit-learn version "
+                                                r"that pickled it \(no sklearn_version in its manifest\)"):
+        load_model(models, "dev002", "s1")
+
+
+def test_pickle_written_by_another_version_is_refused_even_when_its_manifest_names_this_one(tmp_path, trained, monkeypatch):
+    """scikit-learn stamps each estimator's pickle with its version: a manifest edited to match does not pass."""
+    from scoring.model_store import ModelVersionError
+
+    models, _, _ = trained
+    model, manifest = load_model(models, "dev001", "s1")
+    other = _other_versions()["minor"]
+    with monkeypatch.context() as m:
+        m.setattr("sklearn.base.__version__", other)  # what sklearn.base stamps into __getstate__
+        data = pickle.dumps(model, protocol=5)
+    assert other.encode() in data
+    path = models / "dev001" / "s1" / "model.joblib"
+    path.write_bytes(data)
+    _rewrite_manifest(models, "dev001", "s1", sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+    with pytest.raises(ModelVersionError, match=rf"model for target dev001/s1 was pickled by scikit-learn {other} "
+                                                rf"\(its manifest says {sklearn.__version__}, but the pickled \w+ says "
+                                                rf"otherwise\), this environment runs scikit-learn {sklearn.__version__}"):
+        load_model(models, "dev001", "s1")
+
+
+def test_version_mismatch_fails_only_its_target_in_the_receipt(tmp_path, trained):
+    from scoring.score import score_targets
+
+    models, _, score_aggs = trained
+    other = _other_versions()["minor"]
+    _rewrite_manifest(models, "dev002", "s2", sklearn_version=other)
+    receipts = {r["target"]: r for r in score_targets(score_aggs, models, tmp_path / "out",
+                                                      ["dev001/s1", "dev002/s2"])}
+    assert receipts["dev001/s1"]["status"] == "ok"
+    bad = receipts["dev002/s2"]
+    assert bad["status"] == "failed" and bad["model_sha256"] is None
+    assert bad["error"].startswith(f"ModelVersionError: model for target dev002/s2 was pickled by scikit-learn {other}, "
+                                   f"this environment runs scikit-learn {sklearn.__version__}")
+    assert not (tmp_path / "out" / "dev002" / "s2.parquet").exists()
