@@ -67,7 +67,7 @@ def run_key(run) -> str:
 
 
 def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite_world, fake_azureml, blob_store):
-    from batch_scoring.operators.azure_ml import job_base_name
+    from tests.fixtures.fake_azureml import expected_job_name
 
     local_dag = parse_dag(monkeypatch, "local")
     assert local_dag.get_task("score").operator_class.__name__ == "ScoringOperator"
@@ -92,7 +92,7 @@ def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite
     remote = predictions(blob_store, key)
 
     targets = [f"dev{d:03d}/s{s}" for d in (1, 2) for s in (1, 2)]
-    assert sorted(fake_azureml.created) == sorted(job_base_name("batch_scoring", key, [t]) for t in targets)
+    assert sorted(fake_azureml.created) == sorted(expected_job_name(blob_store, key, [t]) for t in targets)
     assert remote.keys() == local.keys()
     for name in local:
         assert remote[name] == local[name], name
