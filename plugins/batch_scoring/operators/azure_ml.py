@@ -35,6 +35,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from batch_scoring.links.azure_ml import JOB_NAME_KEY, STUDIO_URL_KEY, AzureMLJobLink
 
 MAX_JOB_NAME = 255
+#: The job's command, before its targets; part of every job name (a new command is a new computation).
+SCORE_COMMAND = ("python -m scoring.score --aggregates ${{inputs.aggregates}} --models ${{inputs.models}} "
+                 "--out ${{outputs.predictions}} --targets ")
 MAX_RESUBMITS = 20
 _UNSAFE = re.compile(r"[^a-z0-9_-]+")
 
@@ -57,7 +60,8 @@ class JobInputs:
 
     Part of the job's name: a change in any of these (a model retrained and
     redeployed, the snapshot rewritten with other content, another code or
-    environment asset version) names a new job, and nothing else does.
+    environment asset version; the command, ``SCORE_COMMAND``, is covered too)
+    names a new job, and nothing else does.
 
     ``aggregates``: content hash of the interval's snapshot blob, ``md5:<hex>``
     (the Content-MD5 blob storage records) or ``sha256:<hex>`` (of its bytes,
@@ -72,8 +76,8 @@ class JobInputs:
 
     def lines(self) -> list[str]:
         """The canonical text the job name's hash covers (one line each)."""
-        return [f"code={self.code}", f"environment={self.environment}", f"aggregates={self.aggregates}",
-                *(f"model {t}={sha}" for t, sha in self.models)]
+        return [f"command={SCORE_COMMAND}", f"code={self.code}", f"environment={self.environment}",
+                f"aggregates={self.aggregates}", *(f"model {t}={sha}" for t, sha in self.models)]
 
     @property
     def models_digest(self) -> str:
@@ -212,10 +216,7 @@ def build_scoring_job(settings, interval_key: str, unit: list[str], name: str, *
         code=_asset_ref(settings.azureml_code),
         environment=_asset_ref(settings.azureml_environment),
         compute=settings.azureml_compute,
-        command=(
-            "python -m scoring.score --aggregates ${{inputs.aggregates}} --models ${{inputs.models}} "
-            "--out ${{outputs.predictions}} --targets " + targets
-        ),
+        command=SCORE_COMMAND + targets,
         inputs={
             "aggregates": Input(
                 type=AssetTypes.URI_FILE,
