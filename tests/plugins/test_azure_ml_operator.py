@@ -424,3 +424,25 @@ def test_operator_reads_through_its_own_blob_connection(fake_azureml, aml_world,
     ctx = {**context(), "params": {"backend": "azureml"}}
     assert op.execute(ctx)["status"] == "Completed" and len(fake_azureml.created) == 1
     assert operator(blob_conn_id="scoring_blob").execute(context())["job_name"] == fake_azureml.created[0]
+
+
+def test_snapshot_stored_without_a_content_md5_is_identified_by_the_sha256_of_its_bytes(aml_world, blob_store,
+                                                                                       blob_conn_str):
+    """Blob storage records no MD5 for a blob uploaded in blocks (large snapshots): its bytes are hashed instead."""
+    import hashlib
+
+    from batch_scoring.config import settings
+    from batch_scoring.hooks.blob_storage import BlobStore
+    from batch_scoring.operators.azure_ml import read_job_inputs
+    from batch_scoring.pipeline import Interval
+
+    s, interval, name = settings(), Interval(*SCORING), f"{KEY}/aggregates.parquet"
+    data = blob_store.download_bytes("aggregates", name)
+    single = read_job_inputs(blob_store, s, interval, ["dev001/s1", "dev001/s2"])
+    assert single.aggregates == "md5:" + hashlib.md5(data).hexdigest()
+    in_blocks = BlobStore.from_connection_string(blob_conn_str, max_single_put_size=4096, max_block_size=4096)
+    in_blocks.upload_bytes("aggregates", name, data)
+    assert blob_store.list_md5("aggregates", name) == {name: None}
+    staged = read_job_inputs(blob_store, s, interval, ["dev001/s1", "dev001/s2"])
+    assert staged.aggregates == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert staged.models == single.models == tuple((t, deployed_sha(blob_store, t)) for t in ("dev001/s1", "dev001/s2"))

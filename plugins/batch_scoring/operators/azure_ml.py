@@ -18,7 +18,8 @@ retry or a crashed worker never submits a duplicate); a redeployed model or a
 snapshot rewritten with other content gives a new name, so a rerun scores with what is deployed now.
 A Failed/Canceled/NotResponding/Paused job, or a Completed job whose prediction
 blobs have since disappeared or were overwritten by a scoring with another model,
-is replaced by ``<name>-r1``, ``-r2``, ... (probed in order, so still deterministic).
+is replaced by ``<name>-r1``, ``-r2``, ... (looked up in order and the last one judged, so
+still deterministic).
 """
 from __future__ import annotations
 
