@@ -58,8 +58,8 @@ class Settings:
     # Give up waiting (and cancel the job) after this long; 0 = wait forever.
     azureml_timeout_seconds: float = _env("AZUREML_TIMEOUT_SECONDS", "7200", float)
     azureml_deferrable: bool = _env("AZUREML_DEFERRABLE", "true", _flag)
-    # Mixed into every job name: bump it (e.g. after redeploying models) to rescore
-    # intervals whose jobs already completed instead of re-attaching to them.
+    # Mixed into every job name. Job names already follow the deployed models, the snapshot's
+    # content and the code/environment versions; bump this only to force fresh jobs otherwise.
     azureml_job_generation: str = _env("AZUREML_JOB_GENERATION", "1")
 
     @property

@@ -67,7 +67,7 @@ def run_key(run) -> str:
 
 
 def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite_world, fake_azureml, blob_store):
-    from batch_scoring.operators.azure_ml import job_base_name
+    from tests.fixtures.fake_azureml import expected_job_name
 
     local_dag = parse_dag(monkeypatch, "local")
     assert local_dag.get_task("score").operator_class.__name__ == "ScoringOperator"
@@ -92,7 +92,7 @@ def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite
     remote = predictions(blob_store, key)
 
     targets = [f"dev{d:03d}/s{s}" for d in (1, 2) for s in (1, 2)]
-    assert sorted(fake_azureml.created) == sorted(job_base_name("batch_scoring", key, [t]) for t in targets)
+    assert sorted(fake_azureml.created) == sorted(expected_job_name(blob_store, key, [t]) for t in targets)
     assert remote.keys() == local.keys()
     for name in local:
         assert remote[name] == local[name], name
@@ -105,3 +105,37 @@ def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite
     run, ok = run_interval(aml_dag, SCORING[0])
     assert ok and len(fake_azureml.created) == 4
     assert predictions(blob_store, key) == remote
+
+
+def test_azureml_rerun_after_a_redeploy_submits_a_job_for_the_changed_model_only(monkeypatch, sqlite_world, fake_azureml,
+                                                                                  blob_store, sqlite_conn_str, tmp_path):
+    """Issue 10 item 6, under dag.test(): retrain and redeploy one model, rerun the interval; the collect task validates."""
+    from ingest_sim.db import connect
+    from ingest_sim.store import read_aggregates
+    from scoring.train import train_models
+    from tests.fixtures.fake_azureml import expected_job_name
+
+    dag = parse_dag(monkeypatch, "azureml")
+    run, ok = run_interval(dag, SCORING[0])
+    assert ok, run.state
+    key = run_key(run)
+    first = list(fake_azureml.created)
+    assert len(first) == 4
+    old = json.loads(blob_store.download_bytes("models", "dev002/s1/manifest.json"))["sha256"]
+    conn = connect(sqlite_conn_str)
+    try:  # a real retrain of dev002/s1 on the last 9 hours of its history, redeployed
+        history = read_aggregates(conn, HISTORY[0] + dt.timedelta(hours=3), HISTORY[1], targets=["dev002/s1"])
+    finally:
+        conn.close()
+    (manifest,) = train_models(history, tmp_path / "retrained", targets=["dev002/s1"])
+    blob_store.upload_folder("models", "", tmp_path / "retrained")
+    assert manifest["sha256"] != old
+
+    run, ok = run_interval(dag, SCORING[0])  # the rerun: succeeds by itself, no generation bump
+    assert ok, run.state
+    new_job = expected_job_name(blob_store, key, ["dev002/s1"])
+    assert new_job not in first and fake_azureml.created == [*first, new_job]
+    result = json.loads(blob_store.download_bytes("predictions", f"{key}/_manifest.json"))
+    assert result["counts"] == {"ok": 4, "failed": 0, "skipped": 0}
+    assert result["targets"]["dev002/s1"]["model_sha256"] == manifest["sha256"]
+    assert result["targets"]["dev001/s1"]["model_sha256"] != manifest["sha256"]

@@ -35,6 +35,67 @@ def test_job_names_are_deterministic_valid_and_distinct():
     assert NAME_RULE.match(job_base_name("9dag", KEY, ["1/2"]))
 
 
+SHA = "a" * 64
+INPUTS = dict(code="batch-scoring-code:1", environment="batch-scoring-env:1",
+              aggregates="md5:00112233445566778899aabbccddeeff", models=(("dev001/s1", SHA),))
+
+
+def test_job_name_changes_with_each_input_the_job_computes_from_and_nothing_else():
+    """A redeployed model, a snapshot with other content, another code or environment version: another name."""
+    import dataclasses
+
+    from batch_scoring.operators.azure_ml import JobInputs, attempt_name, job_base_name
+
+    inputs = JobInputs(**INPUTS)
+    a = job_base_name("batch_scoring", KEY, ["dev001/s1"], "1", inputs)
+    assert a == job_base_name("batch_scoring", KEY, ["dev001/s1"], "1", JobInputs(**INPUTS))  # equal inputs, same job
+    assert a.startswith("batch_scoring-20260302t0000z_20260302t0100z-dev001_s1-") and NAME_RULE.match(a)
+    changed = [
+        dataclasses.replace(inputs, models=(("dev001/s1", "b" * 64),)),  # retrained and redeployed
+        dataclasses.replace(inputs, aggregates="md5:ffeeddccbbaa99887766554433221100"),  # snapshot rewritten
+        dataclasses.replace(inputs, aggregates="sha256:" + SHA),  # same digits, another kind of hash
+        dataclasses.replace(inputs, code="batch-scoring-code:2"),
+        dataclasses.replace(inputs, environment="batch-scoring-env:2"),
+    ]
+    names = {job_base_name("batch_scoring", KEY, ["dev001/s1"], "1", c) for c in changed}
+    assert a not in names and len(names) == len(changed)
+    assert job_base_name("batch_scoring", KEY, ["dev001/s1"], "2", inputs) != a  # the manual generation bump stays
+    # a model added to / removed from a unit changes both the unit and its models
+    two = dataclasses.replace(inputs, models=(("dev001/s1", SHA), ("dev001/s2", SHA)))
+    assert job_base_name("batch_scoring", KEY, ["dev001/s1", "dev001/s2"], "1", two) not in names | {a}
+    # 500 targets' hashes: still a valid name with room for -rNN
+    unit = [f"device{i:05d}-with-a-long-name/sensor-{i}" for i in range(500)]
+    big = dataclasses.replace(inputs, models=tuple((t, SHA) for t in unit))
+    longest = attempt_name(job_base_name("d" * 300, KEY, unit, "1", big), 99)
+    assert NAME_RULE.match(longest) and len(longest) <= 255
+
+
+def test_job_tags_record_its_inputs():
+    import dataclasses
+    import hashlib
+
+    from batch_scoring.config import settings
+    from batch_scoring.operators.azure_ml import JobInputs, build_scoring_job
+
+    inputs = JobInputs(**INPUTS)
+    job = build_scoring_job(settings(), KEY, ["dev001/s1"], "j", dag_id="d", run_id=None, inputs=inputs)._to_job()
+    digest = hashlib.sha256(f"dev001/s1 {SHA}\n".encode()).hexdigest()[:16]
+    assert job.tags == {"dag": "d", "run": "", "interval": KEY, "targets": "dev001/s1", "device": "dev001",
+                        "sensor": "s1", "code": "batch-scoring-code:1", "environment": "batch-scoring-env:1",
+                        "aggregates": "md5:00112233445566778899aabbccddeeff", "models_digest": digest,
+                        "model_sha256": SHA, "generation": "1"}
+    three = dataclasses.replace(inputs, models=tuple((f"dev00{i}/s1", SHA) for i in (1, 2, 3)))
+    tags = build_scoring_job(settings(), KEY, [t for t, _ in three.models], "j", dag_id="d", run_id=None,
+                             inputs=three)._to_job().tags
+    assert tags["models"] == "dev001/s1=aaaaaaaaaaaa dev002/s1=aaaaaaaaaaaa dev003/s1=aaaaaaaaaaaa"
+    assert "model_sha256" not in tags
+    many = dataclasses.replace(inputs, models=tuple((f"dev{i:03d}/s1", SHA) for i in range(40)))
+    tags = build_scoring_job(settings(), KEY, [t for t, _ in many.models], "j", dag_id="d", run_id=None,
+                             inputs=many)._to_job().tags
+    assert "models" not in tags and tags["models_digest"] == many.models_digest  # too long for a tag: the digest
+    assert all(len(v) <= 256 for v in tags.values())
+
+
 def test_command_job_entity_yaml_and_rest_form():
     """The SDK's own serialisation of what the operator submits, field by field."""
     from azure.ai.ml.entities import CommandJob

@@ -7,6 +7,9 @@ Environment (see docs/azure_ml.md):
     BATCH_SCORING_LIVE_JOB=1     also submit one scoring job (needs `python -m scoring.azure_setup`
                                  run first and the interval in BATCH_SCORING_LIVE_INTERVAL already
                                  snapshotted to the aggregates container; costs cluster minutes)
+    AIRFLOW_CONN_SENSOR_BLOB     for that job: a wasb connection to the datastores' storage account
+                                 (the operator reads the model manifests and the snapshot through it
+                                 to name the job)
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from devstack.world import simulate_world
+from tests.fixtures.fake_azureml import expected_job_name
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,6 +43,9 @@ def aml_world(blob_store, sqlite_conn_str, tmp_path):
             simulate_world(conn, blob_store, s, tmp_path / "models", devices=1, sensors=2,
                            history=HISTORY, scoring=SCORING, reading_seconds=60, seed=5)
             _WORLD["plan"] = snapshot_interval(conn, blob_store, s, Interval(*SCORING))
+            from ingest_sim.store import read_aggregates
+
+            _WORLD["history"] = read_aggregates(conn, *HISTORY)  # to retrain a model in a test
         finally:
             conn.close()
         _WORLD["blobs"] = {(c, n): blob_store.download_bytes(c, n)
@@ -157,8 +161,8 @@ def test_jobs_ending_other_than_completed_fail_the_task(fake_azureml, aml_world,
     assert fake_azureml.commands == []  # never ran
 
 
-def test_retry_resubmits_failed_job_under_the_next_deterministic_name(fake_azureml, aml_world):
-    from batch_scoring.operators.azure_ml import AzureMLJobError, job_base_name
+def test_retry_resubmits_failed_job_under_the_next_deterministic_name(fake_azureml, aml_world, blob_store):
+    from batch_scoring.operators.azure_ml import AzureMLJobError
 
     fake_azureml.script(["Queued", "Failed"])
     fake_azureml.script(["Queued", "Canceled"])
@@ -166,7 +170,7 @@ def test_retry_resubmits_failed_job_under_the_next_deterministic_name(fake_azure
         with pytest.raises(AzureMLJobError):
             run_deferrable(operator(), context())
     assert run_deferrable(operator(), context())["status"] == "Completed"  # third try: default path
-    base = job_base_name("batch_scoring", KEY, ["dev001/s1"])
+    base = expected_job_name(blob_store, KEY, ["dev001/s1"])
     assert fake_azureml.created == [base, f"{base}-r1", f"{base}-r2"]
     # and another retry now re-attaches to the completed -r2 without submitting anything
     again = run_deferrable(operator(), context())
@@ -239,3 +243,206 @@ def test_fake_refuses_to_recreate_an_existing_name(fake_azureml, aml_world):
     hook.submit_job(spec)
     with pytest.raises(HttpResponseError, match="already exists"):
         hook.submit_job(spec)
+
+
+# --- the job's name follows what it computes: models, snapshot content, code and environment ---------------
+
+def retrain_and_deploy(store, target: str, folder, start: dt.datetime) -> str:
+    """A real retrain of ``target`` on another training range, deployed as azure_setup does; returns its sha256."""
+    from batch_scoring.config import settings
+    from scoring.train import train_models
+
+    (manifest,) = train_models(_WORLD["history"], folder, start, HISTORY[1], targets=[target])
+    store.upload_folder(settings().models_container, "", folder)
+    return manifest["sha256"]
+
+
+def deployed_sha(store, target: str) -> str:
+    return json.loads(store.download_bytes("models", f"{target}/manifest.json"))["sha256"]
+
+
+def run_units(units) -> dict[str, str]:
+    """One attempt of each unit's task (a rerun of the interval's score tasks): target -> job name."""
+    return {u[0]: run_deferrable(operator(u), context())["job_name"] for u in units}
+
+
+def collect(store, plan):
+    from batch_scoring.config import settings
+    from batch_scoring.pipeline import Interval, collect_interval
+
+    return collect_interval(store, settings(), Interval(*SCORING), plan)
+
+
+UNITS = [["dev001/s1"], ["dev001/s2"]]
+
+
+@pytest.mark.timeout(300)
+def test_redeployed_model_gets_a_new_job_and_the_collector_validates_it(fake_azureml, aml_world, blob_store,
+                                                                         tmp_path, capfd):
+    from batch_scoring.pipeline import PipelineError
+
+    first = run_units(UNITS)
+    assert collect(blob_store, aml_world)["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
+    old = deployed_sha(blob_store, "dev001/s1")
+    new = retrain_and_deploy(blob_store, "dev001/s1", tmp_path / "retrained", HISTORY[0] + dt.timedelta(hours=3))
+    assert new != old and deployed_sha(blob_store, "dev001/s1") == new
+    # the interval's predictions predate the deployed model (what a re-attaching rerun left behind)
+    with pytest.raises(PipelineError, match=f"dev001/s1: scored with model {old[:12]}, but the deployed model is {new[:12]}"):
+        collect(blob_store, aml_world)
+    capfd.readouterr()
+
+    again = run_units(UNITS)  # the rerun of the interval
+    assert again["dev001/s2"] == first["dev001/s2"]  # nothing changed for it: re-attached
+    assert again["dev001/s1"] == expected_job_name(blob_store, KEY, ["dev001/s1"]) != first["dev001/s1"]
+    assert fake_azureml.created == [first["dev001/s1"], first["dev001/s2"], again["dev001/s1"]]
+    out = capfd.readouterr().out
+    assert (f"models changed since job {first['dev001/s1']} (dev001/s1 {old[:12]} -> {new[:12]}): "
+            f"submitting {again['dev001/s1']}") in out
+    assert f"re-attaching to Azure ML job {first['dev001/s2']} (Completed)" in out
+    tags = fake_azureml.get(again["dev001/s1"]).tags
+    assert tags["model_sha256"] == new and tags["aggregates"].startswith("md5:")
+    assert fake_azureml.get(first["dev001/s1"]).tags["model_sha256"] == old
+    manifest = collect(blob_store, aml_world)
+    assert manifest["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
+    assert manifest["targets"]["dev001/s1"]["model_sha256"] == new
+    assert blob_parquet(blob_store, f"{KEY}/dev001/s1.parquet")["model_sha256"].unique().tolist() == [new]
+
+
+@pytest.mark.timeout(300)
+def test_model_rolled_back_is_rescored_not_reattached_to_the_overwritten_job(fake_azureml, aml_world, blob_store,
+                                                                              tmp_path, capfd):
+    """A -> B -> A: the first job's name comes back, but its outputs were overwritten by B's job."""
+    a = run_units(UNITS)
+    original = {n: blob_store.download_bytes("models", n) for n in blob_store.list_names("models", "dev001/s1/")}
+    sha_a = deployed_sha(blob_store, "dev001/s1")
+    sha_b = retrain_and_deploy(blob_store, "dev001/s1", tmp_path / "b", HISTORY[0] + dt.timedelta(hours=6))
+    b = run_units(UNITS)
+    for name, data in original.items():  # roll back: the same bytes as before
+        blob_store.upload_bytes("models", name, data)
+    assert expected_job_name(blob_store, KEY, ["dev001/s1"]) == a["dev001/s1"]
+    capfd.readouterr()
+    rolled = run_units(UNITS)
+    assert rolled == {"dev001/s1": f"{a['dev001/s1']}-r1", "dev001/s2": a["dev001/s2"]}
+    assert fake_azureml.created == [a["dev001/s1"], a["dev001/s2"], b["dev001/s1"], f"{a['dev001/s1']}-r1"]
+    assert (f"Azure ML job {a['dev001/s1']} is Completed but its outputs are gone or were overwritten since "
+            f"(dev001/s1 was since scored with model {sha_b[:12]}, not this job's {sha_a[:12]}): "
+            "submitting the next name") in capfd.readouterr().out
+    manifest = collect(blob_store, aml_world)
+    assert manifest["counts"]["ok"] == 2 and manifest["targets"]["dev001/s1"]["model_sha256"] == sha_a
+    # and the next rerun re-attaches to the job that wrote what is there now
+    assert run_units(UNITS) == rolled and len(fake_azureml.created) == 4
+
+
+@pytest.mark.timeout(300)
+def test_rerun_without_change_reattaches_even_after_identical_rewrites(fake_azureml, aml_world, blob_store):
+    """The snapshot task rewrites the same bytes and a model is redeployed unchanged: same job, nothing submitted."""
+    first = run_units(UNITS)
+    snapshot = f"{KEY}/aggregates.parquet"
+    etag = blob_store._blob("aggregates", snapshot).get_blob_properties().etag
+    blob_store.upload_bytes("aggregates", snapshot, blob_store.download_bytes("aggregates", snapshot))
+    assert blob_store._blob("aggregates", snapshot).get_blob_properties().etag != etag  # a new write, same bytes
+    for name in blob_store.list_names("models", "dev001/s1/"):
+        blob_store.upload_bytes("models", name, blob_store.download_bytes("models", name))
+    assert run_units(UNITS) == first
+    assert run_units(UNITS) == first
+    assert fake_azureml.created == [first["dev001/s1"], first["dev001/s2"]]
+
+
+@pytest.mark.timeout(300)
+def test_snapshot_rewritten_with_late_data_gets_new_jobs_that_score_it(fake_azureml, aml_world, blob_store, capfd):
+    """Late readings re-aggregated, the snapshot task cleared: the old Completed jobs scored the old aggregates."""
+    from batch_scoring.pipeline import SNAPSHOT_ROW_GROUP, frame_to_parquet_bytes
+
+    first = run_units(UNITS)
+    before = blob_parquet(blob_store, f"{KEY}/dev001/s1.parquet").sort_values("window_start")
+    snapshot = f"{KEY}/aggregates.parquet"
+    frame = pd.read_parquet(io.BytesIO(blob_store.download_bytes("aggregates", snapshot)))
+    late = (frame["device_id"] == "dev001") & (frame["sensor_id"] == "s1") & (frame["window_start"] == frame["window_start"].min())
+    assert late.sum() == 1
+    frame.loc[late, ["value_mean", "value_max"]] += 5.0  # the re-aggregated window
+    frame.loc[late, "n_readings"] += 1
+    blob_store.upload_bytes("aggregates", snapshot, frame_to_parquet_bytes(frame, SNAPSHOT_ROW_GROUP))
+    capfd.readouterr()
+
+    again = run_units(UNITS)
+    # every unit of the interval is rescored: its job mounts the whole snapshot
+    assert set(again.values()).isdisjoint(first.values())
+    assert fake_azureml.created == [*first.values(), *again.values()]
+    out = capfd.readouterr().out
+    assert ("no Azure ML job for these inputs yet: dev001/s1 was last scored with the same models, so the aggregates "
+            "snapshot, code, environment or job generation changed since (or the local backend scored it); the job's "
+            f"tags hold its inputs: submitting {again['dev001/s1']}") in out
+    after = blob_parquet(blob_store, f"{KEY}/dev001/s1.parquet").sort_values("window_start")
+    assert after["decision_score"].iloc[0] != before["decision_score"].iloc[0]  # the late window, rescored
+    assert after["decision_score"].iloc[1:].tolist() == before["decision_score"].iloc[1:].tolist()
+    assert collect(blob_store, aml_world)["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
+    assert run_units(UNITS) == again and len(fake_azureml.created) == 4
+
+
+@pytest.mark.parametrize("fault", ["manifest missing", "manifest without sha256", "snapshot missing"])
+def test_unreadable_job_inputs_fail_at_once_naming_the_blob(fake_azureml, aml_world, blob_store, fault):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from batch_scoring.operators.azure_ml import AzureMLInputError
+
+    what = f"interval {KEY}: the Azure ML job for dev001/s1 .. dev001/s2 (2) cannot be named or run: "
+    model_way_out = ("; redeploy the model (model.joblib and manifest.json under models/<device>/<sensor>/, e.g. "
+                     "python -m scoring.azure_setup --models ...) and clear this task, or, if the model was retired, "
+                     "clear the snapshot task (and its downstream) so the plan drops the target")
+    if fault == "manifest missing":
+        blob_store.delete("models", "dev001/s2/manifest.json")
+        expected = what + ("no usable deployed model for 1 target(s): dev001/s2: models/dev001/s2/manifest.json "
+                           "does not exist") + model_way_out
+    elif fault == "manifest without sha256":
+        blob_store.upload_bytes("models", "dev001/s2/manifest.json", b'{"threshold": -0.1}')
+        expected = what + ("no usable deployed model for 1 target(s): dev001/s2: models/dev001/s2/manifest.json "
+                           "has no sha256") + model_way_out
+    else:
+        blob_store.delete("aggregates", f"{KEY}/aggregates.parquet")
+        expected = what + (f"snapshot aggregates/{KEY}/aggregates.parquet does not exist; clear the snapshot task "
+                           "(and its downstream) to write it")
+    with pytest.raises(AzureMLInputError) as err:
+        run_deferrable(operator(["dev001/s1", "dev001/s2"]), context())
+    assert str(err.value) == expected
+    assert isinstance(err.value, AirflowFailException)  # no retries spent on it
+    assert fake_azureml.created == []
+
+
+def test_operator_reads_through_its_own_blob_connection(fake_azureml, aml_world, blob_conn_str, monkeypatch):
+    from batch_scoring.operators.azure_ml import AzureMLInputError
+    from batch_scoring.operators.score_unit import ScoringOperator
+    from devstack.airflow_env import blob_connection_json
+
+    monkeypatch.delenv("AIRFLOW_CONN_SENSOR_BLOB")
+    monkeypatch.setenv("AIRFLOW_CONN_SCORING_BLOB", blob_connection_json(blob_conn_str))
+    with pytest.raises(AzureMLInputError, match=r"^no blob connection 'sensor_blob': the Azure ML backend reads"):
+        operator().execute(context())
+    assert fake_azureml.created == []
+    op = ScoringOperator(task_id="score", unit=["dev001/s1"], blob_conn_id="scoring_blob", deferrable=False,
+                         poll_interval=0.01)
+    assert op.blob_conn_id == "scoring_blob"
+    ctx = {**context(), "params": {"backend": "azureml"}}
+    assert op.execute(ctx)["status"] == "Completed" and len(fake_azureml.created) == 1
+    assert operator(blob_conn_id="scoring_blob").execute(context())["job_name"] == fake_azureml.created[0]
+
+
+def test_snapshot_stored_without_a_content_md5_is_identified_by_the_sha256_of_its_bytes(aml_world, blob_store,
+                                                                                       blob_conn_str):
+    """Blob storage records no MD5 for a blob uploaded in blocks (large snapshots): its bytes are hashed instead."""
+    import hashlib
+
+    from batch_scoring.config import settings
+    from batch_scoring.hooks.blob_storage import BlobStore
+    from batch_scoring.operators.azure_ml import read_job_inputs
+    from batch_scoring.pipeline import Interval
+
+    s, interval, name = settings(), Interval(*SCORING), f"{KEY}/aggregates.parquet"
+    data = blob_store.download_bytes("aggregates", name)
+    single = read_job_inputs(blob_store, s, interval, ["dev001/s1", "dev001/s2"])
+    assert single.aggregates == "md5:" + hashlib.md5(data).hexdigest()
+    in_blocks = BlobStore.from_connection_string(blob_conn_str, max_single_put_size=4096, max_block_size=4096)
+    in_blocks.upload_bytes("aggregates", name, data)
+    assert blob_store.list_md5("aggregates", name) == {name: None}
+    staged = read_job_inputs(blob_store, s, interval, ["dev001/s1", "dev001/s2"])
+    assert staged.aggregates == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert staged.models == single.models == tuple((t, deployed_sha(blob_store, t)) for t in ("dev001/s1", "dev001/s2"))

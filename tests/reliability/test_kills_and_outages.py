@@ -129,7 +129,8 @@ def _attempt(unit):
 def test_azureml_worker_killed_mid_job_retry_reattaches_and_a_lost_output_is_rescored(world, fake_azureml):
     from airflow.sdk.exceptions import TaskDeferred
 
-    from batch_scoring.operators.azure_ml import AzureMLScoringOperator, job_base_name
+    from batch_scoring.operators.azure_ml import AzureMLScoringOperator
+    from tests.fixtures.fake_azureml import expected_job_name
 
     clean = world.run()  # the local backend's bytes are the reference
     good = world.predictions()
@@ -141,7 +142,7 @@ def test_azureml_worker_killed_mid_job_retry_reattaches_and_a_lost_output_is_res
     with pytest.raises(TaskDeferred):
         AzureMLScoringOperator(task_id="score", unit=[target]).execute(_context())
     (name,) = fake_azureml.created
-    assert name == job_base_name("batch_scoring", KEY, [target])
+    assert name == expected_job_name(world.store, KEY, [target])
     fake_azureml.jobs[name].path.append("RUN")  # the cluster carries on and finishes
     # attempt 2 (Airflow's retry) re-attaches: no second job, the same bytes as the local backend
     result = _attempt([target])
