@@ -161,7 +161,16 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
 # --- local scoring backend ------------------------------------------------------
 
 def score_unit_local(store, settings, interval: Interval, targets: list[str]) -> list[dict]:
-    """Score one unit as an Azure ML job would: download inputs, run the CLI's code on local paths, upload outputs."""
+    """Score one unit as an Azure ML job would: download inputs, run the CLI's code on local paths, upload outputs.
+
+    Returns the receipts (one per target). Errors in receipts, uploaded and raised, name blobs
+    (``models/<device>/<sensor>/model.joblib``), never this worker's temporary folder. Raises
+    ``PermanentPipelineError`` when a target failed for a reason retrying cannot fix (any
+    ``scoring.model_store.ModelStoreError``: a model or manifest missing, tampered, corrupt or
+    incompatible; or a target without rows in the snapshot), naming the blobs and the way out;
+    ``PipelineError`` when targets failed otherwise or the snapshot is missing or unreadable;
+    ``BlobStoreUnavailable`` when storage does not answer (transient: retried).
+    """
     import pyarrow.parquet as pq
 
     from scoring.score import score_targets
