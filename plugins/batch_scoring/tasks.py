@@ -36,7 +36,7 @@ def snapshot_task(context) -> list[list[str]]:
         f"interval {interval.key}: targets selection {plan['selection']}{' (all)' if not plan['selection'] else ''}: "
         f"{len(plan['targets'])} targets in {len(plan['units'])} units of up to "
         f"{plan['targets_per_unit']}; {len(plan['skipped'])} skipped"
-        + (f"; {len(plan['unselected'])} not selected (their earlier results are kept)" if plan["unselected"] else "")
+        + (f"; {len(plan['unselected'])} not selected (their earlier results, if any, are kept)" if plan["unselected"] else "")
         + (" (dry run: nothing will be scored)" if plan["dry_run"] else "")
     )
     return plan["units"]

@@ -62,7 +62,7 @@ def test_selection_matching_nothing_fails_at_once_and_a_subset_run_keeps_the_int
     assert (f"interval {KEY}: targets pattern 'dev01/*' matched none of the 4 targets with aggregates and a model "
             "(dev001/s1, dev001/s2, dev002/s1, dev002/s2) nor any skipped target; check it for a typo") in text
     assert (f"interval {KEY}: targets selection ['dev001/*', 'dev01/*']: 2 targets in 2 units of up to 1; 0 skipped; "
-            "2 not selected (their earlier results are kept)") in text
+            "2 not selected (their earlier results, if any, are kept)") in text
     assert sorted(k for k in task_states(run) if k[0] == "score") == [("score", 0), ("score", 1)]
     merged = world.manifest()
     assert merged["selection"] == ["dev001/*", "dev01/*"]
