@@ -51,7 +51,12 @@ alone; add `--reprocess-behavior completed` to score them again (same blobs,
 same bytes). The UI's *Trigger → Backfill* does the same.
 
 ## Params (manual runs)
-- `targets`: globs such as `dev001/*` or `*/s2`; empty = every target.
+- `targets`: globs such as `dev001/*` or `*/s2`; empty = every target. A
+  selection that matches none of the interval's targets fails the snapshot at
+  once, naming it; a glob that matches nothing among good ones is logged. The
+  collector merges a subset's results into the interval's manifest: the other
+  targets keep their earlier results (listed `not_selected` if they have none),
+  and `min_coverage` judges the selected targets.
 - `targets_per_unit`: targets per mapped task (1 = one task per `device/sensor`;
   `auto` ≈ {S.auto_units} units); grown automatically so a run never maps more
   than `max_map_length` units.

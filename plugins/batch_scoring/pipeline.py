@@ -34,6 +34,15 @@ class PipelineError(RuntimeError):
     """A run-stopping problem whose message names the interval and what is at fault."""
 
 
+class PermanentPipelineError(PipelineError):
+    """A fault that retrying the same task cannot fix: a missing, corrupt or incompatible model blob, a
+    target the snapshot does not hold, a ``targets`` param that selects nothing.
+
+    The DAG's tasks raise it as Airflow's ``AirflowFailException``, so the task fails at once instead of
+    spending its retries; transient faults (``BlobStoreUnavailable``, SQL down) stay plain errors and retry.
+    """
+
+
 @dataclass(frozen=True)
 class Interval:
     """A data interval [start, end) in naive UTC."""
@@ -157,7 +166,16 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
 # --- local scoring backend ------------------------------------------------------
 
 def score_unit_local(store, settings, interval: Interval, targets: list[str]) -> list[dict]:
-    """Score one unit as an Azure ML job would: download inputs, run the CLI's code on local paths, upload outputs."""
+    """Score one unit as an Azure ML job would: download inputs, run the CLI's code on local paths, upload outputs.
+
+    Returns the receipts (one per target). Errors in receipts, uploaded and raised, name blobs
+    (``models/<device>/<sensor>/model.joblib``), never this worker's temporary folder. Raises
+    ``PermanentPipelineError`` when a target failed for a reason retrying cannot fix (any
+    ``scoring.model_store.ModelStoreError``: a model or manifest missing, tampered, corrupt or
+    incompatible; or a target without rows in the snapshot), naming the blobs and the way out;
+    ``PipelineError`` when targets failed otherwise or the snapshot is missing or unreadable;
+    ``BlobStoreUnavailable`` when storage does not answer (transient: retried).
+    """
     import pyarrow.parquet as pq
 
     from scoring.score import score_targets
@@ -184,15 +202,77 @@ def score_unit_local(store, settings, interval: Interval, targets: list[str]) ->
                 "to rewrite it from SQL"
             ) from exc
         receipts = score_targets(aggregates, models, out, targets)
+        # the scoring code names the local copies it read; what an operator can act on is the blob
+        _name_blobs_in_errors(receipts, out, {f"{models}/": f"{settings.models_container}/",
+                                              f"{out}/": f"{settings.predictions_container}/{interval.key}/"})
         _validate_written(receipts, aggregates, models, out)
         upload_outputs(store, settings, interval, out, targets)
     failed = [r for r in receipts if r.get("status") != "ok"]
     if failed:
-        raise PipelineError(
-            f"interval {interval.key}: scoring failed for "
-            + "; ".join(f"{r['target']}: {r.get('error', r.get('status'))}" for r in failed)
-        )
+        message = (f"interval {interval.key}: scoring failed for "
+                   + "; ".join(f"{r['target']}: {r.get('error', r.get('status'))}" for r in failed))
+        permanent = [r for r in failed if _permanent_cause(r.get("error"))]
+        if permanent:
+            raise PermanentPipelineError(message + "; " + _way_out(permanent, settings, interval))
+        raise PipelineError(message)
     return receipts
+
+
+def _permanent_error_names() -> frozenset[str]:
+    """Exception classes a receipt's error can start with that retrying the unit cannot fix.
+
+    Every ``scoring.model_store.ModelStoreError`` (missing, tampered, corrupt or incompatible model, and
+    any subclass added later) and ``UnknownTargetError`` (no rows in the snapshot).
+    """
+    from scoring.model_store import ModelStoreError
+    from scoring.score import UnknownTargetError
+
+    names, todo = {UnknownTargetError.__name__}, [ModelStoreError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return frozenset(names)
+
+
+def _permanent_cause(error: str | None) -> str | None:
+    """The exception class a receipt's error names (``"<Class>: <message>"``, as ``score_targets`` writes
+    it) when it is one that retrying cannot fix, else None."""
+    name = (error or "").split(":", 1)[0].strip()
+    return name if name in _permanent_error_names() else None
+
+
+def _way_out(permanent: list[dict], settings, interval: Interval) -> str:
+    """What to do about the unit's permanent failures: redeploy the models named, or replan the interval."""
+    models = [r["target"] for r in permanent if _permanent_cause(r.get("error")) != "UnknownTargetError"]
+    unknown = [r["target"] for r in permanent if r["target"] not in models]
+    steps = []
+    if models:
+        blobs = ", ".join(f"{settings.models_container}/{t}/{MODEL_FILE} and {MODEL_MANIFEST}" for t in models)
+        steps.append(f"redeploy the model of {', '.join(models)} (blobs {blobs}; e.g. `python -m "
+                     "devstack.deploy_models MODELS_DIR`, or upload both files again), then clear the failed "
+                     "score task(s) and collect")
+    if unknown:
+        steps.append(f"{', '.join(unknown)} has no rows in the snapshot {settings.aggregates_container}/"
+                     f"{snapshot_blob(interval)}: clear the snapshot task and its downstream to plan the interval again")
+    return "retrying cannot fix this, so the task fails without retries: " + "; ".join(steps)
+
+
+def _name_blobs_in_errors(receipts: list[dict], out: Path, local_to_blob: dict[str, str]) -> None:
+    """Rewrite each failed receipt's error (returned and written) so it names blobs, not this worker's temp paths."""
+    from scoring.score import receipt_path, write_receipt
+
+    for receipt in receipts:
+        error = receipt.get("error")
+        if not error:
+            continue
+        named = error
+        for local, blob in local_to_blob.items():
+            named = named.replace(local, blob)
+        if named != error:
+            receipt["error"] = named
+            if receipt.get("device_id") and receipt.get("sensor_id"):
+                write_receipt(receipt, receipt_path(out, receipt["device_id"], receipt["sensor_id"]))
 
 
 UNIT_RECEIPT_KEYS = ("target", "status", "rows_out", "anomalies", "anomaly_window_starts", "model_sha256",
@@ -338,17 +418,39 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
       blob changed since) the blob, its receipt blob and the deployed model's
       manifest are downloaded and checked in full.
 
+    A run over a subset (``plan["selection"]``: the run's ``targets`` globs;
+    ``plan["unselected"]``: the interval's targets with aggregates and a model
+    that the globs left out) is merged into the interval's manifest, never
+    turning a complete one into a partial one: an unselected target whose
+    earlier entry is ``ok`` is kept as it is when its blob's MD5 in the listing
+    still equals the entry's ``md5`` (the very bytes validated then), and is
+    read and checked in full otherwise (blob changed or gone, an earlier entry
+    without ``md5`` or ``failed``); one without an earlier result is listed as
+    ``not_selected``. Blobs of unselected targets are never "unexpected".
+    ``counts`` (plus ``not_selected`` when there are any), ``coverage``,
+    ``rows`` and ``anomalies`` describe the merged entries; ``selected`` holds
+    this run's own targets, ok, failed and coverage, and ``min_coverage`` is
+    judged on that coverage.
+
     ``keep``: a dict that receives each valid target's (device_id, anomalous
-    window starts as int64 µs), for the run report; ``verified``: a dict that
-    receives how many targets were confirmed and how many read.
+    window starts as int64 µs) for the targets validated here (not those kept
+    unchanged), for the run report; ``verified``: a dict that receives how many
+    targets were confirmed by MD5 (kept ones included) and how many read.
+    Returns the manifest written to ``<interval>/_manifest.json``; raises
+    ``PipelineError`` after writing it when this run's coverage is below
+    ``min_coverage``, when nothing was planned, or when blobs that no target of
+    the interval wrote are present.
     """
     listing = store.list_md5(settings.predictions_container, prefix=f"{interval.key}/")
     present = set(listing)
+    targets = list(plan["targets"])
+    selection = list(plan.get("selection") or [])
+    unselected = [t for t in plan.get("unselected") or [] if t not in set(targets)]
     expected_blobs = {f"{interval.key}/{PREDICTIONS_MANIFEST}"}
-    for target in plan["targets"]:
+    for target in targets + unselected:
         expected_blobs.update((prediction_blob(interval, target), receipt_blob(interval, target)))
     # Run-level files at the interval's root ("_manifest.json", the run report's "_*.html/png") are the
-    # collector's own; anything else that no planned target wrote is flagged.
+    # collector's own; anything else that no target of the interval wrote is flagged.
     unexpected = sorted(n for n in present - expected_blobs if not n[len(interval.key) + 1:].startswith("_"))
     confirmed = {r["target"]: r for r in _flatten_receipts(unit_receipts)
                  if r.get("validated") and r.get("status") == "ok" and r.get("output_md5")}
@@ -359,15 +461,28 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
             return None
         if keep is not None:
             keep[target] = (parse_target(target)[0], window_keys(receipt.get("anomaly_window_starts") or []))
-        return {"status": "ok", "blob": blob, "sha256": receipt["output_sha256"], "rows": receipt["rows_out"],
-                "anomalies": receipt["anomalies"], "model_sha256": receipt["model_sha256"]}
+        return {"status": "ok", "blob": blob, "sha256": receipt["output_sha256"], "md5": receipt["output_md5"],
+                "rows": receipt["rows_out"], "anomalies": receipt["anomalies"], "model_sha256": receipt["model_sha256"]}
 
     results: dict[str, dict] = {}
-    for target in plan["targets"]:
+    for target in targets:
         entry = confirm(target)
         if entry is not None:
             results[target] = entry
-    to_read = [t for t in plan["targets"] if t not in results]
+    n_confirmed = len(results)
+    earlier = _earlier_entries(store, settings, interval) if unselected else {}
+    kept, recheck, not_selected = {}, [], []
+    for target in unselected:
+        entry = earlier.get(target) or {}
+        blob = prediction_blob(interval, target)
+        if entry.get("status") == "ok" and entry.get("blob") == blob and entry.get("md5") \
+                and listing.get(blob) == entry["md5"]:
+            kept[target] = entry
+        elif entry.get("status") in ("ok", "failed"):
+            recheck.append(target)
+        else:
+            not_selected.append(target)
+    to_read = [t for t in targets if t not in results] + recheck
     if to_read:
         windows = _snapshot_windows(store, settings, interval)
 
@@ -392,46 +507,70 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
             flagged = summary.pop("anomaly_starts")
             if keep is not None:
                 keep[target] = (device, flagged)
-            return {"status": "ok", "blob": blob, "sha256": hashlib.sha256(data).hexdigest(), **summary}
+            return {"status": "ok", "blob": blob, "sha256": hashlib.sha256(data).hexdigest(),
+                    "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(), **summary}
 
         # Each check is three small blob reads and a parquet parse: overlap them across targets.
         results.update(zip(to_read, store.parallel(check, to_read)))
-    counts = {"confirmed": len(plan["targets"]) - len(to_read), "read": len(to_read)}
+    counts = {"confirmed": n_confirmed + len(kept), "read": len(to_read)}
     if verified is not None:
         verified.update(counts)
-    log.info("interval %s: %d predictions confirmed by the MD5 of what their unit validated, %d read and checked",
+    log.info("interval %s: %d predictions confirmed by the MD5 of what was validated, %d read and checked",
              interval.key, counts["confirmed"], counts["read"])
-    results = {t: results[t] for t in plan["targets"]}
-    for target, reason in plan.get("skipped", {}).items():
+    if unselected:
+        gone = sorted(t for t in recheck if results[t]["status"] != "ok")
+        log.info("interval %s: targets selection %s: %d target(s) not selected: %d kept unchanged, %d checked again "
+                 "(%d not valid: %s), %d without an earlier result", interval.key, selection, len(unselected),
+                 len(kept), len(recheck), len(gone), ", ".join(gone[:20]) or "none", len(not_selected))
+    results.update(kept)
+    for target in not_selected:
+        results[target] = {"status": "not_selected",
+                           "reason": f"not in this run's targets selection {selection}; no earlier result"}
+    for target, reason in {**plan.get("unselected_skipped", {}), **plan.get("skipped", {})}.items():
         results[target] = {"status": "skipped", "reason": reason}
 
+    # Late data (batch_scoring.late_data): the revision these predictions were computed from. A subset
+    # run keeps the earlier manifest's, since the targets it left out were scored from those aggregates.
+    revised_at = plan.get("aggregates_revised_at")
+    if unselected:
+        revised_at = (_read_json(store, settings.predictions_container,
+                                 f"{interval.key}/{PREDICTIONS_MANIFEST}") or {}).get("aggregates_revised_at")
+    run_ok = sorted(t for t in targets if results[t]["status"] == "ok")
+    run_failed = sorted(t for t in targets if results[t]["status"] == "failed")
+    expected = len(targets)
+    coverage = len(run_ok) / expected if expected else 1.0  # this run's: what min_coverage judges
     ok = sorted(t for t, r in results.items() if r["status"] == "ok")
-    failed = sorted(t for t, r in results.items() if r["status"] == "failed")
-    expected = len(plan["targets"])
-    coverage = len(ok) / expected if expected else 1.0
+    scorable = expected + len(unselected)
+    status_counts = {"ok": len(ok), "failed": sum(r["status"] == "failed" for r in results.values()),
+                     "skipped": sum(r["status"] == "skipped" for r in results.values())}
+    if not_selected:
+        status_counts["not_selected"] = len(not_selected)
     manifest = {
         "interval": interval.key,
         "start": interval.start.isoformat(),
         "end": interval.end.isoformat(),
-        "coverage": round(coverage, 6),
+        "coverage": round(len(ok) / scorable if scorable else 1.0, 6),
         "min_coverage": min_coverage,
-        "counts": {"ok": len(ok), "failed": len(failed), "skipped": len(plan.get("skipped", {}))},
+        "counts": status_counts,
         "rows": sum(results[t]["rows"] for t in ok),
         "anomalies": sum(results[t]["anomalies"] for t in ok),
+        "selection": selection,
+        "selected": {"targets": expected, "ok": len(run_ok), "failed": len(run_failed), "coverage": round(coverage, 6)},
         "targets": dict(sorted(results.items())),
         "unexpected_blobs": unexpected,
         # the latest late-data revision of the interval's aggregates when they were snapshotted
         # (batch_scoring.late_data: a newer revision makes these predictions stale)
-        "aggregates_revised_at": plan.get("aggregates_revised_at"),
+        "aggregates_revised_at": revised_at,
     }
     store.upload_bytes(
         settings.predictions_container,
         f"{interval.key}/{PREDICTIONS_MANIFEST}",
         json.dumps(manifest, indent=2, sort_keys=True).encode(),
     )
-    from batch_scoring.late_data import clear_marker
+    if not unselected:  # a subset run leaves other targets' predictions as old as they were
+        from batch_scoring.late_data import clear_marker
 
-    clear_marker(store, settings, interval.key, plan.get("aggregates_revised_at"))
+        clear_marker(store, settings, interval.key, revised_at)
     if unexpected and expected and coverage >= min_coverage:
         raise PipelineError(
             f"interval {interval.key}: {len(unexpected)} unexpected blob(s) under {settings.predictions_container}/"
@@ -440,15 +579,29 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
             "and clear the collect task"
         )
     if expected == 0 or coverage < min_coverage:
-        detail = "; ".join(f"{t}: {results[t]['reason']}" for t in failed[:20])
-        more = f" (and {len(failed) - 20} more)" if len(failed) > 20 else ""
+        which = f"targets selected by {selection}" if selection else "targets"
+        detail = "; ".join(f"{t}: {results[t]['reason']}" for t in run_failed[:20])
+        more = f" (and {len(run_failed) - 20} more)" if len(run_failed) > 20 else ""
+        if not expected:
+            raise PipelineError(
+                f"interval {interval.key}: the run's targets selection {selection} selects no target with both "
+                "aggregates and a model; fix the `targets` param" if selection else
+                f"interval {interval.key}: nothing to score (no targets with both aggregates and a model)"
+            )
         raise PipelineError(
-            f"interval {interval.key}: {len(failed)} of {expected} targets failed validation "
+            f"interval {interval.key}: {len(run_failed)} of {expected} {which} failed validation "
             f"(coverage {coverage:.1%} < {min_coverage:.0%}): {detail}{more}"
             + (f"; also {len(unexpected)} unexpected blob(s): {', '.join(unexpected[:5])}" if unexpected else "")
-            if expected else f"interval {interval.key}: nothing to score (no targets with both aggregates and a model)"
         )
     return manifest
+
+
+def _earlier_entries(store, settings, interval: Interval) -> dict[str, dict]:
+    """The interval's current manifest's per-target entries ({} when there is none or it is unreadable)."""
+    manifest = _read_json(store, settings.predictions_container, f"{interval.key}/{PREDICTIONS_MANIFEST}")
+    if not manifest or manifest.get("interval") != interval.key or not isinstance(manifest.get("targets"), dict):
+        return {}
+    return {t: e for t, e in manifest["targets"].items() if isinstance(e, dict)}
 
 
 # --- helpers for the steps above (reliability) ---------------------------------------

@@ -75,7 +75,7 @@ def heatmap_png(matrix, title: str) -> bytes:
 
 def report_html(manifest: dict, png: bytes) -> str:
     rows = []
-    order = {"failed": 0, "skipped": 1, "ok": 2}
+    order = {"failed": 0, "skipped": 1, "not_selected": 2, "ok": 3}
     for target, entry in sorted(manifest["targets"].items(), key=lambda kv: (order.get(kv[1]["status"], 3), kv[0])):
         rows.append(
             "<tr class='{s}'><td>{t}</td><td>{s}</td><td>{r}</td><td>{a}</td><td><code>{h}</code></td><td>{why}</td></tr>".format(
@@ -85,16 +85,25 @@ def report_html(manifest: dict, png: bytes) -> str:
         )
     counts = manifest["counts"]
     image = base64.b64encode(png).decode()
+    not_selected = f", {counts['not_selected']} not selected" if counts.get("not_selected") else ""
+    selection, selected = manifest.get("selection") or [], manifest.get("selected") or {}
+    judged = f"coverage {manifest['coverage']:.1%} (required {manifest['min_coverage']:.0%})"
+    if selection:
+        judged = (f"coverage of the interval {manifest['coverage']:.1%}; this run scored the "
+                  f"{selected.get('targets', 0)} targets selected by <code>{html.escape(str(selection))}</code>: "
+                  f"{selected.get('ok', 0)} validated, {selected.get('failed', 0)} failed, coverage "
+                  f"{selected.get('coverage', 0):.1%} (required {manifest['min_coverage']:.0%}); the other targets' "
+                  "results are those of earlier runs, kept while their predictions are unchanged")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>batch_scoring {html.escape(manifest['interval'])}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; }} table {{ border-collapse: collapse; }}
 td, th {{ border: 1px solid #ccc; padding: 2px 8px; font-size: 13px; }} th {{ background: #eee; }}
-tr.failed td {{ background: #fde2e2; }} tr.skipped td {{ background: #f3f3f3; color: #666; }}
+tr.failed td {{ background: #fde2e2; }} tr.skipped td, tr.not_selected td {{ background: #f3f3f3; color: #666; }}
 </style></head><body>
 <h1>Interval {html.escape(manifest['start'])} to {html.escape(manifest['end'])} (UTC)</h1>
-<p>{counts['ok']} targets validated, {counts['failed']} failed, {counts['skipped']} skipped;
-coverage {manifest['coverage']:.1%} (required {manifest['min_coverage']:.0%});
+<p>{counts['ok']} targets validated, {counts['failed']} failed, {counts['skipped']} skipped{not_selected};
+{judged};
 {manifest['rows']} windows scored, {manifest['anomalies']} flagged as anomalies.</p>
 <h2>Anomalies by device and window</h2>
 <img alt="heatmap of anomalies, devices by windows" src="data:image/png;base64,{image}">
@@ -108,15 +117,18 @@ coverage {manifest['coverage']:.1%} (required {manifest['min_coverage']:.0%});
 def write_report(store, settings, interval, manifest: dict, flags: dict | None = None) -> list[str]:
     """Build the report from the interval's validated predictions and upload it; returns blob names.
 
-    ``flags``: the collector's (device_id, flagged window starts) per valid
-    target; read from blob when not given (e.g. after a failed collect).
+    ``flags``: the collector's (device_id, flagged window starts) per target
+    it validated. The heatmap covers every ``ok`` target of the manifest: the
+    flags of those not in ``flags`` (all of them after a failed collect; the
+    targets a subset run kept from earlier runs) are read from their blobs.
     """
     from batch_scoring.pipeline import anomaly_starts
 
-    if flags is None:
-        ok = [(t, e["blob"]) for t, e in manifest["targets"].items() if e["status"] == "ok"]
+    flags = dict(flags or {})
+    ok = [(t, e["blob"]) for t, e in manifest["targets"].items() if e["status"] == "ok" and t not in flags]
+    if ok:
         blobs = store.download_many(settings.predictions_container, [b for _, b in ok])
-        flags = {t: (t.split("/")[0], anomaly_starts(blobs[b])) for t, b in ok if blobs[b] is not None}
+        flags.update({t: (t.split("/")[0], anomaly_starts(blobs[b])) for t, b in ok if blobs[b] is not None})
     png = heatmap_png(anomaly_matrix(flags, interval), f"anomalies flagged, {manifest['start']} to {manifest['end']} UTC")
     names = [f"{interval.key}/{HEATMAP_FILE}", f"{interval.key}/{REPORT_FILE}"]
     store.upload_bytes(settings.predictions_container, names[0], png)

@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 from batch_scoring.config import settings
-from batch_scoring.pipeline import Interval, PipelineError, collect_interval, snapshot_interval
+from batch_scoring.pipeline import Interval, PermanentPipelineError, PipelineError, collect_interval, snapshot_interval
 
-PLAN_KEYS = ("interval", "targets", "skipped", "selection", "targets_per_unit", "dry_run", "aggregates_revised_at")
+PLAN_KEYS = ("interval", "targets", "skipped", "selection", "unselected", "unselected_skipped", "targets_per_unit",
+             "dry_run", "aggregates_revised_at")
 
 
 def snapshot_task(context) -> list[list[str]]:
-    """Snapshot the interval, plan it with the run's params; returns the units to map over."""
+    """Snapshot the interval, plan it with the run's params; returns the units to map over.
+
+    A ``targets`` param that selects nothing fails the task at once (``AirflowFailException``: retrying
+    the same params cannot help), naming the selection and the targets it was matched against.
+    """
     from airflow.configuration import conf
+    from airflow.sdk.exceptions import AirflowFailException
 
     from batch_scoring.hooks.blob_storage import BlobStore
     from batch_scoring.hooks.sql import sensor_sql
@@ -19,11 +25,18 @@ def snapshot_task(context) -> list[list[str]]:
     interval = Interval.from_context(context)
     with sensor_sql(s.sql_conn_id) as conn:
         plan = snapshot_interval(conn, BlobStore.from_conn_id(s.blob_conn_id), s, interval)
-    plan = apply_run_params(plan, context["params"], conf.getint("core", "max_map_length"), s.auto_units)
+    try:
+        plan = apply_run_params(plan, context["params"], conf.getint("core", "max_map_length"), s.auto_units)
+    except PermanentPipelineError as exc:
+        raise AirflowFailException(str(exc)) from exc
     context["ti"].xcom_push(key="plan", value={k: plan[k] for k in PLAN_KEYS})
+    for note in plan["selection_notes"]:
+        print(f"interval {interval.key}: {note}")
     print(
-        f"interval {interval.key}: {len(plan['targets'])} targets in {len(plan['units'])} units of up to "
+        f"interval {interval.key}: targets selection {plan['selection']}{' (all)' if not plan['selection'] else ''}: "
+        f"{len(plan['targets'])} targets in {len(plan['units'])} units of up to "
         f"{plan['targets_per_unit']}; {len(plan['skipped'])} skipped"
+        + (f"; {len(plan['unselected'])} not selected (their earlier results, if any, are kept)" if plan["unselected"] else "")
         + (" (dry run: nothing will be scored)" if plan["dry_run"] else "")
     )
     return plan["units"]
@@ -33,14 +46,15 @@ def collect_task(context, asset) -> dict:
     """Validate the interval's predictions, write the manifest and the report, update the asset."""
     import json
 
-    from airflow.sdk.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     from batch_scoring.hooks.blob_storage import BlobStore
     from batch_scoring.report import write_report
 
     plan = context["ti"].xcom_pull(task_ids="snapshot", key="plan")
-    if plan is None:
-        raise PipelineError("snapshot did not complete for this run: nothing to collect (see the snapshot task's log)")
+    if plan is None:  # the snapshot task failed for good: a retry of collect cannot change that
+        raise AirflowFailException("snapshot did not complete for this run: nothing to collect (see the snapshot "
+                                   "task's log; clear it and its downstream once the cause is fixed)")
     if plan.get("dry_run"):
         raise AirflowSkipException(f"dry run: {len(plan['targets'])} targets would be scored, {len(plan['skipped'])} skipped")
     s = settings()
@@ -67,4 +81,5 @@ def collect_task(context, asset) -> dict:
         "ok": manifest["counts"]["ok"],
         "anomalies": manifest["anomalies"],
     }
-    return {**{k: manifest[k] for k in ("interval", "coverage", "counts", "rows", "anomalies")}, "verified": verified}
+    return {**{k: manifest[k] for k in ("interval", "coverage", "counts", "rows", "anomalies", "selection", "selected")},
+            "verified": verified}

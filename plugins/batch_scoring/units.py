@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import math
 
-from batch_scoring.pipeline import chunk
+from batch_scoring.pipeline import PermanentPipelineError, chunk
 
 
 def select_targets(targets: list[str], patterns: list[str] | None) -> list[str]:
@@ -33,12 +33,69 @@ def unit_size(n_targets: int, requested, max_map_length: int, auto_units: int) -
     return max(size, math.ceil(n_targets / max_map_length))
 
 
+def _some(items, limit: int = 10) -> str:
+    items = list(items)
+    more = f", ... and {len(items) - limit:,} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def check_selection(plan: dict, patterns: list[str]) -> list[str]:
+    """What the run's ``targets`` globs matched in the snapshot's plan, as log lines (none for no globs).
+
+    ``plan``: the snapshot's plan (``interval``, ``targets`` with aggregates and a model, ``skipped``
+    target -> reason). Raises ``PermanentPipelineError`` when the globs select none of the targets: the
+    message names the selection, how many targets it was matched against, and the skipped targets it
+    matched, if any. A glob that matches nothing, or only skipped targets, among globs that do select
+    targets is reported in the returned lines, and the run goes on with what was selected.
+    """
+    if not patterns:
+        return []
+    targets, skipped = plan["targets"], plan["skipped"]
+    against = f"{len(targets)} targets with aggregates and a model" + (f" ({_some(targets)})" if targets else "")
+    lines = []
+    for pattern in patterns:
+        hits = select_targets(targets, [pattern])
+        if hits:
+            continue
+        skipped_hits = select_targets(list(skipped), [pattern])
+        if skipped_hits:
+            lines.append(f"targets pattern {pattern!r} matched only skipped targets: "
+                         + _some(f"{t} ({skipped[t]})" for t in skipped_hits))
+        else:
+            lines.append(f"targets pattern {pattern!r} matched none of the {against} nor any skipped target; "
+                         "check it for a typo")
+    selected = select_targets(targets, patterns)
+    if not selected:
+        skipped_hits = select_targets(list(skipped), patterns)
+        why = ("; it matched only skipped targets: " + _some(f"{t} ({skipped[t]})" for t in skipped_hits)
+               if skipped_hits else "")
+        raise PermanentPipelineError(
+            f"interval {plan['interval']}: the run's targets selection {list(patterns)} matched none of the "
+            f"{against}{why}; fix the `targets` param (globs such as dev001/* or */s2; empty = every target) "
+            "and trigger the run again"
+        )
+    return [f"targets selection {list(patterns)}: {len(selected)} of the {len(targets)} targets with aggregates "
+            "and a model selected"] + lines
+
+
 def apply_run_params(plan: dict, params: dict, max_map_length: int, auto_units: int) -> dict:
-    """Narrow the snapshot's plan to the run's ``targets`` and group it into units (none for a dry run)."""
-    patterns = params.get("targets") or []
+    """Narrow the snapshot's plan to the run's ``targets`` and group it into units (none for a dry run).
+
+    Adds ``selection`` (the globs; ``[]`` = every target), ``unselected`` (targets with aggregates and a
+    model the globs left out: the collector keeps their earlier results), ``unselected_skipped`` (skipped
+    targets the globs left out: still listed as skipped) and ``selection_notes`` (log lines). Raises
+    ``PermanentPipelineError`` when the globs select no target (see ``check_selection``).
+    """
+    patterns = list(params.get("targets") or [])
+    notes = check_selection(plan, patterns)
     targets = select_targets(plan["targets"], patterns)
-    skipped = {t: why for t, why in plan["skipped"].items() if t in set(select_targets(list(plan["skipped"]), patterns))}
+    chosen_skipped = set(select_targets(list(plan["skipped"]), patterns))
+    skipped = {t: why for t, why in plan["skipped"].items() if t in chosen_skipped}
     size = unit_size(len(targets), params.get("targets_per_unit", 1), max_map_length, auto_units)
     units = [] if params.get("dry_run") else chunk(targets, size)
+    chosen = set(targets)
     return {**plan, "targets": targets, "skipped": skipped, "units": units, "targets_per_unit": size,
-            "selection": list(patterns), "dry_run": bool(params.get("dry_run"))}
+            "selection": patterns, "dry_run": bool(params.get("dry_run")),
+            "unselected": [t for t in plan["targets"] if t not in chosen],
+            "unselected_skipped": {t: why for t, why in plan["skipped"].items() if t not in chosen_skipped},
+            "selection_notes": notes}

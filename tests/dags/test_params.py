@@ -46,8 +46,12 @@ def test_target_filter_and_batching(dag, world, blob_store):
     states = task_states(run)
     assert [k for k in states if k[0] == "score"] == [("score", 0)]  # one unit holding both targets
     manifest = read_manifest(blob_store, KEY)
-    assert sorted(manifest["targets"]) == ["dev001/s1", "dev001/s2"]
-    assert manifest["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
+    # no earlier manifest: the targets the selection left out are listed as not selected (issue 10, item 8)
+    assert {t: e["status"] for t, e in manifest["targets"].items()} == {
+        "dev001/s1": "ok", "dev001/s2": "ok", "dev002/s1": "not_selected", "dev002/s2": "not_selected"}
+    assert manifest["counts"] == {"ok": 2, "failed": 0, "skipped": 0, "not_selected": 2}
+    assert manifest["selection"] == ["dev001/*"] and manifest["coverage"] == 0.5
+    assert manifest["selected"] == {"targets": 2, "ok": 2, "failed": 0, "coverage": 1.0}
     names = blob_store.list_names("predictions", f"{KEY}/")
     assert not any("dev002" in n for n in names)
 

@@ -50,3 +50,24 @@ def test_html_lists_failed_targets_first_with_reasons():
     assert page.index("b/s1") < page.index("c/s1") < page.index("a/s1")
     assert "prediction blob missing" in page and "data:image/png;base64," in page
     assert "1 targets validated, 1 failed, 1 skipped" in page
+
+
+def test_html_of_a_subset_run_says_what_it_scored_and_lists_targets_not_selected():
+    manifest = {
+        "interval": "20260501T1000Z_20260501T1100Z", "start": "2026-05-01T10:00:00", "end": "2026-05-01T11:00:00",
+        "coverage": 0.5, "min_coverage": 1.0, "rows": 24, "anomalies": 2,
+        "counts": {"ok": 2, "failed": 0, "skipped": 0, "not_selected": 2},
+        "selection": ["a/*"], "selected": {"targets": 2, "ok": 2, "failed": 0, "coverage": 1.0},
+        "targets": {
+            "a/s1": {"status": "ok", "rows": 12, "anomalies": 2, "model_sha256": "f" * 64},
+            "a/s2": {"status": "ok", "rows": 12, "anomalies": 0, "model_sha256": "e" * 64},
+            "b/s1": {"status": "not_selected", "reason": "not in this run's targets selection ['a/*']; no earlier result"},
+            "b/s2": {"status": "not_selected", "reason": "not in this run's targets selection ['a/*']; no earlier result"},
+        },
+    }
+    page = report_html(manifest, b"\x89PNG")
+    assert "2 targets validated, 0 failed, 0 skipped, 2 not selected;" in page
+    assert ("coverage of the interval 50.0%; this run scored the 2 targets selected by <code>[&#x27;a/*&#x27;]</code>: "
+            "2 validated, 0 failed, coverage 100.0% (required 100%)") in page
+    assert page.index("b/s2") < page.index("a/s1")  # not selected before ok
+    assert "<tr class='not_selected'><td>b/s1</td><td>not_selected</td>" in page

@@ -47,3 +47,62 @@ def test_apply_run_params_filters_groups_and_dry_runs():
     assert dry["units"] == [] and dry["targets"] == TARGETS and dry["dry_run"] is True
     sharded = apply_run_params(plan, {"targets_per_unit": 1}, 4, 8)
     assert len(sharded["units"]) <= 4 and sum(sharded["units"], []) == TARGETS
+
+
+# --- a selection that matches nothing, or only part (issue 10, item 5) -------------------------------
+
+FOUR = ["dev001/s1", "dev001/s2", "dev002/s1", "dev002/s2"]
+
+
+@pytest.mark.parametrize("patterns", [["nosuch/*"], ["dev01/*", "*/s3"]])
+def test_a_selection_matching_nothing_names_itself_and_what_it_was_matched_against(patterns):
+    from batch_scoring.pipeline import PermanentPipelineError
+
+    plan = {"interval": "k", "targets": FOUR, "skipped": {}}
+    with pytest.raises(PermanentPipelineError) as err:
+        apply_run_params(plan, {"targets": patterns}, 1024, 8)
+    assert str(err.value) == (
+        f"interval k: the run's targets selection {patterns} matched none of the 4 targets with aggregates and a "
+        "model (dev001/s1, dev001/s2, dev002/s1, dev002/s2); fix the `targets` param (globs such as dev001/* or "
+        "*/s2; empty = every target) and trigger the run again")
+
+
+def test_a_selection_matching_only_skipped_targets_says_so():
+    from batch_scoring.pipeline import PermanentPipelineError
+
+    plan = {"interval": "k", "targets": FOUR[:2], "skipped": {"dev002/s1": "no model deployed",
+                                                               "dev002/s2": "no model deployed"}}
+    with pytest.raises(PermanentPipelineError, match=r"^interval k: the run's targets selection \['dev002/\*'\] "
+                       r"matched none of the 2 targets with aggregates and a model \(dev001/s1, dev001/s2\); it "
+                       r"matched only skipped targets: dev002/s1 \(no model deployed\), dev002/s2 \(no model "
+                       r"deployed\); fix the `targets` param"):
+        apply_run_params(plan, {"targets": ["dev002/*"]}, 1024, 8)
+
+
+def test_a_long_target_list_is_cut_in_the_message():
+    from batch_scoring.pipeline import PermanentPipelineError
+
+    many = [f"dev{d:03d}/s1" for d in range(25)]
+    with pytest.raises(PermanentPipelineError, match=r"matched none of the 25 targets with aggregates and a model "
+                       r"\(dev000/s1, .*, dev009/s1, \.\.\. and 15 more\); fix"):
+        apply_run_params({"interval": "k", "targets": many, "skipped": {}}, {"targets": ["x/*"]}, 1024, 8)
+
+
+def test_partial_matches_are_reported_and_the_run_goes_on_with_what_was_selected():
+    plan = {"interval": "k", "targets": FOUR[:3], "skipped": {"dev002/s2": "no model deployed"}}
+    out = apply_run_params(plan, {"targets": ["dev001/*", "dev01/*", "*/s2"]}, 1024, 8)
+    assert out["targets"] == ["dev001/s1", "dev001/s2"]
+    assert out["skipped"] == {"dev002/s2": "no model deployed"}
+    assert out["unselected"] == ["dev002/s1"] and out["unselected_skipped"] == {}
+    assert out["selection"] == ["dev001/*", "dev01/*", "*/s2"]
+    assert out["selection_notes"] == [
+        "targets selection ['dev001/*', 'dev01/*', '*/s2']: 2 of the 3 targets with aggregates and a model selected",
+        "targets pattern 'dev01/*' matched none of the 3 targets with aggregates and a model (dev001/s1, dev001/s2, "
+        "dev002/s1) nor any skipped target; check it for a typo",
+    ]
+    only_skipped = apply_run_params(plan, {"targets": ["dev001/s1", "dev002/s2"]}, 1024, 8)
+    assert only_skipped["selection_notes"][1:] == [
+        "targets pattern 'dev002/s2' matched only skipped targets: dev002/s2 (no model deployed)"]
+    every = apply_run_params(plan, {"targets": []}, 1024, 8)
+    assert every["selection"] == [] and every["selection_notes"] == [] and every["unselected"] == []
+    assert every["unselected_skipped"] == {} and every["skipped"] == plan["skipped"]

@@ -33,15 +33,27 @@ class ScoringOperator(AzureMLScoringOperator):
         return self.score_locally(context)
 
     def score_locally(self, context) -> list[dict]:
+        """Score the unit in this worker; returns its receipts (``UNIT_RECEIPT_KEYS`` of each target).
+
+        Raises ``AirflowFailException`` (no retries) when a target failed for a reason retrying cannot fix
+        (a missing, corrupt or incompatible model blob, a target the snapshot lacks), naming the blobs and
+        the way out; ``PipelineError`` for other failures and ``BlobStoreUnavailable`` when storage is
+        unreachable, which Airflow retries.
+        """
+        from airflow.sdk.exceptions import AirflowFailException
+
         from batch_scoring.config import settings
         from batch_scoring.hooks.blob_storage import BlobStore
-        from batch_scoring.pipeline import UNIT_RECEIPT_KEYS, Interval, score_unit_local, unit_label
+        from batch_scoring.pipeline import UNIT_RECEIPT_KEYS, Interval, PermanentPipelineError, score_unit_local, unit_label
 
         context["unit_label"] = unit_label(list(self.unit))
         # no remote job: an empty link, instead of the link's XCom lookup failing loudly after the task
         context["ti"].xcom_push(key=STUDIO_URL_KEY, value="")
-        receipts = score_unit_local(
-            BlobStore.from_conn_id(self.blob_conn_id), settings(), Interval.from_context(context), list(self.unit)
-        )
+        try:
+            receipts = score_unit_local(
+                BlobStore.from_conn_id(self.blob_conn_id), settings(), Interval.from_context(context), list(self.unit)
+            )
+        except PermanentPipelineError as exc:
+            raise AirflowFailException(str(exc)) from exc
         # the collector confirms these targets' blobs by MD5 instead of reading each one back
         return [{k: r.get(k) for k in UNIT_RECEIPT_KEYS} for r in receipts]
