@@ -110,3 +110,23 @@ def test_a_database_without_the_revisions_table_still_scores_and_says_late_data_
     logged = caplog.text + capsys.readouterr().out  # the task logger (structlog) prints, the pipeline's logs
     assert "late-data check skipped: the table aggregate_revisions cannot be read" in logged
     assert "late-data tracking is off: cannot read aggregate_revisions" in logged
+
+
+def test_a_subset_rescoring_leaves_the_interval_stale_until_every_target_is_rescored(world):
+    """Own case (with case 8's merged manifests): rescoring only dev002/* after late data for dev001/s1 must not
+    clear the staleness of dev001/s1's predictions."""
+    from batch_scoring.units import apply_run_params
+
+    world.run(IV)
+    _late(world, "dev001/s1", dt.datetime(2026, 6, 1, 8, 5, 5), 50.0, dt.datetime(2026, 6, 1, 11, 0))
+    assert [s["interval"] for s in _sensor().check_late_data(_context(LATER))] == [IV.key]
+    plan = apply_run_params(world.snapshot(IV), {"targets": ["dev002/*"]}, 1024, 8)
+    assert plan["aggregates_revised_at"] == "2026-06-01T11:00:00"
+    world.score(plan, IV)
+    merged = world.collect(plan, IV)
+    assert merged["counts"]["ok"] == 4 and merged["aggregates_revised_at"] is None
+    assert world.store.exists("predictions", f"{IV.key}/_stale.json")
+    assert [s["windows"] for s in _sensor().check_late_data(_context(LATER))] == [{"dev001/s1": ["2026-06-01T08:05:00"]}]
+    world.run(IV)  # every target
+    assert not world.store.exists("predictions", f"{IV.key}/_stale.json")
+    assert _sensor().check_late_data(_context(LATER)) == []
