@@ -567,9 +567,10 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
         f"{interval.key}/{PREDICTIONS_MANIFEST}",
         json.dumps(manifest, indent=2, sort_keys=True).encode(),
     )
-    if not unselected:  # a subset run leaves other targets' predictions as old as they were
-        from batch_scoring.late_data import clear_marker
+    from batch_scoring.late_data import clear_marker, stale_marker_blob
 
+    # a subset run leaves other targets' predictions as old as they were (the listing says if there is a marker)
+    if not unselected and stale_marker_blob(interval.key) in present:
         clear_marker(store, settings, interval.key, revised_at)
     if unexpected and expected and coverage >= min_coverage:
         raise PipelineError(

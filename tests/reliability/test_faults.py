@@ -247,13 +247,15 @@ def test_nan_inf_or_null_values_fail_only_their_target_naming_the_windows(world,
     assert manifest["targets"]["dev002/s2"]["status"] == "failed"
     assert "08:15" in manifest["targets"]["dev002/s2"]["reason"]
     assert all(world.predictions()[prediction_blob(IV, t)] == good[prediction_blob(IV, t)] for t in TARGETS[:3])
-    # fix: re-aggregate the window from its readings, rerun
+    # fix: re-aggregate the window from its readings (a revision of the window: late data), rerun
     conn = world.connect()
     try:
-        aggregate_range(conn, w, w + dt.timedelta(minutes=5))
+        aggregate_range(conn, w, w + dt.timedelta(minutes=5), revised_at=dt.datetime(2026, 6, 2))
     finally:
         conn.close()
-    assert world.run() == clean and world.predictions() == good
+    assert world.run() == {**clean, "aggregates_revised_at": "2026-06-02T00:00:00"}
+    outputs = lambda blobs: {k: v for k, v in blobs.items() if not k.endswith("/_manifest.json")}  # noqa: E731
+    assert outputs(world.predictions()) == outputs(good)
 
 
 def test_null_std_is_a_single_reading_window_and_is_scored(world):
