@@ -67,7 +67,8 @@ def cmd_init_db(args) -> str:
 
     conn = _connect(args)
     try:
-        return f"init-db: schema ready on {db.dialect(conn)} (tables {db.READINGS}, {db.AGGREGATES}, {db.LABELS})"
+        return (f"init-db: schema ready on {db.dialect(conn)} (tables {db.READINGS}, {db.AGGREGATES}, "
+                f"{db.REVISIONS}, {db.LABELS})")
     finally:
         conn.close()
 
@@ -76,19 +77,21 @@ def cmd_load_csv(args) -> str:
     from ingest_sim import store
     from ingest_sim.csv_loader import load_csv
 
+    _dag_settings(args)  # a bad --schedule is refused before anything is loaded
     df = load_csv(args.path)
     conn = _connect(args)
     try:
         res = store.load_readings(conn, df, aggregate=args.aggregate, window_minutes=args.window_minutes)
     finally:
         conn.close()
+    duplicates = int(df.attrs.get("duplicate_lines", 0)) + res.duplicates
     if df.empty:
         return f"load-csv: 0 readings from {args.path}"
     lo, hi = df["ts"].min().to_pydatetime(), df["ts"].max().to_pydatetime()
     pairs = df[["device_id", "sensor_id"]].drop_duplicates().shape[0]
-    msg = (f"load-csv: {len(df) + res.duplicates} readings, {pairs} targets, {_fmt(lo)} .. {_fmt(hi)} from {args.path}: "
+    msg = (f"load-csv: {len(df) + duplicates} readings, {pairs} targets, {_fmt(lo)} .. {_fmt(hi)} from {args.path}: "
            f"{res.inserted} new, {res.updated} changed, {res.unchanged} already stored"
-           + (f", {res.duplicates} duplicate line(s) stored once" if res.duplicates else ""))
+           + (f", {duplicates} duplicate line(s) stored once" if duplicates else ""))
     if args.aggregate:
         msg += f"; {len(res.windows)} aggregate window(s) written"
     elif len(res.pending):
@@ -99,18 +102,21 @@ def cmd_load_csv(args) -> str:
     return msg
 
 
-def _late_data_message(args, late) -> str:
-    """What a load that changed windows behind the watermark means for predictions, and the command that rescores."""
-    from ingest_sim.late_data import backfill_command, describe_windows, intervals_of
+def _late_data_message(args, late, what: str = "this load") -> str:
+    """What a change of windows behind the watermark means for predictions, and the command that rescores."""
+    from ingest_sim.late_data import backfill_command, describe_windows, intervals_between, intervals_of
 
     dag_id, schedule = _dag_settings(args)
     intervals = intervals_of([t.to_pydatetime() for t in late["window_start"]], schedule)
     keys = [f"{s:%Y%m%dT%H%MZ}_{e:%Y%m%dT%H%MZ}" for s, e in intervals]
     shown = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+    spanned = intervals_between(intervals[0][0], intervals[-1][0], schedule)
+    extra = (f" (it reprocesses the {spanned} intervals from the first to the last, {spanned - len(intervals)} of them "
+             "unchanged: same blobs, same bytes)" if spanned > len(intervals) else "")
     return (f"late data: {len(late)} aggregate window(s) changed behind data already aggregated ({describe_windows(late)}); "
             f"recorded in {_revisions_table()}. Predictions of the {len(keys)} interval(s) holding them "
-            f"(DAG {dag_id}, schedule '{schedule}': {shown}) are stale if they were scored before this load; "
-            f"the DAG's freshness check flags them, and this rescores them:\n  {backfill_command(dag_id, intervals)}")
+            f"(DAG {dag_id}, schedule '{schedule}': {shown}) are stale if they were scored before {what}; "
+            f"the DAG's freshness check flags them, and this rescores them{extra}:\n  {backfill_command(dag_id, intervals)}")
 
 
 def _revisions_table() -> str:
@@ -130,7 +136,13 @@ def _dag_settings(args) -> tuple[str, str]:
         from ingest_sim.late_data import DEFAULT_SCHEDULE
 
         dag_id, schedule = "batch_scoring", DEFAULT_SCHEDULE
-    return args.dag_id or dag_id, args.schedule or schedule
+    dag_id, schedule = getattr(args, "dag_id", None) or dag_id, getattr(args, "schedule", None) or schedule
+    from croniter import croniter
+
+    if not croniter.is_valid(schedule):
+        source = "--schedule" if getattr(args, "schedule", None) else "BATCH_SCORING_SCHEDULE"
+        raise CliError(f"{source} {schedule!r} is not a cron expression (e.g. '0 * * * *'); nothing was loaded")
+    return dag_id, schedule
 
 
 def cmd_simulate(args) -> str:
@@ -173,13 +185,18 @@ def cmd_aggregate(args) -> str:
 
     if args.end <= args.start:
         raise CliError(f"--end {_fmt(args.end)} is not after --start {_fmt(args.start)}")
+    _dag_settings(args)
     conn = _connect(args)
+    revised_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     try:
-        n = store.aggregate_range(conn, args.start, args.end, args.window_minutes)
+        n = store.aggregate_range(conn, args.start, args.end, args.window_minutes, revised_at=revised_at)
         ws, we = store.window_bounds(args.start, args.end, args.window_minutes)
-        return f"aggregate: {n} aggregates [{_fmt(ws)}, {_fmt(we)})"
+        late = store.read_revisions(conn, ws, we)
     finally:
         conn.close()
+    late = late[late["revised_at"] == revised_at]
+    msg = f"aggregate: {n} aggregates [{_fmt(ws)}, {_fmt(we)})"
+    return msg + ("\n" + _late_data_message(args, late, "this re-aggregation") if len(late) else "")
 
 
 def cmd_export(args) -> str:
@@ -213,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--start", type=_utc, required=required, help="UTC ISO timestamp (inclusive)")
         sp.add_argument("--end", type=_utc, required=required, help="UTC ISO timestamp (exclusive)")
 
+    def late_data_options(sp):
+        sp.add_argument("--dag-id", default=None, help="DAG whose intervals late data is reported for (default: $BATCH_SCORING_DAG_ID)")
+        sp.add_argument("--schedule", default=None, help="its cron schedule (default: $BATCH_SCORING_SCHEDULE, hourly)")
+
     def window(sp):
         sp.add_argument("--window-minutes", type=int, default=WINDOW_MINUTES, help=argparse.SUPPRESS)
 
@@ -222,8 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("load-csv", parents=[common], help="upsert a TS,Device,Sensor,Value CSV into sensor_readings")
     sp.add_argument("path")
     sp.add_argument("--aggregate", action="store_true", help="also re-aggregate the windows whose readings changed")
-    sp.add_argument("--dag-id", default=None, help="DAG whose intervals late data is reported for (default: $BATCH_SCORING_DAG_ID)")
-    sp.add_argument("--schedule", default=None, help="its cron schedule (default: $BATCH_SCORING_SCHEDULE, hourly)")
+    late_data_options(sp)
     window(sp)
     sp.set_defaults(func=cmd_load_csv)
 
@@ -241,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("aggregate", parents=[common], help="(re)aggregate the windows covering [start, end)")
     interval(sp)
     window(sp)
+    late_data_options(sp)
     sp.set_defaults(func=cmd_aggregate)
 
     sp = sub.add_parser("export", parents=[common], help="write the aggregates of [start, end) to parquet")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ingest_sim.readings import describe_conflict, find_duplicates
+from ingest_sim.readings import describe_conflicts, find_duplicates
 from scoring.config import ID_PATTERN
 
 HEADER = ("TS", "Device", "Sensor", "Value")
@@ -131,6 +131,9 @@ def load_csv(path) -> pd.DataFrame:
         column, _, texts, reason = next(c for c in checks if c[1][i])
         raise CsvFormatError(path, i + 2, column, f"{reason}: {texts.iloc[i]!r}", int(any_bad.sum()))
 
+    # duplicates are judged on the timestamps as written (to the µs), stored to the millisecond
+    raw_ts = pd.DataFrame({"ts": ts.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]"),
+                           "device_id": dev.astype("str"), "sensor_id": sen.astype("str"), "value": value})
     frame = pd.DataFrame(
         {
             "ts": ts.dt.tz_localize(None).astype("datetime64[us]"),
@@ -139,13 +142,11 @@ def load_csv(path) -> pd.DataFrame:
             "value": value,
         }
     ).reset_index(drop=True)
-    dups = find_duplicates(frame)
+    dups = find_duplicates(raw_ts)
     if dups.conflicts:
-        first, later = dups.conflicts[0]
-        more = f" ({len(dups.conflicts)} conflicting lines in total)" if len(dups.conflicts) > 1 else ""
         raise CsvFormatError(
-            path, later + 2, None,
-            describe_conflict(frame, first, later, where=lambda i: f"line {i + 2}") + more
+            path, dups.conflicts[0][1] + 2, None,
+            describe_conflicts(raw_ts, dups.conflicts, where=lambda i: f"line {i + 2}")
             + "; nothing of this file was loaded: fix the source and load it again",
         )
     if len(dups.exact):

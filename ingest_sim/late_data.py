@@ -48,6 +48,20 @@ def intervals_of(window_starts: Iterable[dt.datetime], schedule: str = DEFAULT_S
     return seen
 
 
+def intervals_between(first_start: dt.datetime, last_start: dt.datetime, schedule: str = DEFAULT_SCHEDULE,
+                      limit: int = 1_000_000) -> int:
+    """How many intervals of ``schedule`` start in ``[first_start, last_start]`` (what a backfill over them runs)."""
+    from croniter import croniter
+
+    it, n, ts = croniter(schedule, first_start), 1, first_start
+    while n < limit:
+        ts = it.get_next(dt.datetime)
+        if ts > last_start:
+            break
+        n += 1
+    return n
+
+
 def backfill_command(dag_id: str, intervals: list[tuple[dt.datetime, dt.datetime]]) -> str:
     """The one Airflow command that rescores ``intervals`` (and any succeeded interval between them)."""
     first, last = min(s for s, _ in intervals), max(s for s, _ in intervals)

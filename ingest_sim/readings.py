@@ -77,10 +77,23 @@ def find_duplicates(df: pd.DataFrame) -> Duplicates:
     return Duplicates(np.asarray(exact, dtype=np.int64), conflicts)
 
 
-def describe_conflict(df: pd.DataFrame, first: int, later: int, where=lambda i: f"row {i}") -> str:
-    """One sentence naming both rows of a conflicting key, e.g. for an error message."""
-    ts = key_ts(df["ts"].iloc[[first]]).iloc[0]
-    device, sensor = df["device_id"].iloc[first], df["sensor_id"].iloc[first]
-    return (f"reading {device}/{sensor} at {ts:%Y-%m-%d %H:%M:%S.%f}"[:-3]
-            + f" has two different values: {where(first)} has {float(df['value'].iloc[first])!r}, "
-            f"{where(later)} has {float(df['value'].iloc[later])!r}")
+def describe_conflicts(df: pd.DataFrame, conflicts: list[tuple[int, int]], where=lambda i: f"row {i}",
+                       limit: int = 5) -> str:
+    """The first ``limit`` conflicting keys, each naming both rows and values, e.g. for an error message.
+
+    A timestamp finer than the millisecond is shown as written next to the
+    key it was cut to, since two such readings can only collide through that cut.
+    """
+    parts = []
+    for first, later in conflicts[:limit]:
+        raw = pd.to_datetime(df["ts"].iloc[[first, later]])
+        key = key_ts(raw).iloc[0]
+        device, sensor = df["device_id"].iloc[first], df["sensor_id"].iloc[first]
+        text = f"reading {device}/{sensor} at {key:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+        if (raw != key_ts(raw)).any():
+            text += (f" (written {', '.join(f'{t:%H:%M:%S.%f}' for t in raw)}: readings are kept to the millisecond)")
+        parts.append(text + f" has two different values: {where(first)} has {float(df['value'].iloc[first])!r}, "
+                     f"{where(later)} has {float(df['value'].iloc[later])!r}")
+    more = f" ({len(conflicts)} conflicting keys in total)" if len(conflicts) > limit else \
+        (f" ({len(conflicts)} conflicting keys)" if len(conflicts) > 1 else "")
+    return "; ".join(parts) + more

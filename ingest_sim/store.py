@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from ingest_sim import db
 from ingest_sim.aggregator import aggregate_readings
-from ingest_sim.readings import describe_conflict, find_duplicates, key_ts
+from ingest_sim.readings import describe_conflicts, find_duplicates, key_ts
 from scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES, parse_target, target_name
 
 
@@ -352,10 +352,7 @@ def load_readings(conn, df: pd.DataFrame, *, aggregate: bool = True, window_minu
                           "value": pd.to_numeric(df["value"], errors="raise").astype("float64").to_numpy()})
     dups = find_duplicates(frame)
     if dups.conflicts:
-        first, later = dups.conflicts[0]
-        raise ValueError(describe_conflict(frame, first, later) + (
-            f" ({len(dups.conflicts)} conflicting rows in total)" if len(dups.conflicts) > 1 else "")
-            + "; nothing was loaded")
+        raise ValueError(describe_conflicts(df, dups.conflicts) + "; nothing was loaded")
     if len(dups.exact):
         frame = frame.drop(index=dups.exact).reset_index(drop=True)
     result = LoadResult(duplicates=int(len(dups.exact)))
@@ -382,8 +379,10 @@ def load_readings(conn, df: pd.DataFrame, *, aggregate: bool = True, window_minu
         replaced = before.merge(write[list(READING_KEY)], on=list(READING_KEY), how="left", indicator=True)
         after = pd.concat([before[(replaced["_merge"] == "left_only").to_numpy()], write], ignore_index=True)
         after = after.sort_values(["device_id", "sensor_id", "ts"], kind="mergesort").reset_index(drop=True)
+        stored_aggs = _read_spans(conn, db.AGGREGATES, AGGREGATE_COLUMNS, "window_start", _spans(touched, "window_start", step))
+        _refuse_foreign_aggregates(stored_aggs, before, step)
         aggs = _only_windows(aggregate_readings(after, window_minutes), touched)
-        aggs, late = _changed_aggregates(conn, aggs, step)
+        aggs, late = _changed_aggregates(conn, aggs, step, stored_aggs)
         result.revised_at = _revision_time(revised_at)
         result.windows, result.late = aggs[list(_empty_windows().columns)], late
     else:
@@ -495,15 +494,44 @@ def _revision_time(value: Any) -> dt.datetime:
     return db.to_db_value(utc_naive(value))
 
 
-def _changed_aggregates(conn, aggs: pd.DataFrame, step: pd.Timedelta) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _refuse_foreign_aggregates(stored_aggs: pd.DataFrame, readings: pd.DataFrame, step: pd.Timedelta) -> None:
+    """Refuse to re-aggregate windows whose stored aggregate counts readings ``sensor_readings`` does not hold.
+
+    Such aggregates were built elsewhere (another tool, readings purged);
+    re-aggregating them from the readings here would silently replace, say, 30
+    readings' statistics by 1 reading's.
+    """
+    if stored_aggs.empty:
+        return
+    have = readings.assign(window_start=readings["ts"].dt.floor(step)).groupby(
+        ["device_id", "sensor_id", "window_start"]).size().rename("have")
+    check = stored_aggs.merge(have.reset_index(), on=["device_id", "sensor_id", "window_start"], how="left")
+    check["have"] = check["have"].fillna(0).astype("int64")
+    bad = check[check["n_readings"] > check["have"]]
+    if bad.empty:
+        return
+    shown = "; ".join(f"{r.device_id}/{r.sensor_id} {r.window_start:%Y-%m-%d %H:%M} ({r.n_readings} in the aggregate, "
+                      f"{r.have} in {db.READINGS})" for r in bad.head(5).itertuples(index=False))
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise ValueError(
+        f"{len(bad)} aggregate window(s) count readings that {db.READINGS} does not hold: {shown}{more}; they were "
+        f"not built from this table's readings (another tool, or readings removed), so re-aggregating them would "
+        f"lose their statistics. Nothing was loaded: load those windows' raw readings first, or load this file "
+        f"without --aggregate")
+
+
+def _changed_aggregates(conn, aggs: pd.DataFrame, step: pd.Timedelta,
+                        stored: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(rows of aggs that differ from what is stored, the late ones among them)``.
 
     Late: the window was stored before (its aggregate changes), or it is new
     but ends at or before its target's watermark (the last stored window_end).
+    ``stored``: the stored aggregates of those windows, when the caller read them already.
     """
     if aggs.empty:
         return aggs, _empty_windows()
-    stored = _read_spans(conn, db.AGGREGATES, AGGREGATE_COLUMNS, "window_start", _spans(aggs, "window_start", step))
+    if stored is None:
+        stored = _read_spans(conn, db.AGGREGATES, AGGREGATE_COLUMNS, "window_start", _spans(aggs, "window_start", step))
     keys = ["device_id", "sensor_id", "window_start"]
     merged = aggs.merge(stored, on=keys, how="left", suffixes=("", "_old"), indicator=True)
     existed = (merged["_merge"] == "both").to_numpy()

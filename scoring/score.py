@@ -258,8 +258,9 @@ def main(argv=None) -> int:
     parser.add_argument("--aggregates", required=True, help="snapshot parquet (the interval's aggregates)")
     parser.add_argument("--models", required=True, help="models directory")
     parser.add_argument("--out", required=True, help="predictions directory (written)")
-    parser.add_argument("--targets", nargs="+", metavar="DEVICE/SENSOR")
-    parser.add_argument("--targets-file", help="one device/sensor per line (or a JSON list)")
+    parser.add_argument("--targets", nargs="+", metavar="DEVICE/SENSOR",
+                        help="targets to score (this or --targets-file is required)")
+    parser.add_argument("--targets-file", help="one device/sensor per line (or a JSON list); this or --targets is required")
     args = parser.parse_args(argv)
     targets = list(args.targets or [])
     if args.targets_file:

@@ -156,8 +156,9 @@ def test_a_frame_with_conflicting_keys_is_refused_before_writing(conn):
     """Own case: the same rule for frames loaded without a CSV (timestamps equal to the millisecond)."""
     frame = pd.DataFrame({"ts": [T0, T0 + dt.timedelta(microseconds=400)], "device_id": ["d9", "d9"],
                           "sensor_id": ["s1", "s1"], "value": [1.0, 2.0]})
-    with pytest.raises(ValueError, match=r"reading d9/s1 at 2024-01-01 00:00:00.000 has two different values: "
-                                         r"row 0 has 1.0, row 1 has 2.0; nothing was loaded"):
+    with pytest.raises(ValueError, match=r"reading d9/s1 at 2024-01-01 00:00:00.000 \(written 00:00:00.000000, "
+                                         r"00:00:00.000400: readings are kept to the millisecond\) has two different "
+                                         r"values: row 0 has 1.0, row 1 has 2.0; nothing was loaded"):
         store.load_readings(conn, frame)
     assert _count(conn, db.READINGS) == 0
 
@@ -214,3 +215,89 @@ def test_interval_of_follows_the_cron_schedule():
     assert ivs == [(T0, H1), (dt.datetime(2024, 1, 3, 5), dt.datetime(2024, 1, 3, 6))]
     assert backfill_command("d", ivs) == ("airflow backfill create --dag-id d --from-date 2024-01-01T00:00:00 "
                                           "--to-date 2024-01-03T05:00:00 --reprocess-behavior completed")
+
+
+# --- what a new user ran into (found by trying the CLI as one) ---------------------------------------
+
+def test_the_cli_counts_duplicate_lines_it_stored_once(sql_conn_str, tmp_path):
+    rows = _hour(minutes=10)
+    path = _csv(tmp_path / "dup.csv", rows + rows[:3])
+    path.write_text(path.read_text() + f"{rows[5][0]:%Y-%m-%dT%H:%M:%S}+00:00,d1,s1,{rows[5][3]}0\n")  # same instant, other spelling
+    r = _cli(sql_conn_str, "load-csv", str(path), "--aggregate")
+    assert r.returncode == 0, r.stderr
+    assert "64 readings, 1 targets" in r.stdout and "60 new, 0 changed, 0 already stored, 4 duplicate line(s) stored once" in r.stdout
+
+
+def test_a_bad_schedule_is_refused_before_anything_is_loaded(sql_conn_str, tmp_path, monkeypatch):
+    path = _csv(tmp_path / "hour.csv", _hour(minutes=10))
+    assert _cli(sql_conn_str, "init-db").returncode == 0
+    r = _cli(sql_conn_str, "load-csv", str(path), "--aggregate", "--schedule", "not a cron")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: --schedule 'not a cron' is not a cron expression (e.g. '0 * * * *'); nothing was loaded"
+    monkeypatch.setenv("BATCH_SCORING_SCHEDULE", "@hourlyy")
+    r = _cli(sql_conn_str, "load-csv", str(path))
+    assert r.returncode == 2 and "BATCH_SCORING_SCHEDULE '@hourlyy' is not a cron expression" in r.stderr
+    conn = db.connect(sql_conn_str)
+    try:
+        assert _count(conn, db.READINGS) == 0 and _count(conn, db.REVISIONS) == 0
+    finally:
+        conn.close()
+
+
+def test_aggregates_built_elsewhere_are_not_replaced_by_fewer_readings(conn):
+    """Aggregates whose readings this table does not hold (another tool wrote them, or readings were purged):
+    a late reading must not turn a 30-reading window into a 1-reading one."""
+    full = pd.DataFrame(_hour(), columns=["ts", "device_id", "sensor_id", "value"])
+    store.upsert_aggregates(conn, aggregate_readings(full))
+    before = store.read_aggregates(conn, T0, H1)
+    late = pd.DataFrame({"ts": [T0 + dt.timedelta(minutes=10, seconds=5)], "device_id": ["d1"], "sensor_id": ["s1"],
+                         "value": [21.5]})
+    with pytest.raises(ValueError, match=r"^1 aggregate window\(s\) count readings that sensor_readings does not hold: "
+                                         r"d1/s1 2024-01-01 00:10 \(30 in the aggregate, 0 in sensor_readings\); .*"
+                                         r"Nothing was loaded: load those windows' raw readings first, or load this "
+                                         r"file without --aggregate$"):
+        store.load_readings(conn, late)
+    pd.testing.assert_frame_equal(store.read_aggregates(conn, T0, H1), before)
+    assert _count(conn, db.READINGS) == 0
+    assert store.upsert_readings(conn, late).inserted == 1  # without aggregating: stored, windows left alone
+
+
+def test_every_conflict_is_named_and_a_sub_millisecond_collision_shows_what_was_written(sql_conn_str, tmp_path):
+    path = tmp_path / "clash.csv"
+    path.write_text("TS,Device,Sensor,Value\n"
+                    "2024-01-01 00:00:10.0004,d1,s1,26.0\n"
+                    "2024-01-01 00:00:20.000,d1,s1,1.0\n"
+                    "2024-01-01 00:00:10.0001,d1,s1,26.5\n"
+                    "2024-01-01 00:00:20.000,d1,s1,1.01\n")
+    r = _cli(sql_conn_str, "load-csv", str(path))
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        f"error: {path}, line 4: reading d1/s1 at 2024-01-01 00:00:10.000 (written 00:00:10.000400, 00:00:10.000100: "
+        "readings are kept to the millisecond) has two different values: line 2 has 26.0, line 4 has 26.5; "
+        "reading d1/s1 at 2024-01-01 00:00:20.000 has two different values: line 3 has 1.0, line 5 has 1.01 "
+        "(2 conflicting keys); nothing of this file was loaded: fix the source and load it again")
+
+
+def test_late_data_far_apart_says_what_the_one_backfill_reprocesses(sql_conn_str, tmp_path):
+    days = [r for h in range(26) for r in _hour(start=T0 + dt.timedelta(hours=h), minutes=60, step=60, seed=h)]
+    assert _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "a.csv", days)), "--aggregate").returncode == 0
+    r = _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "late.csv", [
+        (T0 + dt.timedelta(minutes=10, seconds=5), "d1", "s1", 1.0),
+        (T0 + dt.timedelta(hours=24, minutes=10, seconds=5), "d1", "s1", 1.0)])), "--aggregate")
+    assert r.returncode == 0, r.stderr
+    assert ("this rescores them (it reprocesses the 25 intervals from the first to the last, 23 of them unchanged: "
+            "same blobs, same bytes):\n  airflow backfill create --dag-id batch_scoring --from-date 2024-01-01T00:00:00 "
+            "--to-date 2024-01-02T00:00:00 --reprocess-behavior completed") in r.stdout
+
+
+def test_the_aggregate_command_reports_late_data_too(sql_conn_str, tmp_path):
+    """Own case: readings loaded without aggregating, then `aggregate` over a range already aggregated."""
+    assert _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "a.csv", _hour())), "--aggregate").returncode == 0
+    assert _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "late.csv", [
+        (T0 + dt.timedelta(minutes=20, seconds=5), "d1", "s1", 99.0)]))).returncode == 0
+    r = _cli(sql_conn_str, "aggregate", "--start", "2024-01-01T00:00", "--end", "2024-01-01T01:00")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("aggregate: 12 aggregates [2024-01-01T00:00:00Z, 2024-01-01T01:00:00Z)\n"
+                               "late data: 1 aggregate window(s) changed behind data already aggregated "
+                               "(d1/s1 2024-01-01 00:20)")
+    assert "are stale if they were scored before this re-aggregation" in r.stdout
