@@ -90,7 +90,7 @@ ordinary sensor at its own scale).
 
 Sensors whose typical window is constant but which move now and then (a 0/1
 status that flips in under half of its windows, a set-point that changes): the
-median window std is 0, and ``std_ref`` used to fall to the resolution (1e-6
+median window std is 0 (or below the resolution), and ``std_ref`` used to fall to the resolution (1e-6
 of the level), which measured ordinary flips in millions. ``std_reference``
 takes the median std of the windows that varied instead. And since over all
 windows the std of ``log_std_ratio`` and ``peak_ratio`` measures how often the
@@ -104,9 +104,10 @@ probability 0.02 (72 windows of 30 readings, 40 draws): every window with a
 reading of 2.0, 0.5, 0.9, 5 or -3, or stuck at 0 for the whole window, is
 flagged, and no window of all 1s or with one flip to 0; a window with more
 flips than training ever showed (3 or 4) can be flagged. Before, a reading of
-0.5 or 0.9 was never flagged and 2.0 was missed in 2 of the 40 draws. The features see a window's
-excursion without its sign (``peak_ratio``), so a reading one step above the
-usual state differs from an ordinary flip below it only in the window mean:
+0.5 or 0.9 was never flagged and 2.0 was missed in 2 of the 40 draws. The
+features see a window's excursion without its sign (``peak_ratio``), so a
+reading one step above the usual state differs from an ordinary flip below it
+only in the window mean:
 with flips in most windows (probability 0.03-0.05, ~60-80 % of windows vary)
 the 2.0 reading is missed in 5-31 of 40 draws (before: up to 40 of 40); the
 other readings are still flagged.
