@@ -85,8 +85,12 @@ SVM_PARAMS = {"kernel": "rbf", "gamma": 0.05, "nu": 0.01}
 # training" (-rho), whatever the target's scale.
 THRESHOLD_FRACTION = 0.3
 
-# Floor on the reference std (relative to the target's median value) so a
-# target that was already frozen in training does not divide by zero.
+# The resolution of a window std, relative to the target's median value: a
+# window whose std is not above it counts as constant. std_ref is the median
+# window std; when that is not above the resolution, the median std of the
+# windows that varied; when no window varied, the resolution itself (so a
+# target that was already frozen in training does not divide by zero).
+# scoring.features.std_reference.
 STD_FLOOR_RELATIVE = 1e-6
 # log(std_ratio + LOG_STD_EPS): a frozen sensor (std == 0) maps to log(EPS).
 LOG_STD_EPS = 0.01
@@ -102,8 +106,10 @@ LOG_STD_EPS = 0.01
 # (30 readings per window) nor to the reference data: their models are unchanged.
 SCALE_FLOOR_FRACTION = 0.5
 # A feature whose training std is below this fraction of its floor had ~zero
-# variance (a constant mean, std or reading count): training reports it per
-# target (manifest training.degenerate and training.warnings, the CLI's output).
+# variance (a constant mean, std or reading count): training records it per
+# target (manifest training.constant_features) and warns (training.degenerate,
+# training.warnings, the CLI's stderr) unless it is coverage alone, which is
+# constant for every sensor that delivers all its readings.
 ZERO_VARIANCE_FRACTION = 0.1
 
 # Training refuses a target with fewer usable windows than this.

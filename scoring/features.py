@@ -2,8 +2,9 @@
 
 Features (``scoring.config.FEATURES``), computed per 5-minute window from the
 aggregate columns only, plus two per-target reference numbers fixed at training
-time and stored in the manifest (``std_ref`` = median training window std,
-``n_ref`` = median training readings per window):
+time and stored in the manifest (``std_ref`` = median training window std, with
+the fallbacks of ``std_reference`` when that is 0; ``n_ref`` = median training
+readings per window):
 
 ==================  =====================================================  ==========================
 feature             definition                                             catches
@@ -52,47 +53,80 @@ i.e. ~3-4 standard deviations of a window mean under AR(1) noise) and spikes
 at the small end whose reading happens to land against the noise.
 
 Degenerate training data. A feature that did not vary over the training
-windows - a frozen or set-point sensor (constant mean, std 0), a status
-sensor, a sensor that always delivers exactly the same number of readings
-(constant ``coverage``), or one whose noise is below the std floor (std 1e-9
-at level 20) - has ~zero training variance. ``StandardScaler`` divides such a
-feature by 1 (raw units), so with a fixed ``gamma`` the model's sensitivity to
-it depended on its units: a sensor that always had 30 readings scored a
-window with 3 of them at -0.0095 against its threshold -0.072 (not flagged).
-Training now divides each feature by ``max(training std, floor)``, the floor
-being ``SCALE_FLOOR_FRACTION`` (0.5) times the feature's natural unit at the
-target's ``std_ref`` and ``n_ref`` (``scale_floor``): the standard error of
-a window mean for ``value_mean`` (s / sqrt(n), the textbook standard error of
-the mean), that of the log of a window std for ``log_std_ratio`` (1 / sqrt(2
-(n-1)): Var(s^2) = 2 s^4 / (n-1) for normal readings, by the delta method),
-the same for ``peak_ratio`` (it is measured in units of that std), and one
-reading (1 / n) for ``coverage``. Half of those units is below what every
-ordinary target showed (minimum ratio of training std to floor, per feature:
-value_mean 2.6, log_std_ratio 2.0, peak_ratio 6.3, coverage 1.3 over the 240
-simulated targets of the table below; 1.4 / 1.05 / 1.7 / 5.2 over the 15
-reference targets), so their models and the figures above are unchanged;
-with fewer readings per window (10 or 5, at the simulator's 2 % random loss)
-the coverage floor can apply to an ordinary target too, raising its coverage
-scale by up to ~2x (recorded, not warned about). A model whose
-training had ~zero variance in a feature (std below ``ZERO_VARIANCE_FRACTION``
-= 0.1 of the floor) behaves as a point in feature space: a window is flagged
-when it is ~2.7 floors away in that feature (``exp(-gamma d^2) < 1 -
-THRESHOLD_FRACTION``). So a frozen sensor with 30 readings per window flags
-a window with 28 readings or fewer (29 and 31 are not flagged), a level shift
+windows - a frozen or set-point sensor (constant mean, std 0), a sensor that
+always delivers exactly the same number of readings (constant ``coverage``),
+or one whose noise is below the std floor (std 1e-9 at level 20) - has ~zero
+training variance. ``StandardScaler`` divides such a feature by 1 (raw units),
+so with a fixed ``gamma`` the model's sensitivity to it depended on its units:
+a sensor that always had 30 readings scored a window with 3 of them at -0.0095
+against its threshold -0.072 (not flagged). Training now divides each feature
+by ``max(training std, floor)``, the floor being ``SCALE_FLOOR_FRACTION``
+(0.5) times the feature's natural unit at the target's ``std_ref`` and
+``n_ref`` (``scale_floor``): the standard error of a window mean for
+``value_mean`` (s / sqrt(n), the textbook standard error of the mean), that
+of the log of a window std for ``log_std_ratio`` (1 / sqrt(2 (n-1)): Var(s^2)
+= 2 s^4 / (n-1) for normal readings, by the delta method), the same for
+``peak_ratio`` (it is measured in units of that std), and one reading (1 / n)
+for ``coverage``. Half of those units is below what every ordinary target
+showed (minimum ratio of training std to floor, per feature: value_mean 2.6,
+log_std_ratio 2.0, peak_ratio 6.3, coverage 1.3 over the 240 simulated
+targets of the table below; 1.4 / 1.05 / 1.7 / 5.2 over the 15 reference
+targets), so their models and the figures above are unchanged; with fewer
+readings per window (10 or 5, at the simulator's 2 % random loss) the coverage
+floor can apply to an ordinary target too, raising its coverage scale by up
+to ~2x (recorded, not warned about). A model whose training had ~zero
+variance in a feature (std below ``ZERO_VARIANCE_FRACTION`` = 0.1 of the
+floor) behaves as a point in feature space: a window is flagged when it is
+~2.7 floors away in that feature (``exp(-gamma d^2) < 1 -
+THRESHOLD_FRACTION``). So a frozen sensor with 30 readings per window flags a
+window with 28 readings or fewer (29 and 31 are not flagged), a level shift
 from ~2.5e-7 of its level (2.5e-7 at level 0), any spike, and not its
 ordinary windows; a sensor with ordinary noise whose reading count never
 varied flags dropouts, stuck windows, 4-sigma level shifts and 8-sigma spikes
-(tests/scoring/test_degenerate_training.py, also for a 0/1 status sensor). A window std below ``STD_FLOOR_RELATIVE`` (1e-6)
-of the sensor's level counts as 0, so for noise that small a stuck window is
-not an anomaly (the same noise at level 0 is an ordinary sensor at its own
-scale). Training reports every floored feature per target (manifest
-``scale_floor``, ``scale``, ``training.feature_std``, ``training.scale_floored``,
-``training.degenerate`` for ~zero variance, ``training.warnings``; the train
+(tests/scoring/test_degenerate_training.py). A window std below
+``STD_FLOOR_RELATIVE`` (1e-6) of the sensor's level counts as 0, so for noise
+that small a stuck window is not an anomaly (the same noise at level 0 is an
+ordinary sensor at its own scale).
+
+Sensors whose typical window is constant but which move now and then (a 0/1
+status that flips in under half of its windows, a set-point that changes): the
+median window std is 0 (or below the resolution), and ``std_ref`` used to fall to the resolution (1e-6
+of the level), which measured ordinary flips in millions. ``std_reference``
+takes the median std of the windows that varied instead. And since over all
+windows the std of ``log_std_ratio`` and ``peak_ratio`` measures how often the
+sensor moved rather than how (a 0/1 sensor's flip windows sit at one value,
+its constant windows at another, and StandardScaler's std spans the gap),
+training fits the scales on the windows that varied whenever some windows
+were constant and others were not (``sample_weight`` 0 for the constant
+ones; ``scoring.train``); an ordinary target has no constant window and is
+fitted exactly as before. Measured on a 0/1 sensor whose readings are 0 with
+probability 0.02 (72 windows of 30 readings, 40 draws): every window with a
+reading of 2.0, 0.5, 0.9, 5 or -3, or stuck at 0 for the whole window, is
+flagged, and no window of all 1s or with one flip to 0; a window with more
+flips than training ever showed (3 or 4) can be flagged. Before, a reading of
+0.5 or 0.9 was never flagged and 2.0 was missed in 2 of the 40 draws. The
+features see a window's excursion without its sign (``peak_ratio``), so a
+reading one step above the usual state differs from an ordinary flip below it
+only in the window mean:
+with flips in most windows (probability 0.03-0.05, ~60-80 % of windows vary)
+the 2.0 reading is missed in 5-31 of 40 draws (before: up to 40 of 40); the
+other readings are still flagged.
+
+Training reports what it found per target: ``training.constant_features``
+(every feature with ~zero variance, for the record), ``training.degenerate``
+(those whose constancy means the sensor did not vary: value_mean,
+log_std_ratio, peak_ratio; never ``coverage`` alone, which is constant for
+every sensor that delivers all its readings and is not a warning),
+``training.std_ref`` (value and source: ``"median window std"``, or the
+fallbacks ``"median std of the windows that varied"`` and ``"resolution
+floor"``), ``training.scale_fit_windows``, ``scale_floor``, ``scale``,
+``training.feature_std``, ``training.scale_floored``, and
+``training.warnings`` (a degenerate feature or a std_ref fallback; the train
 CLI's stdout line and stderr). Windows with a missing or non-finite
 mean/min/max/std or no readings are left out of training and listed
-(``training.excluded_windows``); a one-reading window's missing std counts as 0,
-as in scoring; a target with fewer than ``MIN_TRAINING_WINDOWS`` (12) usable
-windows is refused.
+(``training.excluded_windows``); a one-reading window's missing std counts as
+0, as in scoring; a target with fewer than ``MIN_TRAINING_WINDOWS`` (12)
+usable windows is refused.
 
 Reference data (``reference/sensor_data.csv``, 3 x 5 pairs, irregular 5-30 s
 readings): trained on the first two hours (24 windows per target), scoring the
@@ -114,20 +148,73 @@ REQUIRED_COLUMNS = ("value_mean", "value_min", "value_max", "value_std", "n_read
 def feature_reference(train: pd.DataFrame) -> dict:
     """Per-target reference numbers fixed at training time (kept in the manifest).
 
-    ``std_ref``: median window std (missing stds, i.e. one-reading windows,
-    left out; 0 when every window has one reading), floored at
-    ``STD_FLOOR_RELATIVE`` times the median absolute mean (or times 1 when that
-    is 0); ``n_ref``: median readings per window, at least 1.
+    ``{"std_ref": float > 0, "n_ref": float >= 1}``: ``std_ref`` as
+    ``std_reference`` (the median window std, with its fallbacks), ``n_ref``
+    the median readings per window, at least 1. Raises ValueError when
+    ``train`` lacks an aggregate column or has no rows.
+    """
+    ref = std_reference(train)
+    n_ref = float(np.nanmedian(train["n_readings"].to_numpy(float)))
+    return {"std_ref": ref["value"], "n_ref": max(n_ref, 1.0)}
+
+
+# How std_ref was obtained (std_reference's "source"; manifest training.std_ref.source).
+STD_REF_MEDIAN = "median window std"
+STD_REF_VARIED = "median std of the windows that varied"
+STD_REF_FLOOR = "resolution floor"
+
+
+def std_resolution(train: pd.DataFrame) -> float:
+    """The smallest window std that counts as variation: ``STD_FLOOR_RELATIVE`` x the median absolute mean.
+
+    Times 1 when that median is 0, and at least 1e-12 (same units as the readings).
+    """
+    level = float(np.nanmedian(np.abs(train["value_mean"].to_numpy(float)))) or 1.0
+    return max(STD_FLOOR_RELATIVE * level, 1e-12)
+
+
+def varied_windows(std, resolution: float) -> np.ndarray:
+    """Boolean mask of the windows whose std exceeds ``resolution`` (a missing std, one reading, counts as 0)."""
+    return np.nan_to_num(np.asarray(std, dtype="float64"), nan=0.0) > resolution
+
+
+def std_reference(train: pd.DataFrame) -> dict:
+    """``std_ref``, the window std the std features are measured in, and the rule that gave it.
+
+    In order: the median window std (missing stds, i.e. one-reading windows,
+    left out) when it exceeds the resolution (``std_resolution``); else, when
+    some windows varied (std above the resolution), the median std of those
+    windows; else the resolution itself. The second rule is for a sensor whose
+    typical window is constant but which moves now and then (a 0/1 status
+    that flips in under half of the windows, a set-point that changes): the
+    median window std is 0 there although the sensor varies, and dividing by the
+    resolution (1e-6 of the level) would measure its ordinary flips in millions.
+    The median of the windows that varied is the typical std of a window in
+    which the sensor moved, the same statistic as the first rule, over the
+    windows that carry it. Only the third rule means that no training window
+    varied at all (frozen, set-point, noise below the resolution, one reading
+    per window).
+
+    Returns ``{"value": float > 0, "source": STD_REF_MEDIAN | STD_REF_VARIED |
+    STD_REF_FLOOR, "median_window_std": float >= 0, "resolution": float > 0,
+    "varied_windows": int, "windows": int}``. Raises ValueError when ``train``
+    lacks an aggregate column or has no rows.
     """
     _check_columns(train)
     if train.empty:
         raise ValueError("no training windows")
-    level = float(np.nanmedian(np.abs(train["value_mean"].to_numpy(float)))) or 1.0
+    resolution = std_resolution(train)
     stds = train["value_std"].to_numpy(float)
-    std_ref = float(np.nanmedian(stds)) if np.isfinite(stds).any() else 0.0
-    std_ref = max(std_ref, STD_FLOOR_RELATIVE * level, 1e-12)
-    n_ref = float(np.nanmedian(train["n_readings"].to_numpy(float)))
-    return {"std_ref": std_ref, "n_ref": max(n_ref, 1.0)}
+    median = float(np.nanmedian(stds)) if np.isfinite(stds).any() else 0.0
+    varied = varied_windows(stds, resolution)
+    if median > resolution:
+        value, source = median, STD_REF_MEDIAN
+    elif varied.any():
+        value, source = float(np.median(stds[varied])), STD_REF_VARIED
+    else:
+        value, source = resolution, STD_REF_FLOOR
+    return {"value": value, "source": source, "median_window_std": median, "resolution": resolution,
+            "varied_windows": int(varied.sum()), "windows": int(len(train))}
 
 
 # Each feature's "natural unit" at the reference numbers (std_ref, n_ref), the

@@ -13,6 +13,9 @@ missing (coverage 0.1 is 0.9 raw units away from 1.0: ``exp(-0.05 * 0.81)``
 This class keeps ``StandardScaler``'s behaviour and only raises ``scale_`` to
 ``scale_floor`` per feature where the training standard deviation is smaller.
 The floors themselves are the features' business (``scoring.features.scale_floor``).
+``sample_weight`` works as in ``StandardScaler`` (the mean and std are
+weighted, then floored): training gives the constant windows of a target that
+also has varying ones weight 0 (``scoring.train``).
 Models pickle a reference to this class: the scoring job imports it from
 ``scoring.scaler`` (a model trained before this class existed holds a plain
 ``StandardScaler`` and still loads).

@@ -18,16 +18,38 @@ on stderr and the rest are trained.
 Degenerate training data (see ``scoring.features``): each feature is scaled by
 ``max(training std, floor)`` (``scoring.features.scale_floor``) instead of
 StandardScaler's rule (its std, or 1 when that is ~0), so a sensor that never
-varied in a feature still sees that feature move. Per target the manifest
-records ``scale_floor``, ``scale``, ``training.feature_std``,
-``training.scale_floored`` (every feature scaled by its floor: std, floor,
-rule, whether it had ~zero variance), ``training.degenerate`` (the features
-with ~zero variance), ``training.excluded_windows`` (count and first starts)
-and ``training.warnings`` (one line per finding, empty for an ordinary
-target). The CLI prints one JSON line per target on stdout (target, sha256,
-n_windows, degenerate, scale_floored, excluded_windows, warnings), each
-warning as ``warning: <target>: <text>`` on stderr, and a summary naming the
-targets with warnings. Exit 0 when trained (warnings included), 1 on an error.
+varied in a feature still sees that feature move. When some training windows
+were constant (std not above the resolution, ``scoring.features.varied_windows``)
+and others varied - a 0/1 status, a set-point that changes now and then - the
+training std is taken over the windows that varied only (StandardScaler's
+``sample_weight``, 0 for the constant windows; the model is still fitted on
+every window): over all windows the std of ``log_std_ratio`` and
+``peak_ratio`` measures how often the sensor moved, not how it moved, and at
+that scale a reading of 0.5 or 2.0 in a 0/1 sensor's window looked like an
+ordinary flip to 0. A target with no constant window (every ordinary,
+noisy one) is fitted without ``sample_weight``, exactly as before.
+
+Per target the manifest records ``scale_floor``, ``scale``,
+``training.feature_std`` (per feature, over every training window),
+``training.std_ref`` (``scoring.features.std_reference``: value, source -
+``"median window std"``, or the fallbacks ``"median std of the windows that
+varied"`` and ``"resolution floor"`` - median window std, resolution, windows
+that varied), ``training.scale_fit_windows`` (the windows the scales were
+fitted on), ``training.scale_floored`` (every feature scaled by its floor: the
+std it was fitted on, floor, rule, whether it had ~zero variance),
+``training.constant_features`` (every feature with ~zero variance over the
+training windows: a fact, kept for the record), ``training.degenerate`` (those
+of them whose constancy means the sensor itself did not vary: value_mean,
+log_std_ratio, peak_ratio; a constant ``coverage``, the same number of readings
+in every window, is what a sensor that delivers every reading does and is not
+listed), ``training.excluded_windows`` (count and first starts) and
+``training.warnings`` (one line per finding: degenerate features, a std_ref
+fallback, excluded windows; empty for an ordinary target, complete delivery
+included). The CLI prints one JSON line per target on stdout (target, sha256,
+n_windows, degenerate, constant_features, std_ref_source, scale_floored,
+excluded_windows, warnings), each warning as ``warning: <target>: <text>`` on
+stderr, and a summary naming the targets with warnings. Exit 0 when trained
+(warnings included), 1 on an error.
 """
 from __future__ import annotations
 
@@ -41,6 +63,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
 from scoring.config import (
@@ -48,15 +71,29 @@ from scoring.config import (
     FEATURES,
     MIN_TRAINING_WINDOWS,
     SCALE_FLOOR_FRACTION,
+    STD_FLOOR_RELATIVE,
     SVM_PARAMS,
     THRESHOLD_FRACTION,
     ZERO_VARIANCE_FRACTION,
     parse_target,
     target_name,
 )
-from scoring.features import SCALE_FLOOR_RULES, compute_features, feature_reference, scale_floor
+from scoring.features import (
+    SCALE_FLOOR_RULES,
+    STD_REF_FLOOR,
+    STD_REF_VARIED,
+    compute_features,
+    feature_reference,
+    scale_floor,
+    std_reference,
+    varied_windows,
+)
 from scoring.model_store import save_model
 from scoring.scaler import FlooredStandardScaler
+
+# Features whose ~zero training variance is expected of a healthy sensor: a sensor that delivers every
+# reading has a constant reading count. Recorded (training.constant_features), not warned about.
+EXPECTED_CONSTANT = ("coverage",)
 
 # How many excluded window starts a manifest lists (the count is always complete).
 EXCLUDED_LISTED = 10
@@ -188,29 +225,53 @@ def _missing_counts_as_zero(aggregates: pd.DataFrame) -> pd.DataFrame:
 def _train_one(train: pd.DataFrame, models_dir, device_id, sensor_id, start_ts, end_ts, source,
                excluded: list) -> dict:
     target = target_name(device_id, sensor_id)
+    std_ref = std_reference(train)
     reference = feature_reference(train)
     X = compute_features(train, reference).to_numpy(float)
     if not np.isfinite(X).all():  # unusable windows are excluded above: not expected
         raise TrainingError(f"non-finite features in the training windows of {target}")
     floors = scale_floor(reference)
-    model = build_pipeline([floors[f] for f in FEATURES]).fit(X)
+    # Scales from the windows that varied when some did not (see the module docstring); an ordinary
+    # target has no constant window and is fitted exactly as before (no sample_weight at all).
+    varied = varied_windows(train["value_std"].to_numpy(float), std_ref["resolution"])
+    fit_params = {}
+    if 0 < varied.sum() < len(train):
+        fit_params["scaler__sample_weight"] = varied.astype("float64")
+    model = build_pipeline([floors[f] for f in FEATURES]).fit(X, **fit_params)
     scaler = model.named_steps["scaler"]
-    feature_std = {f: float(v) for f, v in zip(FEATURES, np.sqrt(scaler.var_))}
-    floored, degenerate, warnings = [], [], []
+    # Constancy is judged over every training window (StandardScaler's std, as the model had it before
+    # any weighting); the floors are compared with the std the scaler was fitted on.
+    feature_std = {f: float(v) for f, v in zip(FEATURES, np.sqrt(StandardScaler().fit(X).var_))}
+    fit_std = {f: float(v) for f, v in zip(FEATURES, np.sqrt(scaler.var_))}
+    constant = [f for f in FEATURES if feature_std[f] < ZERO_VARIANCE_FRACTION * floors[f]]
+    floored, warnings = [], []
     for i, name in enumerate(FEATURES):
-        if not scaler.floored_[i]:
-            continue
-        rule = f"{SCALE_FLOOR_FRACTION} x {SCALE_FLOOR_RULES[name]}"
-        zero = feature_std[name] < ZERO_VARIANCE_FRACTION * floors[name]
-        floored.append({"feature": name, "training_std": feature_std[name], "scale_floor": floors[name],
-                        "floor_rule": rule, "zero_variance": bool(zero)})
-        if zero:
-            degenerate.append(name)
+        if scaler.floored_[i]:
+            floored.append({"feature": name, "training_std": fit_std[name], "scale_floor": floors[name],
+                            "floor_rule": f"{SCALE_FLOOR_FRACTION} x {SCALE_FLOOR_RULES[name]}",
+                            "zero_variance": name in constant})
+    degenerate = [f for f in constant if f not in EXPECTED_CONSTANT]
     if degenerate:
         detail = ", ".join(f"{f} (std {feature_std[f]:.3g}, floor {floors[f]:.3g})" for f in degenerate)
         warnings.append(
             f"~zero variance over the {len(train)} training windows in {detail}: scaled by the floor instead "
             "of StandardScaler's 1 (rules in training.scale_floored)"
+        )
+    if std_ref["source"] == STD_REF_VARIED:
+        warnings.append(
+            f"std_ref fallback: the median window std ({std_ref['median_window_std']:.3g}) is not above the "
+            f"resolution {std_ref['resolution']:.3g}: {len(train) - std_ref['varied_windows']} of {len(train)} "
+            "training windows are constant, as for a status or set-point sensor; std_ref is "
+            f"{std_ref['value']:.3g}, the median std of the {std_ref['varied_windows']} windows that varied, "
+            "and the feature scales come from those windows (training.std_ref)"
+        )
+    elif std_ref["source"] == STD_REF_FLOOR:
+        why = (f"every training window has one reading (no window std), so std_ref is the resolution "
+               f"{std_ref['resolution']:.3g}" if train["value_std"].isna().all()
+               else f"no training window's std is above the resolution {std_ref['resolution']:.3g} "
+                    f"({STD_FLOOR_RELATIVE:g} x the median level), so std_ref is that resolution")
+        warnings.append(
+            f"std_ref fallback: {why} and a stuck window cannot be told from an ordinary one (training.std_ref)"
         )
     if excluded:
         warnings.append(
@@ -240,7 +301,10 @@ def _train_one(train: pd.DataFrame, models_dir, device_id, sensor_id, start_ts, 
             "n_windows": int(len(train)),
             "flagged_windows": int((train_scores < threshold).sum()),
             "feature_std": feature_std,
+            "scale_fit_windows": int(varied.sum()) if fit_params else int(len(train)),
+            "std_ref": std_ref,
             "scale_floored": floored,
+            "constant_features": constant,
             "degenerate": degenerate,
             "excluded_windows": {"count": len(excluded),
                                  "window_starts": [_iso(t) for t in sorted(excluded)[:EXCLUDED_LISTED]]},
@@ -318,6 +382,8 @@ def main(argv=None) -> int:
         training = m["training"]
         print(json.dumps({"target": m["target"], "sha256": m["sha256"], "n_windows": training["n_windows"],
                           "degenerate": training["degenerate"],
+                          "constant_features": training["constant_features"],
+                          "std_ref_source": training["std_ref"]["source"],
                           "scale_floored": [f["feature"] for f in training["scale_floored"]],
                           "excluded_windows": training["excluded_windows"]["count"],
                           "warnings": training["warnings"]}))
