@@ -1,6 +1,7 @@
 """What a load does to stored readings and aggregates: upsert by key, duplicates, late data (issue 10, cases 1-3).
 
-Real SQLite and PostgreSQL through pyodbc (the ``conn`` fixture runs each test on both), the real CLI.
+Real SQLite and PostgreSQL through pyodbc (``conn`` and ``sql_conn_str`` run a test on both engines), the
+real CLI in a subprocess (on SQLite only where the test is about the CLI rather than the SQL).
 """
 from __future__ import annotations
 
@@ -88,24 +89,24 @@ def test_a_partial_reload_of_one_target_keeps_the_others_and_the_rest_of_its_spa
     assert after["n_readings"].tolist() == [30] * 24
 
 
-def test_reloading_the_same_file_changes_nothing(sql_conn_str, tmp_path):
+def test_reloading_the_same_file_changes_nothing(sqlite_conn_str, tmp_path):
     path = _csv(tmp_path / "hour.csv", _hour())
-    assert _cli(sql_conn_str, "load-csv", str(path), "--aggregate").returncode == 0
-    r = _cli(sql_conn_str, "load-csv", str(path), "--aggregate")
+    assert _cli(sqlite_conn_str, "load-csv", str(path), "--aggregate").returncode == 0
+    r = _cli(sqlite_conn_str, "load-csv", str(path), "--aggregate")
     assert r.returncode == 0, r.stderr
     assert "0 new, 0 changed, 360 already stored; 0 aggregate window(s) written" in r.stdout
     assert "late data" not in r.stdout
 
 
-def test_a_file_loaded_without_aggregating_gets_its_windows_when_loaded_again_with(sql_conn_str, tmp_path):
+def test_a_file_loaded_without_aggregating_gets_its_windows_when_loaded_again_with(sqlite_conn_str, tmp_path):
     """Own case: `load-csv` then `load-csv --aggregate` of the same file must not leave the windows missing."""
     path = _csv(tmp_path / "hour.csv", _hour())
-    r = _cli(sql_conn_str, "load-csv", str(path))
+    r = _cli(sqlite_conn_str, "load-csv", str(path))
     assert "360 new, 0 changed, 0 already stored; 12 window(s) of 1 target(s) need aggregating" in r.stdout
-    r = _cli(sql_conn_str, "load-csv", str(path), "--aggregate")
+    r = _cli(sqlite_conn_str, "load-csv", str(path), "--aggregate")
     assert "0 new, 0 changed, 360 already stored; 12 aggregate window(s) written" in r.stdout
     assert "late data" not in r.stdout
-    r = _cli(sql_conn_str, "load-csv", str(path), "--aggregate")
+    r = _cli(sqlite_conn_str, "load-csv", str(path), "--aggregate")
     assert "0 aggregate window(s) written" in r.stdout
 
 
@@ -137,15 +138,15 @@ def test_redelivering_stored_readings_inside_a_new_file_is_idempotent(conn):
     assert store.read_aggregates(conn, T0, H1 + dt.timedelta(minutes=10))["n_readings"].tolist() == [30] * 14
 
 
-def test_the_same_key_with_another_value_refuses_the_file_naming_both_lines(sql_conn_str, tmp_path):
+def test_the_same_key_with_another_value_refuses_the_file_naming_both_lines(sqlite_conn_str, tmp_path):
     rows = _hour()
     clash = rows + [(rows[7][0], "d1", "s1", rows[7][3] + 1.0)]
-    assert _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "ok.csv", rows[:5]))).returncode == 0
-    r = _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "clash.csv", clash)), "--aggregate")
+    assert _cli(sqlite_conn_str, "load-csv", str(_csv(tmp_path / "ok.csv", rows[:5]))).returncode == 0
+    r = _cli(sqlite_conn_str, "load-csv", str(_csv(tmp_path / "clash.csv", clash)), "--aggregate")
     assert r.returncode == 2
     assert "clash.csv, line 362: reading d1/s1 at 2024-01-01 00:01:10.000 has two different values: " \
            f"line 9 has {rows[7][3]!r}, line 362 has {rows[7][3] + 1.0!r}; nothing of this file was loaded" in r.stderr
-    conn = db.connect(sql_conn_str)
+    conn = db.connect(sqlite_conn_str)
     try:
         assert _count(conn, db.READINGS) == 5  # the earlier good load, untouched
     finally:
@@ -219,25 +220,25 @@ def test_interval_of_follows_the_cron_schedule():
 
 # --- what a new user ran into (found by trying the CLI as one) ---------------------------------------
 
-def test_the_cli_counts_duplicate_lines_it_stored_once(sql_conn_str, tmp_path):
+def test_the_cli_counts_duplicate_lines_it_stored_once(sqlite_conn_str, tmp_path):
     rows = _hour(minutes=10)
     path = _csv(tmp_path / "dup.csv", rows + rows[:3])
     path.write_text(path.read_text() + f"{rows[5][0]:%Y-%m-%dT%H:%M:%S}+00:00,d1,s1,{rows[5][3]}0\n")  # same instant, other spelling
-    r = _cli(sql_conn_str, "load-csv", str(path), "--aggregate")
+    r = _cli(sqlite_conn_str, "load-csv", str(path), "--aggregate")
     assert r.returncode == 0, r.stderr
     assert "64 readings, 1 targets" in r.stdout and "60 new, 0 changed, 0 already stored, 4 duplicate line(s) stored once" in r.stdout
 
 
-def test_a_bad_schedule_is_refused_before_anything_is_loaded(sql_conn_str, tmp_path, monkeypatch):
+def test_a_bad_schedule_is_refused_before_anything_is_loaded(sqlite_conn_str, tmp_path, monkeypatch):
     path = _csv(tmp_path / "hour.csv", _hour(minutes=10))
-    assert _cli(sql_conn_str, "init-db").returncode == 0
-    r = _cli(sql_conn_str, "load-csv", str(path), "--aggregate", "--schedule", "not a cron")
+    assert _cli(sqlite_conn_str, "init-db").returncode == 0
+    r = _cli(sqlite_conn_str, "load-csv", str(path), "--aggregate", "--schedule", "not a cron")
     assert r.returncode == 2
     assert r.stderr.strip() == "error: --schedule 'not a cron' is not a cron expression (e.g. '0 * * * *'); nothing was loaded"
     monkeypatch.setenv("BATCH_SCORING_SCHEDULE", "@hourlyy")
-    r = _cli(sql_conn_str, "load-csv", str(path))
+    r = _cli(sqlite_conn_str, "load-csv", str(path))
     assert r.returncode == 2 and "BATCH_SCORING_SCHEDULE '@hourlyy' is not a cron expression" in r.stderr
-    conn = db.connect(sql_conn_str)
+    conn = db.connect(sqlite_conn_str)
     try:
         assert _count(conn, db.READINGS) == 0 and _count(conn, db.REVISIONS) == 0
     finally:
@@ -262,14 +263,14 @@ def test_aggregates_built_elsewhere_are_not_replaced_by_fewer_readings(conn):
     assert store.upsert_readings(conn, late).inserted == 1  # without aggregating: stored, windows left alone
 
 
-def test_every_conflict_is_named_and_a_sub_millisecond_collision_shows_what_was_written(sql_conn_str, tmp_path):
+def test_every_conflict_is_named_and_a_sub_millisecond_collision_shows_what_was_written(sqlite_conn_str, tmp_path):
     path = tmp_path / "clash.csv"
     path.write_text("TS,Device,Sensor,Value\n"
                     "2024-01-01 00:00:10.0004,d1,s1,26.0\n"
                     "2024-01-01 00:00:20.000,d1,s1,1.0\n"
                     "2024-01-01 00:00:10.0001,d1,s1,26.5\n"
                     "2024-01-01 00:00:20.000,d1,s1,1.01\n")
-    r = _cli(sql_conn_str, "load-csv", str(path))
+    r = _cli(sqlite_conn_str, "load-csv", str(path))
     assert r.returncode == 2
     assert r.stderr.strip() == (
         f"error: {path}, line 4: reading d1/s1 at 2024-01-01 00:00:10.000 (written 00:00:10.000400, 00:00:10.000100: "
@@ -278,10 +279,10 @@ def test_every_conflict_is_named_and_a_sub_millisecond_collision_shows_what_was_
         "(2 conflicting keys); nothing of this file was loaded: fix the source and load it again")
 
 
-def test_late_data_far_apart_says_what_the_one_backfill_reprocesses(sql_conn_str, tmp_path):
+def test_late_data_far_apart_says_what_the_one_backfill_reprocesses(sqlite_conn_str, tmp_path):
     days = [r for h in range(26) for r in _hour(start=T0 + dt.timedelta(hours=h), minutes=60, step=60, seed=h)]
-    assert _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "a.csv", days)), "--aggregate").returncode == 0
-    r = _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "late.csv", [
+    assert _cli(sqlite_conn_str, "load-csv", str(_csv(tmp_path / "a.csv", days)), "--aggregate").returncode == 0
+    r = _cli(sqlite_conn_str, "load-csv", str(_csv(tmp_path / "late.csv", [
         (T0 + dt.timedelta(minutes=10, seconds=5), "d1", "s1", 1.0),
         (T0 + dt.timedelta(hours=24, minutes=10, seconds=5), "d1", "s1", 1.0)])), "--aggregate")
     assert r.returncode == 0, r.stderr
@@ -290,12 +291,12 @@ def test_late_data_far_apart_says_what_the_one_backfill_reprocesses(sql_conn_str
             "--to-date 2024-01-02T00:00:00 --reprocess-behavior completed") in r.stdout
 
 
-def test_the_aggregate_command_reports_late_data_too(sql_conn_str, tmp_path):
+def test_the_aggregate_command_reports_late_data_too(sqlite_conn_str, tmp_path):
     """Own case: readings loaded without aggregating, then `aggregate` over a range already aggregated."""
-    assert _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "a.csv", _hour())), "--aggregate").returncode == 0
-    assert _cli(sql_conn_str, "load-csv", str(_csv(tmp_path / "late.csv", [
+    assert _cli(sqlite_conn_str, "load-csv", str(_csv(tmp_path / "a.csv", _hour())), "--aggregate").returncode == 0
+    assert _cli(sqlite_conn_str, "load-csv", str(_csv(tmp_path / "late.csv", [
         (T0 + dt.timedelta(minutes=20, seconds=5), "d1", "s1", 99.0)]))).returncode == 0
-    r = _cli(sql_conn_str, "aggregate", "--start", "2024-01-01T00:00", "--end", "2024-01-01T01:00")
+    r = _cli(sqlite_conn_str, "aggregate", "--start", "2024-01-01T00:00", "--end", "2024-01-01T01:00")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("aggregate: 12 aggregates [2024-01-01T00:00:00Z, 2024-01-01T01:00:00Z)\n"
                                "late data: 1 aggregate window(s) changed behind data already aggregated "
