@@ -303,8 +303,9 @@ class LoadResult:
     ``duplicates`` (exact repeats within the frame, stored once).
     ``windows``: the aggregate windows written (new or changed), as
     ``device_id, sensor_id, window_start, window_end`` rows; ``late``: those of
-    them that are late data (the window existed before, or lies behind its
-    target's watermark), also recorded in ``aggregate_revisions``;
+    them that are late data (behind the target's last window, or that last
+    window changed a window length after its end: see ``_changed_aggregates``),
+    also recorded in ``aggregate_revisions``;
     ``pending``: windows whose readings changed but were not aggregated
     (``aggregate=False``). Empty frames when nothing applies.
     """
@@ -339,7 +340,7 @@ def load_readings(conn, df: pd.DataFrame, *, aggregate: bool = True, window_minu
       of the window, and written only where the aggregate changed: the windows
       whose readings changed, plus any the frame covers whose aggregate is
       missing or out of date (a file first loaded without aggregating). Windows
-      that change behind the target's watermark (or existed before) are *late
+      that change behind the target's watermark (its last window) are *late
       data*: recorded in ``aggregate_revisions`` with ``revised_at`` (naive UTC,
       default now), which is how the DAG learns that an interval it already
       scored is stale.
@@ -382,8 +383,8 @@ def load_readings(conn, df: pd.DataFrame, *, aggregate: bool = True, window_minu
         stored_aggs = _read_spans(conn, db.AGGREGATES, AGGREGATE_COLUMNS, "window_start", _spans(touched, "window_start", step))
         _refuse_foreign_aggregates(stored_aggs, before, step)
         aggs = _only_windows(aggregate_readings(after, window_minutes), touched)
-        aggs, late = _changed_aggregates(conn, aggs, step, stored_aggs)
         result.revised_at = _revision_time(revised_at)
+        aggs, late = _changed_aggregates(conn, aggs, step, stored_aggs, result.revised_at)
         result.windows, result.late = aggs[list(_empty_windows().columns)], late
     else:
         result.pending = touched
@@ -520,12 +521,14 @@ def _refuse_foreign_aggregates(stored_aggs: pd.DataFrame, readings: pd.DataFrame
         f"without --aggregate")
 
 
-def _changed_aggregates(conn, aggs: pd.DataFrame, step: pd.Timedelta,
-                        stored: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _changed_aggregates(conn, aggs: pd.DataFrame, step: pd.Timedelta, stored: pd.DataFrame | None = None,
+                        revised_at: dt.datetime | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(rows of aggs that differ from what is stored, the late ones among them)``.
 
-    Late: the window was stored before (its aggregate changes), or it is new
-    but ends at or before its target's watermark (the last stored window_end).
+    Late: the window ends before its target's watermark (the last stored
+    window_end), whether it existed or fills a gap; or it is the target's last
+    window, already stored, changed more than one window length after its end
+    (``revised_at``; a stream completing its last window is not late data).
     ``stored``: the stored aggregates of those windows, when the caller read them already.
     """
     if aggs.empty:
@@ -551,8 +554,13 @@ def _changed_aggregates(conn, aggs: pd.DataFrame, step: pd.Timedelta,
     mark = np.array([np.datetime64(marks.get(target_name(d, s)) or "NaT", "us")
                      for d, s in zip(merged["device_id"], merged["sensor_id"])], dtype="datetime64[us]")
     ends = merged["window_end"].to_numpy("datetime64[us]")
-    behind = ~np.isnat(mark) & (ends <= mark)
-    late = changed & (existed | behind)
+    # Late: behind the target's last window. The last window itself is completed by the next load of a stream
+    # in the normal course; a change to it counts only once a whole window length has passed since its end.
+    behind = ~np.isnat(mark) & (ends < mark)
+    last = ~np.isnat(mark) & (ends == mark) & existed
+    if revised_at is not None:
+        last &= np.datetime64(revised_at, "us") > ends + np.timedelta64(step.to_timedelta64().astype("timedelta64[us]"))
+    late = changed & (behind | last)
     out = aggs[changed].reset_index(drop=True)
     return out, aggs.loc[late, list(_empty_windows().columns)].reset_index(drop=True)
 
@@ -611,14 +619,15 @@ def aggregate_range(conn, start: Any, end: Any, window_minutes: int = WINDOW_MIN
     ws, we = window_bounds(start, end, window_minutes)
     readings = read_readings(conn, ws, we)
     aggs = aggregate_readings(readings, window_minutes)
-    _, late = _changed_aggregates(conn, aggs, pd.Timedelta(minutes=int(window_minutes)))
+    revised_at = _revision_time(revised_at)
+    _, late = _changed_aggregates(conn, aggs, pd.Timedelta(minutes=int(window_minutes)), revised_at=revised_at)
     types = db.column_types(db.AGGREGATES)
     rows = _frame_rows(aggs, AGGREGATE_COLUMNS, types) if not aggs.empty else []
     with _transaction(conn) as cur:
         cur.execute(f"DELETE FROM {db.AGGREGATES} WHERE window_start >= ? AND window_start < ?", ws, we)
         n = db.insert_rows(conn, db.AGGREGATES, AGGREGATE_COLUMNS, rows)
         if len(late):
-            _write_revisions(conn, cur, late, _revision_time(revised_at))
+            _write_revisions(conn, cur, late, revised_at)
         return n
 
 
@@ -639,7 +648,8 @@ def upsert_aggregates(conn, df: pd.DataFrame, revised_at: Any = None) -> int:
         keys.setdefault((r[0], r[1]), set()).add(db.to_db_value(r[2]))
     if sum(len(v) for v in keys.values()) != len(rows):
         raise ValueError("aggregates frame has duplicate (device_id, sensor_id, window_start) keys")
-    late = _late_upserts(conn, df)
+    revised_at = _revision_time(revised_at)
+    late = _late_upserts(conn, df, revised_at)
     chunk = db.MAX_PARAMS - 2
     with _transaction(conn) as cur:
         for (d, s), starts in sorted(keys.items()):
@@ -653,11 +663,11 @@ def upsert_aggregates(conn, df: pd.DataFrame, revised_at: Any = None) -> int:
                 )
         n = db.insert_rows(conn, db.AGGREGATES, AGGREGATE_COLUMNS, rows)
         if len(late):
-            _write_revisions(conn, cur, late, _revision_time(revised_at))
+            _write_revisions(conn, cur, late, revised_at)
         return n
 
 
-def _late_upserts(conn, df: pd.DataFrame) -> pd.DataFrame:
+def _late_upserts(conn, df: pd.DataFrame, revised_at: dt.datetime) -> pd.DataFrame:
     """The late rows of an aggregates upsert, reading back only the targets that write behind their watermark."""
     frame = df[list(AGGREGATE_COLUMNS)].copy()
     frame["device_id"], frame["sensor_id"] = frame["device_id"].astype(str), frame["sensor_id"].astype(str)
@@ -671,7 +681,7 @@ def _late_upserts(conn, df: pd.DataFrame) -> pd.DataFrame:
     keys = pd.MultiIndex.from_frame(frame[["device_id", "sensor_id"]])
     part = frame[keys.isin(behind)].reset_index(drop=True)
     step = (part["window_end"] - part["window_start"]).max()
-    return _changed_aggregates(conn, part, step)[1]
+    return _changed_aggregates(conn, part, step, revised_at=revised_at)[1]
 
 
 # window_end breaks ties between rows sharing a window_start (only possible without the primary key,

@@ -93,6 +93,10 @@ def find_stale_intervals(sql_conn, store, settings, dag_id: str, now: dt.datetim
         by_interval.setdefault(current, []).append(row)
     stale = []
     for (start, end), rows in sorted(by_interval.items()):
+        # a run scores its interval after the interval's end: a revision before it cannot postdate the scoring
+        rows = [r for r in rows if r.revised_at.to_pydatetime() >= end]
+        if not rows:
+            continue
         key = Interval(start, end).key
         manifest = _read_json(store, settings.predictions_container, f"{key}/{PREDICTIONS_MANIFEST}")
         if manifest is None:

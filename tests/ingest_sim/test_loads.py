@@ -206,6 +206,20 @@ def test_on_time_data_is_not_late_but_a_gap_filled_behind_the_watermark_is(conn)
     assert store.read_revisions(conn)["revised_at"].tolist() == [pd.Timestamp(2024, 1, 2, 12)] * 2
 
 
+def test_a_stream_completing_its_last_window_is_not_late_but_a_change_to_it_much_later_is(conn):
+    """Own case: micro-batches fill the last window in two loads (not late data); a reading for that window an
+    hour after it ended is."""
+    frame = lambda rs: pd.DataFrame(rs, columns=["ts", "device_id", "sensor_id", "value"])  # noqa: E731
+    rows = _hour(minutes=60)
+    assert store.load_readings(conn, frame(rows[:345]), revised_at=H1 - dt.timedelta(seconds=30)).late.empty  # 00:57:30
+    done = store.load_readings(conn, frame(rows[345:]), revised_at=H1 + dt.timedelta(seconds=30))
+    assert done.windows["window_start"].tolist() == [pd.Timestamp(T0 + dt.timedelta(minutes=55))] and done.late.empty
+    late = store.load_readings(conn, frame([(H1 - dt.timedelta(seconds=5), "d1", "s1", 3.0)]),
+                               revised_at=H1 + dt.timedelta(hours=1))
+    assert late.late["window_start"].tolist() == [pd.Timestamp(T0 + dt.timedelta(minutes=55))]
+    assert store.read_revisions(conn)["revised_at"].tolist() == [pd.Timestamp(H1 + dt.timedelta(hours=1))]
+
+
 def test_interval_of_follows_the_cron_schedule():
     from ingest_sim.late_data import backfill_command, interval_of, intervals_of
 
