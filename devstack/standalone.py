@@ -1,6 +1,7 @@
 """Run ``airflow standalone`` (scheduler, dag-processor, triggerer, api-server) and talk to its REST API."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -106,7 +107,19 @@ class AirflowApi:
         """Like `airflow backfill create`: runs for logical dates from_date..to_date (interval starts)."""
         body = {"dag_id": dag_id, "from_date": _iso_utc(from_date), "to_date": _iso_utc(to_date),
                 "reprocess_behavior": reprocess, "max_active_runs": 4}
-        return self._request("POST", "/api/v2/backfills", body)
+        try:
+            return self._request("POST", "/api/v2/backfills", body)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
+            # On a SQLite metadata DB the API can answer 5xx ("database is locked") after the backfill was
+            # committed; the retry then gets 409 "already a running backfill". That open backfill of the same
+            # range is the one asked for: return it rather than fail.
+            wanted = (_parse_utc(body["from_date"]), _parse_utc(body["to_date"]))
+            for b in self._request("GET", f"/api/v2/backfills?dag_id={dag_id}").get("backfills", []):
+                if not b.get("completed_at") and (_parse_utc(b["from_date"]), _parse_utc(b["to_date"])) == wanted:
+                    return b
+            raise
 
     def unpause(self, dag_id: str) -> None:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
@@ -147,6 +160,11 @@ class AirflowApi:
         from urllib.parse import quote
 
         self._request("DELETE", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}")
+
+
+def _parse_utc(text: str) -> dt.datetime:
+    ts = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
 
 
 def _iso_utc(ts) -> str:
