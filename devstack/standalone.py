@@ -72,7 +72,7 @@ class AirflowApi:
                 if exc.code < 500 or attempt == attempts:
                     detail = exc.read()[:500].decode(errors="replace")
                     raise urllib.error.HTTPError(exc.url, exc.code, f"{exc.reason}: {detail}", exc.headers, None) from exc
-                time.sleep(2 * attempt)
+                time.sleep(min(2 * attempt, 6))
 
     def token(self) -> str:
         if self._token is None:
@@ -108,7 +108,9 @@ class AirflowApi:
         body = {"dag_id": dag_id, "from_date": _iso_utc(from_date), "to_date": _iso_utc(to_date),
                 "reprocess_behavior": reprocess, "max_active_runs": 4}
         try:
-            return self._request("POST", "/api/v2/backfills", body)
+            # creating 24 runs takes ~1 s on SQLite, and the scheduler or dag-processor may lock the DB meanwhile
+            # (503/500 "database is locked", rolled back): retry more than the other calls
+            return self._request("POST", "/api/v2/backfills", body, attempts=10)
         except urllib.error.HTTPError as exc:
             if exc.code != 409:
                 raise

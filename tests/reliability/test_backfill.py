@@ -96,6 +96,7 @@ def _wait_backfill_completed(airflow, backfill_id: int, timeout: float = 180) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if airflow.api._request("GET", f"/api/v2/backfills/{backfill_id}").get("completed_at"):
+            time.sleep(5)  # let the scheduler finish the writes that go with it (SQLite: one writer at a time)
             return
         time.sleep(2)
     raise TimeoutError(f"backfill {backfill_id} not marked completed after {timeout:.0f}s")
