@@ -79,7 +79,8 @@ def score_targets(aggregates: pd.DataFrame, models_dir, out_dir, targets) -> lis
 
     Receipt keys: target, device_id, sensor_id, status ("ok"/"failed"),
     rows_in, rows_out, anomalies, anomaly_window_starts (ISO, UTC), model_sha256,
-    output (relative path or None), output_sha256, output_md5, error (None or message).
+    output (relative path or None), output_sha256, output_md5, error (None or message), error_type
+    (None or the exception's class name, e.g. ``ModelNotFoundError``).
 
     Fast path (the per-target fixed costs are what decide a batched unit's
     time): the snapshot is cut down to the requested devices before it is
@@ -188,6 +189,7 @@ def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
         "output_md5": None,
         "anomaly_window_starts": [],
         "error": None,
+        "error_type": None,
     }
     try:
         device_id, sensor_id = parse_target(raw)
@@ -223,6 +225,7 @@ def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
         )
     except Exception as exc:  # one target's failure must not stop the others
         receipt["error"] = f"{type(exc).__name__}: {exc}"
+        receipt["error_type"] = type(exc).__name__  # what the caller decides on (retry or not), not the text
         if pred_file.exists():
             pred_file.unlink()
     write_receipt(receipt, receipt_path(out_dir, device_id, sensor_id))

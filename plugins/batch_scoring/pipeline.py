@@ -211,7 +211,7 @@ def score_unit_local(store, settings, interval: Interval, targets: list[str]) ->
     if failed:
         message = (f"interval {interval.key}: scoring failed for "
                    + "; ".join(f"{r['target']}: {r.get('error', r.get('status'))}" for r in failed))
-        permanent = [r for r in failed if _permanent_cause(r.get("error"))]
+        permanent = [r for r in failed if _permanent_cause(r)]
         if permanent:
             raise PermanentPipelineError(message + "; " + _way_out(permanent, settings, interval))
         raise PipelineError(message)
@@ -235,16 +235,16 @@ def _permanent_error_names() -> frozenset[str]:
     return frozenset(names)
 
 
-def _permanent_cause(error: str | None) -> str | None:
-    """The exception class a receipt's error names (``"<Class>: <message>"``, as ``score_targets`` writes
-    it) when it is one that retrying cannot fix, else None."""
-    name = (error or "").split(":", 1)[0].strip()
+def _permanent_cause(receipt: dict) -> str | None:
+    """The exception class of a failed receipt (``error_type``, written by ``score_targets``) when retrying
+    cannot fix it, else None."""
+    name = receipt.get("error_type")
     return name if name in _permanent_error_names() else None
 
 
 def _way_out(permanent: list[dict], settings, interval: Interval) -> str:
     """What to do about the unit's permanent failures: redeploy the models named, or replan the interval."""
-    models = [r["target"] for r in permanent if _permanent_cause(r.get("error")) != "UnknownTargetError"]
+    models = [r["target"] for r in permanent if _permanent_cause(r) != "UnknownTargetError"]
     unknown = [r["target"] for r in permanent if r["target"] not in models]
     steps = []
     if models:
@@ -470,7 +470,8 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
         if entry is not None:
             results[target] = entry
     n_confirmed = len(results)
-    earlier = _earlier_entries(store, settings, interval) if unselected else {}
+    earlier_manifest = _earlier_manifest(store, settings, interval) if unselected else {}
+    earlier = {t: e for t, e in earlier_manifest.get("targets", {}).items() if isinstance(e, dict)}
     kept, recheck, not_selected = {}, [], []
     for target in unselected:
         entry = earlier.get(target) or {}
@@ -533,8 +534,7 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
     # run keeps the earlier manifest's, since the targets it left out were scored from those aggregates.
     revised_at = plan.get("aggregates_revised_at")
     if unselected:
-        revised_at = (_read_json(store, settings.predictions_container,
-                                 f"{interval.key}/{PREDICTIONS_MANIFEST}") or {}).get("aggregates_revised_at")
+        revised_at = earlier_manifest.get("aggregates_revised_at")
     run_ok = sorted(t for t in targets if results[t]["status"] == "ok")
     run_failed = sorted(t for t in targets if results[t]["status"] == "failed")
     expected = len(targets)
@@ -597,12 +597,12 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
     return manifest
 
 
-def _earlier_entries(store, settings, interval: Interval) -> dict[str, dict]:
-    """The interval's current manifest's per-target entries ({} when there is none or it is unreadable)."""
+def _earlier_manifest(store, settings, interval: Interval) -> dict:
+    """The interval's current manifest ({} when there is none, it is unreadable or not this interval's)."""
     manifest = _read_json(store, settings.predictions_container, f"{interval.key}/{PREDICTIONS_MANIFEST}")
     if not manifest or manifest.get("interval") != interval.key or not isinstance(manifest.get("targets"), dict):
         return {}
-    return {t: e for t, e in manifest["targets"].items() if isinstance(e, dict)}
+    return manifest
 
 
 # --- helpers for the steps above (reliability) ---------------------------------------
