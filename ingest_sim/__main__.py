@@ -57,7 +57,9 @@ def _fmt(ts) -> str:
 def _connect(args):
     from ingest_sim import db
 
-    conn = db.connect(args.odbc or db.default_conn_str())
+    conn_str = args.odbc or db.default_conn_str()
+    db.ensure_sqlite_folder(conn_str)  # a new SQLite database in a folder not made yet (e.g. .local/)
+    conn = db.connect(conn_str)
     db.create_schema(conn)
     return conn
 

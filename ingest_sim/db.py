@@ -132,6 +132,14 @@ def default_conn_str() -> str:
     return f"Driver=SQLite3;Database={path}"
 
 
+def ensure_sqlite_folder(conn_str: str) -> None:
+    """For a SQLite ODBC string, create the folder of its ``Database=`` file if missing (SQLite creates the file, not folders)."""
+    parts = dict(p.split("=", 1) for p in conn_str.split(";") if "=" in p)
+    keys = {k.strip().lower(): v.strip() for k, v in parts.items()}
+    if "sqlite" in keys.get("driver", "").lower() and keys.get("database"):
+        Path(keys["database"]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
 def connect(conn_str: str | None = None) -> pyodbc.Connection:
     """Open a pyodbc connection with autocommit off (callers commit per unit of work)."""
     conn = pyodbc.connect(conn_str or default_conn_str(), autocommit=False)

@@ -43,6 +43,14 @@ def test_cli_init_load_aggregate_export(sqlite_conn_str, tmp_path):
     assert r.returncode == 0 and "180 aggregates" in r.stdout
 
 
+def test_init_db_creates_the_folder_of_a_new_sqlite_database(tmp_path):
+    """A fresh clone has no .local/: the README's first command must not fail on it."""
+    path = tmp_path / "not" / "made" / "yet.db"
+    r = run("init-db", odbc=f"Driver=SQLite3;Database={path}")
+    assert r.returncode == 0, r.stderr
+    assert path.is_file() and "aggregate_revisions" in r.stdout
+
+
 def test_cli_errors_exit_2_with_one_line(sqlite_conn_str, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("TS,Device,Sensor,Value\n2018-08-28 23:00:05.000,1,1,x\n")
