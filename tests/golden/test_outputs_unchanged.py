@@ -1,0 +1,86 @@
+"""The bytes a run leaves behind, pinned: snapshot, predictions, receipts, manifest, report and heatmap.
+
+One simulated world (3 devices x 2 sensors, one target's model withdrawn so the
+manifest lists a skip) is scored for one hour on the local backend, then again
+on the Azure ML backend (the fake job service at the SDK's network boundary).
+Both must leave exactly the blobs whose SHA-256 digests are recorded in
+``outputs.json``. A refactor must keep this test green without touching the
+file; a change that means to alter outputs regenerates it with
+``GOLDEN_UPDATE=1 pytest tests/golden`` and says so in its commit.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from devstack.airflow_env import blob_connection_json, odbc_connection_uri_json
+from devstack.world import simulate_world
+from tests.plugins.test_azure_ml_e2e import parse_dag, run_interval, run_key
+
+pytestmark = pytest.mark.timeout(400)
+
+GOLDEN = Path(__file__).with_name("outputs.json")
+HISTORY = (dt.datetime(2026, 3, 1, 12), dt.datetime(2026, 3, 2))
+SCORING = (dt.datetime(2026, 3, 2), dt.datetime(2026, 3, 2, 1))
+KEY = "20260302T0000Z_20260302T0100Z"  # dag.test(logical_date=00:00, run_after=01:00)
+WITHDRAWN = "dev003/s2"
+
+
+@pytest.fixture
+def world(airflow_db, monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, tmp_path):
+    from batch_scoring.config import settings
+    from ingest_sim.db import connect
+
+    s = settings()
+    monkeypatch.setenv(f"AIRFLOW_CONN_{s.sql_conn_id.upper()}", odbc_connection_uri_json(sqlite_conn_str))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{s.blob_conn_id.upper()}", blob_connection_json(blob_conn_str))
+    conn = connect(sqlite_conn_str)
+    try:
+        simulate_world(conn, blob_store, s, tmp_path / "models", devices=3, sensors=2,
+                       history=HISTORY, scoring=SCORING, reading_seconds=60, seed=11)
+    finally:
+        conn.close()
+    for name in blob_store.list_names(s.models_container, f"{WITHDRAWN}/"):
+        blob_store.delete(s.models_container, name)
+    return s
+
+
+def outputs(store, s) -> dict[str, str]:
+    digests = {}
+    for container in (s.aggregates_container, s.predictions_container):
+        for name in sorted(store.list_names(container, f"{KEY}/")):
+            digests[f"{container}/{name}"] = hashlib.sha256(store.download_bytes(container, name)).hexdigest()
+    return digests
+
+
+def clear(store, s) -> None:
+    for container in (s.aggregates_container, s.predictions_container):
+        for name in store.list_names(container, f"{KEY}/"):
+            store.delete(container, name)
+
+
+def test_both_backends_leave_the_recorded_bytes(monkeypatch, world, fake_azureml, blob_store):
+    s = world
+    run, ok = run_interval(parse_dag(monkeypatch, "local"), SCORING[0] + dt.timedelta(hours=1))
+    assert ok, run.state
+    assert run_key(run) == KEY
+    local = outputs(blob_store, s)
+    assert len(local) == 1 + 5 * 2 + 3  # snapshot; 5 predictions + receipts; manifest, report, heatmap
+    assert not any(WITHDRAWN in name for name in local)
+    clear(blob_store, s)
+
+    run, ok = run_interval(parse_dag(monkeypatch, "azureml"), SCORING[0] + dt.timedelta(hours=1))
+    assert ok, run.state
+    assert run_key(run) == KEY
+    assert len(fake_azureml.created) == 5
+    remote = outputs(blob_store, s)
+    assert remote == local
+
+    if os.environ.get("GOLDEN_UPDATE"):
+        GOLDEN.write_text(json.dumps(local, indent=1, sort_keys=True) + "\n")
+    assert local == json.loads(GOLDEN.read_text())
