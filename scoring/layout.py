@@ -1,0 +1,156 @@
+"""Where everything lives: the interval key, ``Interval``, and every blob and file name.
+
+The one home of the storage layout; no other module builds a blob name or a
+path inside a models, aggregates or predictions folder. Container-relative
+names (the container itself comes from the deployment's settings)::
+
+    aggregates/<interval>/aggregates.parquet                 snapshot_blob
+    predictions/<interval>/<device>/<sensor>.parquet         prediction_blob
+    predictions/<interval>/<device>/<sensor>.receipt.json    receipt_blob
+    predictions/<interval>/_manifest.json                    manifest_blob
+    predictions/<interval>/_report.html, _heatmap.png        report_blob, heatmap_blob
+    predictions/<interval>/_stale.json                       stale_marker_blob
+    models/<device>/<sensor>/model.joblib, manifest.json     model_blob, model_manifest_blob
+
+``<interval>`` is :func:`interval_key`: ``20260101T0000Z_20260101T0100Z`` for
+[2026-01-01 00:00, 01:00) UTC. Keying every output by the data interval, never
+by the clock, is what makes reruns and backfills overwrite the same blobs.
+A local models or output folder has the same layout below it as its container
+(the Azure ML job mounts the containers), so the relative names serve both.
+
+Pure standard library: the DAG file and the scoring job both import it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from scoring.config import parse_target, target_name
+from scoring.times import utc_naive
+
+INTERVAL_KEY_FORMAT = "%Y%m%dT%H%MZ"
+
+SNAPSHOT_FILE = "aggregates.parquet"
+PREDICTION_SUFFIX = ".parquet"
+RECEIPT_SUFFIX = ".receipt.json"
+MANIFEST_FILE = "_manifest.json"
+REPORT_FILE = "_report.html"
+HEATMAP_FILE = "_heatmap.png"
+STALE_MARKER = "_stale.json"
+MODEL_FILE = "model.joblib"
+MODEL_MANIFEST = "manifest.json"
+
+
+def interval_key(start, end) -> str:
+    """The blob prefix of data interval [start, end): ``20260101T0000Z_20260101T0100Z``.
+
+    ``start``/``end``: any timestamps :func:`scoring.times.utc_naive` reads
+    (aware ones are converted to UTC). Minutes are the key's resolution.
+    """
+    return f"{utc_naive(start).strftime(INTERVAL_KEY_FORMAT)}_{utc_naive(end).strftime(INTERVAL_KEY_FORMAT)}"
+
+
+def parse_interval_key(key: str) -> tuple[dt.datetime, dt.datetime]:
+    """``20260101T0000Z_20260101T0100Z`` -> (start, end) as naive UTC datetimes.
+
+    Raises ``ValueError`` naming the key when it is not two such stamps joined by ``_``.
+    """
+    parts = key.split("_")
+    try:
+        if len(parts) != 2:
+            raise ValueError("expected two stamps joined by '_'")
+        start, end = (dt.datetime.strptime(p, INTERVAL_KEY_FORMAT) for p in parts)
+    except ValueError as exc:
+        raise ValueError(f"bad interval key {key!r}: {exc}; expected e.g. 20260101T0000Z_20260101T0100Z") from None
+    return start, end
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A data interval [start, end) as naive UTC datetimes; ``key`` names its blobs."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    @property
+    def key(self) -> str:
+        return interval_key(self.start, self.end)
+
+    @classmethod
+    def from_key(cls, key: str) -> "Interval":
+        """The interval a key names; ``ValueError`` for a malformed key."""
+        return cls(*parse_interval_key(key))
+
+
+def _key(interval: "Interval | str") -> str:
+    return interval if isinstance(interval, str) else interval.key
+
+
+def target_path(target: str) -> str:
+    """``device/sensor`` -> ``device/sensor`` after checking both ids are path-safe (``ValueError`` if not)."""
+    return "/".join(parse_target(target))
+
+
+# --------------------------------------------------------------------------- aggregates container
+def snapshot_blob(interval: "Interval | str") -> str:
+    """The interval's snapshot of sensor aggregates (one parquet, rows sorted by device)."""
+    return f"{_key(interval)}/{SNAPSHOT_FILE}"
+
+
+# --------------------------------------------------------------------------- predictions container
+def interval_prefix(interval: "Interval | str") -> str:
+    """The prefix under which every output of the interval lives (``<interval>/``)."""
+    return f"{_key(interval)}/"
+
+
+def prediction_name(target: str) -> str:
+    """A target's prediction file relative to its interval folder: ``<device>/<sensor>.parquet``."""
+    return f"{target_path(target)}{PREDICTION_SUFFIX}"
+
+
+def receipt_name(target: str) -> str:
+    """A target's receipt relative to its interval folder: ``<device>/<sensor>.receipt.json``."""
+    return f"{target_path(target)}{RECEIPT_SUFFIX}"
+
+
+def prediction_blob(interval: "Interval | str", target: str) -> str:
+    return f"{_key(interval)}/{prediction_name(target)}"
+
+
+def receipt_blob(interval: "Interval | str", target: str) -> str:
+    return f"{_key(interval)}/{receipt_name(target)}"
+
+
+def manifest_blob(interval: "Interval | str") -> str:
+    return f"{_key(interval)}/{MANIFEST_FILE}"
+
+
+def report_blob(interval: "Interval | str") -> str:
+    return f"{_key(interval)}/{REPORT_FILE}"
+
+
+def heatmap_blob(interval: "Interval | str") -> str:
+    return f"{_key(interval)}/{HEATMAP_FILE}"
+
+
+def stale_marker_blob(interval: "Interval | str") -> str:
+    return f"{_key(interval)}/{STALE_MARKER}"
+
+
+# --------------------------------------------------------------------------- models container
+def model_blob(target: str) -> str:
+    """A deployed model: ``<device>/<sensor>/model.joblib``."""
+    return f"{target_path(target)}/{MODEL_FILE}"
+
+
+def model_manifest_blob(target: str) -> str:
+    """A deployed model's manifest: ``<device>/<sensor>/manifest.json``."""
+    return f"{target_path(target)}/{MODEL_MANIFEST}"
+
+
+def model_manifest_target(name: str) -> str | None:
+    """The target whose model manifest ``name`` is (``<device>/<sensor>/manifest.json``), else ``None``."""
+    parts = name.split("/")
+    if len(parts) == 3 and parts[2] == MODEL_MANIFEST:
+        return target_name(parts[0], parts[1])
+    return None
