@@ -7,6 +7,7 @@ from airflow.sdk import DAG, Asset, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from batch_scoring.config import settings
+from batch_scoring.operators.azure_ml import azureml_args
 from batch_scoring.operators.freshness import AggregatesFreshnessSensor
 from batch_scoring.operators.score_unit import BACKENDS, ScoringOperator
 
@@ -108,15 +109,15 @@ with DAG(
     units = snapshot()
 
     score = ScoringOperator.partial(
-        task_id="score", blob_conn_id=S.blob_conn_id, azureml_conn_id=S.azureml_conn_id,
-        map_index_template="{{ unit_label }}",
+        task_id="score", map_index_template="{{ unit_label }}", backend=S.backend, **azureml_args(S),
     ).expand(unit=units)
 
     @task(trigger_rule="all_done", outlets=[PREDICTIONS])
-    def collect(**context):
+    def collect(unit_receipts, **context):
+        """Validates the interval's predictions; ``unit_receipts`` is what each mapped score task returned."""
         from batch_scoring.tasks import collect_task
 
-        return collect_task(context, PREDICTIONS)
+        return collect_task(context, PREDICTIONS, unit_receipts)
 
     wait_for_aggregates >> units
-    score >> collect()
+    collect(score.output)

@@ -42,8 +42,19 @@ def snapshot_task(context) -> list[list[str]]:
     return plan["units"]
 
 
-def collect_task(context, asset) -> dict:
-    """Validate the interval's predictions, write the manifest and the report, update the asset."""
+def collect_task(context, asset, unit_receipts) -> dict:
+    """Validate the interval's predictions, write the manifest and the report, update the asset.
+
+    :param context: the task's Airflow context (``ti``, ``params``, data interval, ``outlet_events``).
+    :param asset: the predictions asset whose event gets the interval, manifest, report and counts.
+    :param unit_receipts: what the mapped score tasks returned, one entry per map index that pushed one
+        (a failed task instance has none): the local backend's receipts or the Azure ML result dicts;
+        None or empty when nothing was scored.
+    :return: the manifest's summary (interval, coverage, counts, rows, anomalies, selection) and ``verified``.
+    :raises AirflowFailException: the snapshot never completed (nothing to collect).
+    :raises AirflowSkipException: a dry run.
+    :raises PipelineError: a prediction is missing or invalid, or coverage is below ``min_coverage``.
+    """
     import json
 
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -63,7 +74,7 @@ def collect_task(context, asset) -> dict:
     flags: dict = {}
     verified: dict = {}
     # what each score task returned: receipts of predictions its unit validated where it wrote them
-    unit_receipts = context["ti"].xcom_pull(task_ids="score", key="return_value")
+    unit_receipts = None if unit_receipts is None else list(unit_receipts)
     try:
         manifest = collect_interval(store, s, interval, plan, float(context["params"]["min_coverage"]), keep=flags,
                                     unit_receipts=unit_receipts, verified=verified)

@@ -61,7 +61,8 @@ def test_one_scoring_job_round_trip(live_conn):
     import datetime as dt
     from types import SimpleNamespace
 
-    from batch_scoring.operators.azure_ml import AzureMLScoringOperator
+    from batch_scoring.config import settings
+    from batch_scoring.operators.azure_ml import AzureMLScoringOperator, azureml_args
     from batch_scoring.pipeline import Interval
 
     interval = Interval.from_key(os.environ.get("BATCH_SCORING_LIVE_INTERVAL", "20180828T2300Z_20180829T0000Z"))
@@ -71,7 +72,7 @@ def test_one_scoring_job_round_trip(live_conn):
            "dag": SimpleNamespace(dag_id="batch_scoring_live"),
            "ti": SimpleNamespace(xcom_push=lambda key, value: xcom.__setitem__(key, value), map_index=-1,
                                  xcom_pull=lambda **kw: xcom.get(kw.get("key")))}
-    op = AzureMLScoringOperator(task_id="score", unit=[os.environ.get("BATCH_SCORING_LIVE_TARGET", "1/1")],
-                                azureml_conn_id=live_conn, deferrable=False, poll_interval=20)
+    args = {**azureml_args(settings()), "azureml_conn_id": live_conn, "deferrable": False, "poll_interval": 20}
+    op = AzureMLScoringOperator(task_id="score", unit=[os.environ.get("BATCH_SCORING_LIVE_TARGET", "1/1")], **args)
     result = op.execute(ctx)
     assert result["status"] == "Completed" and xcom["studio_url"].startswith("https://ml.azure.com/")

@@ -107,9 +107,10 @@ def _attempt(unit):
 
     from airflow.sdk.exceptions import TaskDeferred
 
-    from batch_scoring.operators.azure_ml import AzureMLScoringOperator
+    from batch_scoring.config import settings
+    from batch_scoring.operators.azure_ml import AzureMLScoringOperator, azureml_args
 
-    op = AzureMLScoringOperator(task_id="score", unit=list(unit))
+    op = AzureMLScoringOperator(task_id="score", unit=list(unit), **azureml_args(settings()))
     ctx = _context()
     try:
         return op.execute(ctx)
@@ -129,7 +130,8 @@ def _attempt(unit):
 def test_azureml_worker_killed_mid_job_retry_reattaches_and_a_lost_output_is_rescored(world, fake_azureml):
     from airflow.sdk.exceptions import TaskDeferred
 
-    from batch_scoring.operators.azure_ml import AzureMLScoringOperator
+    from batch_scoring.config import settings
+    from batch_scoring.operators.azure_ml import AzureMLScoringOperator, azureml_args
     from tests.fixtures.fake_azureml import expected_job_name
 
     clean = world.run()  # the local backend's bytes are the reference
@@ -140,7 +142,7 @@ def test_azureml_worker_killed_mid_job_retry_reattaches_and_a_lost_output_is_res
     # attempt 1 submits; its worker dies while the job is running
     fake_azureml.script(["NotStarted", "Queued", "Running"])
     with pytest.raises(TaskDeferred):
-        AzureMLScoringOperator(task_id="score", unit=[target]).execute(_context())
+        AzureMLScoringOperator(task_id="score", unit=[target], **azureml_args(settings())).execute(_context())
     (name,) = fake_azureml.created
     assert name == expected_job_name(world.store, KEY, [target])
     fake_azureml.jobs[name].path.append("RUN")  # the cluster carries on and finishes

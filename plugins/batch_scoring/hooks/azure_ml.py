@@ -18,8 +18,12 @@ never when a DAG file is parsed.
 """
 from __future__ import annotations
 
+import asyncio
 import tempfile
+import time
+from functools import cached_property
 from pathlib import Path
+from typing import Any, Callable
 
 from airflow.sdk.bases.hook import BaseHook
 
@@ -39,7 +43,43 @@ def job_status(job) -> str:
     return str(getattr(status, "value", status))
 
 
+def job_event(job_name: str, status: str | None, *, end_time: float = 0.0, timeout: float = 0.0,
+              now: float | None = None) -> dict[str, Any] | None:
+    """What a wait for job ``job_name`` ends with, given its last ``status``; None while it may go on.
+
+    The one place the wait is decided, for the operator's synchronous wait and the deferred trigger alike.
+
+    :param job_name: the Azure ML job's name.
+    :param status: its plain status name (``job_status``), None if never read.
+    :param end_time: absolute deadline, epoch seconds (``time.time()``); 0 = none.
+    :param timeout: the wait's length in seconds, only to word the timeout message.
+    :param now: the current epoch time (default ``time.time()``).
+    :return: ``{"status": "success"|"error"|"timeout", "job_name", "job_status", "message"}``: success for
+        Completed, error for the other ``TERMINAL_STATES``, timeout when ``end_time`` has passed first;
+        None when the job is still live and the deadline not reached.
+    """
+    if status in TERMINAL_STATES:
+        return {"status": "success" if status == "Completed" else "error", "job_name": job_name,
+                "job_status": status, "message": f"Azure ML job {job_name} ended {status}"}
+    if end_time and (time.time() if now is None else now) >= end_time:
+        return {"status": "timeout", "job_name": job_name, "job_status": status,
+                "message": f"Azure ML job {job_name} still {status} after {timeout:.0f}s"}
+    return None
+
+
+def poll_delay(poll_interval: float, end_time: float = 0.0) -> float:
+    """Seconds to sleep before the next status read: ``poll_interval``, cut short at ``end_time`` (epoch s; 0 = none)."""
+    return poll_interval if not end_time else max(0.0, min(poll_interval, end_time - time.time()))
+
+
 class AzureMLHook(BaseHook):
+    """Azure ML workspace jobs through one cached ``MLClient`` per hook instance.
+
+    :param azureml_conn_id: Airflow connection of the workspace (see the module docstring); default ``azure_ml``.
+    :raises ValueError: (from ``get_conn``) when the connection lacks subscription/resource group/workspace
+        extras, or a service principal lacks ``tenant_id``.
+    """
+
     conn_name_attr = "azureml_conn_id"
     default_conn_name = "azure_ml"
     conn_type = "azure_ml"
@@ -50,7 +90,6 @@ class AzureMLHook(BaseHook):
     def __init__(self, azureml_conn_id: str = default_conn_name):
         super().__init__()
         self.azureml_conn_id = azureml_conn_id
-        self._client = None
 
     @staticmethod
     def _extra(conn) -> dict:
@@ -62,6 +101,8 @@ class AzureMLHook(BaseHook):
         return extra
 
     def get_credential(self, conn=None):
+        """``ClientSecretCredential`` with login/password (needs extra ``tenant_id``: ValueError without),
+        else ``DefaultAzureCredential`` (with ``managed_identity_client_id`` when the extra names one)."""
         conn = conn or self.get_connection(self.azureml_conn_id)
         extra = self._extra(conn)
         if conn.login and conn.password:
@@ -80,24 +121,28 @@ class AzureMLHook(BaseHook):
         return DefaultAzureCredential(**kwargs)
 
     def get_conn(self):
-        """The workspace's ``MLClient`` (cached per hook instance)."""
-        if self._client is None:
-            from azure.ai.ml import MLClient
+        """The workspace's ``MLClient``, built once per hook instance (``client``)."""
+        return self.client
 
-            conn = self.get_connection(self.azureml_conn_id)
-            extra = self._extra(conn)
-            missing = [k for k in self.REQUIRED_EXTRAS if not extra.get(k)]
-            if missing:
-                raise ValueError(f"connection {self.azureml_conn_id!r} lacks extra {missing} (see docs/azure_ml.md)")
-            self._client = MLClient(
-                credential=self.get_credential(conn),
-                subscription_id=extra["subscription_id"],
-                resource_group_name=extra["resource_group"],
-                workspace_name=extra["workspace_name"],
-            )
-        return self._client
+    @cached_property
+    def client(self):
+        """The workspace's ``MLClient``; ValueError when the connection lacks a required extra."""
+        from azure.ai.ml import MLClient
+
+        conn = self.get_connection(self.azureml_conn_id)
+        extra = self._extra(conn)
+        missing = [k for k in self.REQUIRED_EXTRAS if not extra.get(k)]
+        if missing:
+            raise ValueError(f"connection {self.azureml_conn_id!r} lacks extra {missing} (see docs/azure_ml.md)")
+        return MLClient(
+            credential=self.get_credential(conn),
+            subscription_id=extra["subscription_id"],
+            resource_group_name=extra["resource_group"],
+            workspace_name=extra["workspace_name"],
+        )
 
     def test_connection(self) -> tuple[bool, str]:
+        """``(ok, message)`` for the UI's Test button; never raises."""
         try:
             client = self.get_conn()
             ws = client.workspaces.get(client.workspace_name)
@@ -108,10 +153,37 @@ class AzureMLHook(BaseHook):
     # --- jobs ------------------------------------------------------------------------
 
     def get_job(self, name: str):
+        """The job entity called ``name``; ``azure.core.exceptions.ResourceNotFoundError`` when there is none."""
         return self.get_conn().jobs.get(name)
 
     def get_job_status(self, name: str) -> str:
+        """The job's plain status name (e.g. "Running"); raises as ``get_job``."""
         return job_status(self.get_job(name))
+
+    async def get_job_status_async(self, name: str) -> str:
+        """``get_job_status`` in a worker thread (the SDK has no async client), for the trigger."""
+        return await asyncio.to_thread(self.get_job_status, name)
+
+    def wait_for_job(self, name: str, poll_interval: float, end_time: float = 0.0, timeout: float = 0.0,
+                     log: Callable[..., Any] | None = None) -> dict[str, Any]:
+        """Poll job ``name`` every ``poll_interval`` seconds until ``job_event`` decides; returns that event.
+
+        :param end_time: absolute deadline, epoch seconds; 0 = wait for ever.
+        :param timeout: the wait's length in seconds, for the timeout message only.
+        :param log: called as ``log(fmt, name, status)`` on each status change (default: this hook's log).
+        :raises: whatever ``get_job`` raises (SDK/auth errors).
+        """
+        log = log or self.log.info
+        last = None
+        while True:
+            status = self.get_job_status(name)
+            if status != last:
+                log("Azure ML job %s: %s", name, status)
+                last = status
+            event = job_event(name, status, end_time=end_time, timeout=timeout)
+            if event is not None:
+                return event
+            time.sleep(poll_delay(poll_interval, end_time))
 
     def find_job(self, name: str):
         """The job called ``name``, or None when there is none."""
@@ -123,9 +195,11 @@ class AzureMLHook(BaseHook):
             return None
 
     def submit_job(self, job):
+        """Submit ``job`` (a ``command()`` node or job entity); returns the created job entity."""
         return self.get_conn().jobs.create_or_update(job)
 
     def cancel_job(self, name: str) -> None:
+        """Ask Azure ML to cancel job ``name`` (does not wait for it to end)."""
         self.get_conn().jobs.begin_cancel(name)
 
     def job_log_tail(self, name: str, lines: int = 40) -> str:

@@ -13,6 +13,15 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
     between pokes. On timeout the error names the stale targets, how far
     their data reaches and which of the interval's windows are missing,
     instead of Airflow's generic timeout message.
+
+    :param sql_conn_id: Airflow ``odbc`` connection of the aggregates database.
+    :param blob_conn_id: Airflow ``wasb`` connection of the models (and predictions) containers.
+    :param models_container: container whose ``<device>/<sensor>/manifest.json`` blobs name the expected targets.
+    :raises AirflowSensorTimeout: after ``timeout`` seconds, naming the stale targets.
+
+    The late-data check (``check_late_data``) still reads the deployment's settings when it runs: the
+    lookback window, the schedule and the predictions container are the policy of ``batch_scoring.late_data``,
+    whose functions take the settings object.
     """
 
     ui_color = "#e8f4fd"
@@ -39,6 +48,7 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
 
     @staticmethod
     def describe(interval_key: str, found: dict, limit: int = 10) -> str:
+        """One line naming up to ``limit`` stale targets of ``found`` (``_stale``'s result), how far their data reaches."""
         stale = found["stale"]
         if not found["expected"]:
             return f"interval {interval_key}: no targets have a deployed model"
@@ -56,6 +66,7 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         return f"interval {interval_key}: {len(items)} of {found['expected']} targets stale: {shown}{more}"
 
     def poke(self, context) -> bool:
+        """True once every expected target is fresh (then runs the late-data check); logs the stale ones otherwise."""
         key, found = self._stale(context)
         if found["expected"] and not found["stale"]:
             self.log.info("interval %s: aggregates fresh for all %d targets", key, found["expected"])
@@ -78,8 +89,8 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         from batch_scoring.hooks.sql import sensor_sql
         from batch_scoring.late_data import RevisionsUnavailable, describe, find_stale_intervals, mark_stale
 
-        s = settings()
-        dag_id = context["dag"].dag_id if context.get("dag") is not None else s.dag_id
+        s = settings()  # late-data policy: lookback, schedule, predictions container
+        dag_id = context["dag"].dag_id if context.get("dag") is not None else self.dag_id
         store = BlobStore.from_conn_id(self.blob_conn_id)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         try:

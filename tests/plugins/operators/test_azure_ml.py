@@ -77,9 +77,11 @@ def context(ti=None):
 
 
 def operator(unit=("dev001/s1",), **kw):
-    from batch_scoring.operators.azure_ml import AzureMLScoringOperator
+    """The operator as the DAG builds it (the deployment's settings as arguments), ``kw`` overriding."""
+    from batch_scoring.config import settings
+    from batch_scoring.operators.azure_ml import AzureMLScoringOperator, azureml_args
 
-    return AzureMLScoringOperator(task_id="score", unit=list(unit), **kw)
+    return AzureMLScoringOperator(task_id="score", unit=list(unit), **{**azureml_args(settings()), **kw})
 
 
 def run_deferrable(op, ctx):
@@ -111,7 +113,7 @@ def blob_parquet(store, name):
 def test_deferrable_job_walks_the_states_and_writes_the_collectors_layout(fake_azureml, aml_world, blob_store):
     ctx = context()
     op = operator(["dev001/s1", "dev001/s2"])
-    assert op.deferrable is True
+    assert op.azureml.deferrable is True
     result = run_deferrable(op, ctx)
     (name,) = fake_azureml.created
     assert result == {"job_name": name, "status": "Completed", "targets": ["dev001/s1", "dev001/s2"],
@@ -220,26 +222,15 @@ def test_trigger_times_out_and_the_operator_cancels(fake_azureml, aml_world):
     assert fake_azureml.cancelled == fake_azureml.created
 
 
-def test_trigger_reports_polling_errors_as_events(fake_azureml):
-    from batch_scoring.triggers.azure_ml import AzureMLJobTrigger
-
-    async def first():
-        async for event in AzureMLJobTrigger("azure_ml", "no-such-job", 0.01).run():
-            return event.payload
-
-    payload = asyncio.run(first())
-    assert payload["status"] == "error" and "ResourceNotFoundError" in payload["message"]
-
-
 def test_fake_refuses_to_recreate_an_existing_name(fake_azureml, aml_world):
     from azure.core.exceptions import HttpResponseError
 
     from batch_scoring.config import settings
     from batch_scoring.hooks.azure_ml import AzureMLHook
-    from batch_scoring.operators.azure_ml import build_scoring_job
+    from batch_scoring.azure_ml_job import AzureMLJobConfig, build_scoring_job
 
     hook = AzureMLHook()
-    spec = build_scoring_job(settings(), KEY, ["dev001/s1"], "dup", dag_id="d", run_id=None)
+    spec = build_scoring_job(AzureMLJobConfig.from_settings(settings()), KEY, ["dev001/s1"], "dup", dag_id="d", run_id=None)
     hook.submit_job(spec)
     with pytest.raises(HttpResponseError, match="already exists"):
         hook.submit_job(spec)
@@ -383,7 +374,7 @@ def test_snapshot_rewritten_with_late_data_gets_new_jobs_that_score_it(fake_azur
 def test_unreadable_job_inputs_fail_at_once_naming_the_blob(fake_azureml, aml_world, blob_store, fault):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from batch_scoring.operators.azure_ml import AzureMLInputError
+    from batch_scoring.azure_ml_job import AzureMLInputError
 
     what = f"interval {KEY}: the Azure ML job for dev001/s1 .. dev001/s2 (2) cannot be named or run: "
     model_way_out = ("; redeploy the model (model.joblib and manifest.json under models/<device>/<sensor>/, e.g. "
@@ -408,24 +399,6 @@ def test_unreadable_job_inputs_fail_at_once_naming_the_blob(fake_azureml, aml_wo
     assert fake_azureml.created == []
 
 
-def test_operator_reads_through_its_own_blob_connection(fake_azureml, aml_world, blob_conn_str, monkeypatch):
-    from batch_scoring.operators.azure_ml import AzureMLInputError
-    from batch_scoring.operators.score_unit import ScoringOperator
-    from devstack.airflow_env import blob_connection_json
-
-    monkeypatch.delenv("AIRFLOW_CONN_SENSOR_BLOB")
-    monkeypatch.setenv("AIRFLOW_CONN_SCORING_BLOB", blob_connection_json(blob_conn_str))
-    with pytest.raises(AzureMLInputError, match=r"^no blob connection 'sensor_blob': the Azure ML backend reads"):
-        operator().execute(context())
-    assert fake_azureml.created == []
-    op = ScoringOperator(task_id="score", unit=["dev001/s1"], blob_conn_id="scoring_blob", deferrable=False,
-                         poll_interval=0.01)
-    assert op.blob_conn_id == "scoring_blob"
-    ctx = {**context(), "params": {"backend": "azureml"}}
-    assert op.execute(ctx)["status"] == "Completed" and len(fake_azureml.created) == 1
-    assert operator(blob_conn_id="scoring_blob").execute(context())["job_name"] == fake_azureml.created[0]
-
-
 def test_snapshot_stored_without_a_content_md5_is_identified_by_the_sha256_of_its_bytes(aml_world, blob_store,
                                                                                        blob_conn_str):
     """Blob storage records no MD5 for a blob uploaded in blocks (large snapshots): its bytes are hashed instead."""
@@ -433,10 +406,10 @@ def test_snapshot_stored_without_a_content_md5_is_identified_by_the_sha256_of_it
 
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
-    from batch_scoring.operators.azure_ml import read_job_inputs
+    from batch_scoring.azure_ml_job import AzureMLJobConfig, read_job_inputs
     from batch_scoring.pipeline import Interval
 
-    s, interval, name = settings(), Interval(*SCORING), f"{KEY}/aggregates.parquet"
+    s, interval, name = AzureMLJobConfig.from_settings(settings()), Interval(*SCORING), f"{KEY}/aggregates.parquet"
     data = blob_store.download_bytes("aggregates", name)
     single = read_job_inputs(blob_store, s, interval, ["dev001/s1", "dev001/s2"])
     assert single.aggregates == "md5:" + hashlib.md5(data).hexdigest()

@@ -1,4 +1,4 @@
-"""Azure ML backend without a service: job names, the real SDK job entity, the hook, trigger and link."""
+"""The Azure ML job spec without a service: job names, inputs, and the real SDK job entity."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,16 @@ KEY = "20260302T0000Z_20260302T0100Z"
 NAME_RULE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,254}$")
 
 
+def config():
+    """The job config the DAG passes: the deployment's settings as read now."""
+    from batch_scoring.azure_ml_job import AzureMLJobConfig
+    from batch_scoring.config import settings
+
+    return AzureMLJobConfig.from_settings(settings())
+
+
 def test_job_names_are_deterministic_valid_and_distinct():
-    from batch_scoring.operators.azure_ml import attempt_name, job_base_name
+    from batch_scoring.azure_ml_job import attempt_name, job_base_name
 
     a = job_base_name("batch_scoring", KEY, ["dev001/s1"])
     assert a == job_base_name("batch_scoring", KEY, ["dev001/s1"])  # same identity, same name
@@ -44,7 +52,7 @@ def test_job_name_changes_with_each_input_the_job_computes_from_and_nothing_else
     """A redeployed model, a snapshot with other content, another code or environment version: another name."""
     import dataclasses
 
-    from batch_scoring.operators.azure_ml import JobInputs, attempt_name, job_base_name
+    from batch_scoring.azure_ml_job import JobInputs, attempt_name, job_base_name
 
     inputs = JobInputs(**INPUTS)
     a = job_base_name("batch_scoring", KEY, ["dev001/s1"], "1", inputs)
@@ -74,23 +82,22 @@ def test_job_tags_record_its_inputs():
     import dataclasses
     import hashlib
 
-    from batch_scoring.config import settings
-    from batch_scoring.operators.azure_ml import JobInputs, build_scoring_job
+    from batch_scoring.azure_ml_job import JobInputs, build_scoring_job
 
     inputs = JobInputs(**INPUTS)
-    job = build_scoring_job(settings(), KEY, ["dev001/s1"], "j", dag_id="d", run_id=None, inputs=inputs)._to_job()
+    job = build_scoring_job(config(), KEY, ["dev001/s1"], "j", dag_id="d", run_id=None, inputs=inputs)._to_job()
     digest = hashlib.sha256(f"dev001/s1 {SHA}\n".encode()).hexdigest()[:16]
     assert job.tags == {"dag": "d", "run": "", "interval": KEY, "targets": "dev001/s1", "device": "dev001",
                         "sensor": "s1", "code": "batch-scoring-code:1", "environment": "batch-scoring-env:1",
                         "aggregates": "md5:00112233445566778899aabbccddeeff", "models_digest": digest,
                         "model_sha256": SHA, "generation": "1"}
     three = dataclasses.replace(inputs, models=tuple((f"dev00{i}/s1", SHA) for i in (1, 2, 3)))
-    tags = build_scoring_job(settings(), KEY, [t for t, _ in three.models], "j", dag_id="d", run_id=None,
+    tags = build_scoring_job(config(), KEY, [t for t, _ in three.models], "j", dag_id="d", run_id=None,
                              inputs=three)._to_job().tags
     assert tags["models"] == "dev001/s1=aaaaaaaaaaaa dev002/s1=aaaaaaaaaaaa dev003/s1=aaaaaaaaaaaa"
     assert "model_sha256" not in tags
     many = dataclasses.replace(inputs, models=tuple((f"dev{i:03d}/s1", SHA) for i in range(40)))
-    tags = build_scoring_job(settings(), KEY, [t for t, _ in many.models], "j", dag_id="d", run_id=None,
+    tags = build_scoring_job(config(), KEY, [t for t, _ in many.models], "j", dag_id="d", run_id=None,
                              inputs=many)._to_job().tags
     assert "models" not in tags and tags["models_digest"] == many.models_digest  # too long for a tag: the digest
     assert all(len(v) <= 256 for v in tags.values())
@@ -100,11 +107,9 @@ def test_command_job_entity_yaml_and_rest_form():
     """The SDK's own serialisation of what the operator submits, field by field."""
     from azure.ai.ml.entities import CommandJob
 
-    from batch_scoring.config import settings
-    from batch_scoring.operators.azure_ml import build_scoring_job
+    from batch_scoring.azure_ml_job import build_scoring_job
 
-    s = settings()
-    spec = build_scoring_job(s, KEY, ["dev001/s1"], "job-x", dag_id="batch_scoring", run_id="scheduled__2026")
+    spec = build_scoring_job(config(), KEY, ["dev001/s1"], "job-x", dag_id="batch_scoring", run_id="scheduled__2026")
     job = spec._to_job()
     assert isinstance(job, CommandJob)
     y = json.loads(json.dumps(job._to_dict(), default=str))
@@ -139,145 +144,34 @@ def test_command_job_entity_yaml_and_rest_form():
 
 
 def test_batched_unit_lists_targets_and_skips_device_tags():
-    from batch_scoring.config import settings
-    from batch_scoring.operators.azure_ml import build_scoring_job
+    from batch_scoring.azure_ml_job import build_scoring_job
 
     unit = ["dev001/s1", "dev001/s2", "dev002/s1"]
-    job = build_scoring_job(settings(), KEY, unit, "j", dag_id="d", run_id=None)._to_job()
+    job = build_scoring_job(config(), KEY, unit, "j", dag_id="d", run_id=None)._to_job()
     assert job.command.endswith("--targets dev001/s1 dev001/s2 dev002/s1")
     assert job.tags["targets"] == "dev001/s1 dev001/s2 dev002/s1" and "device" not in job.tags
     assert job.display_name == f"score dev001/s1 .. dev002/s1 (3) {KEY}"
 
 
 def test_settings_switch_asset_references(monkeypatch):
-    from batch_scoring.config import settings
-    from batch_scoring.operators.azure_ml import build_scoring_job
+    from batch_scoring.azure_ml_job import build_scoring_job
 
     arm = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w/environments/e/versions/3"
     monkeypatch.setenv("BATCH_SCORING_AZUREML_ENVIRONMENT", arm)
     monkeypatch.setenv("BATCH_SCORING_AZUREML_CODE", "azureml:code:7")
     monkeypatch.setenv("BATCH_SCORING_AZUREML_PREDICTIONS_DATASTORE", "preds")
-    job = build_scoring_job(settings(), KEY, ["a/b"], "j", dag_id="d", run_id=None)._to_job()
+    job = build_scoring_job(config(), KEY, ["a/b"], "j", dag_id="d", run_id=None)._to_job()
     assert job.environment == arm and job.code == "azureml:code:7"
     assert job.outputs["predictions"].path == f"azureml://datastores/preds/paths/{KEY}/"
-
-
-# --- hook ----------------------------------------------------------------------------
-
-def _conn(monkeypatch, **fields):
-    monkeypatch.setenv("AIRFLOW_CONN_AML_TEST", json.dumps({"conn_type": "generic", **fields}))
-
-
-EXTRA = {"subscription_id": "sub-1", "resource_group": "rg-1", "workspace_name": "ws-1"}
-
-
-def test_hook_service_principal(monkeypatch):
-    from azure.identity import ClientSecretCredential
-
-    from batch_scoring.hooks.azure_ml import AzureMLHook
-
-    _conn(monkeypatch, login="client-1", password="secret-1", extra={**EXTRA, "tenant_id": "tenant-1"})
-    client = AzureMLHook("aml_test").get_conn()
-    assert (client.subscription_id, client.resource_group_name, client.workspace_name) == ("sub-1", "rg-1", "ws-1")
-    cred = client._credential
-    assert isinstance(cred, ClientSecretCredential)
-    assert cred._client_id == "client-1" and cred._tenant_id == "tenant-1"
-
-
-def test_hook_default_credential_with_user_assigned_identity(monkeypatch):
-    import azure.identity
-
-    from batch_scoring.hooks.azure_ml import AzureMLHook
-
-    made = []
-
-    class Spy(azure.identity.DefaultAzureCredential):
-        def __init__(self, **kwargs):
-            made.append(kwargs)
-            super().__init__(**kwargs)
-
-    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", Spy)
-    _conn(monkeypatch, extra={**EXTRA, "managed_identity_client_id": "mi-1"})
-    assert isinstance(AzureMLHook("aml_test").get_credential(), Spy)
-    assert made == [{"managed_identity_client_id": "mi-1", "workload_identity_client_id": "mi-1"}]
-    _conn(monkeypatch, extra=EXTRA)  # no identity named: the credential chain decides
-    AzureMLHook("aml_test").get_credential()
-    assert made[-1] == {}
-
-
-def test_hook_refuses_incomplete_connections(monkeypatch):
-    from batch_scoring.hooks.azure_ml import AzureMLHook
-
-    _conn(monkeypatch, extra={"subscription_id": "s"})
-    with pytest.raises(ValueError, match=r"lacks extra \['resource_group', 'workspace_name'\]"):
-        AzureMLHook("aml_test").get_conn()
-    _conn(monkeypatch, login="c", password="p", extra=EXTRA)
-    with pytest.raises(ValueError, match="tenant_id"):
-        AzureMLHook("aml_test").get_conn()
-
-
-def test_hook_test_connection_reports_failure(monkeypatch):
-    from azure.ai.ml.operations import WorkspaceOperations
-
-    from batch_scoring.hooks.azure_ml import AzureMLHook
-
-    _conn(monkeypatch, login="c", password="p", extra={**EXTRA, "tenant_id": "t"})
-
-    def boom(self, name=None, **kw):
-        raise PermissionError(f"no access to {name}")
-
-    monkeypatch.setattr(WorkspaceOperations, "get", boom)
-    ok, msg = AzureMLHook("aml_test").test_connection()
-    assert not ok and msg == "PermissionError: no access to ws-1"
-
-    from types import SimpleNamespace
-
-    monkeypatch.setattr(WorkspaceOperations, "get", lambda self, name=None, **kw: SimpleNamespace(name=name, location="westeurope"))
-    assert AzureMLHook("aml_test").test_connection() == (True, "workspace ws-1 in westeurope reachable")
-
-
-# --- trigger and link -------------------------------------------------------------------
-
-def test_trigger_serialize_round_trip():
-    from batch_scoring.triggers.azure_ml import AzureMLJobTrigger
-
-    trigger = AzureMLJobTrigger("azure_ml", "job-1", poll_interval=15, timeout=600)
-    path, kwargs = trigger.serialize()
-    assert path == "batch_scoring.triggers.azure_ml.AzureMLJobTrigger"
-    assert kwargs == {"azureml_conn_id": "azure_ml", "job_name": "job-1", "poll_interval": 15.0, "timeout": 600.0}
-    json.dumps(kwargs)  # plain values only: the triggerer stores them in the metadata DB
-    import importlib
-
-    module, _, cls = path.rpartition(".")
-    again = getattr(importlib.import_module(module), cls)(**kwargs)
-    assert again.serialize() == (path, kwargs)
 
 
 def test_plugin_modules_import_no_azure_sdk():
     import subprocess
     import sys
 
-    code = ("import sys, batch_scoring.operators.azure_ml, batch_scoring.triggers.azure_ml, "
+    code = ("import sys, batch_scoring.azure_ml_job, batch_scoring.operators.azure_ml, batch_scoring.operators.score_unit, "
+            "batch_scoring.triggers.azure_ml, "
             "batch_scoring.hooks.azure_ml, batch_scoring.links.azure_ml; "
             "print(any(m.startswith('azure.ai.ml') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
-
-
-def test_extra_link_reads_studio_url_from_xcom(monkeypatch):
-    from batch_scoring.links import azure_ml as links
-
-    seen = {}
-
-    def get_value(*, key, ti_key):
-        seen.update(key=key, ti_key=ti_key)
-        return "https://ml.azure.com/runs/job-1"
-
-    monkeypatch.setattr(links.XCom, "get_value", staticmethod(get_value))
-    link = links.AzureMLJobLink()
-    assert link.name == "Azure ML job"
-    assert link.get_link(None, ti_key="k") == "https://ml.azure.com/runs/job-1"
-    assert seen == {"key": "studio_url", "ti_key": "k"}
-    from batch_scoring.operators.azure_ml import AzureMLScoringOperator
-
-    assert [l.name for l in AzureMLScoringOperator.operator_extra_links] == ["Azure ML job"]

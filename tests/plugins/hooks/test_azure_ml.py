@@ -1,0 +1,151 @@
+"""AzureMLHook without a service: credentials, one cached MLClient, the shared status->event decision and the wait."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _conn(monkeypatch, **fields):
+    monkeypatch.setenv("AIRFLOW_CONN_AML_TEST", json.dumps({"conn_type": "generic", **fields}))
+
+
+EXTRA = {"subscription_id": "sub-1", "resource_group": "rg-1", "workspace_name": "ws-1"}
+
+
+def test_hook_service_principal(monkeypatch):
+    from azure.identity import ClientSecretCredential
+
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    _conn(monkeypatch, login="client-1", password="secret-1", extra={**EXTRA, "tenant_id": "tenant-1"})
+    client = AzureMLHook("aml_test").get_conn()
+    assert (client.subscription_id, client.resource_group_name, client.workspace_name) == ("sub-1", "rg-1", "ws-1")
+    cred = client._credential
+    assert isinstance(cred, ClientSecretCredential)
+    assert cred._client_id == "client-1" and cred._tenant_id == "tenant-1"
+
+
+def test_hook_default_credential_with_user_assigned_identity(monkeypatch):
+    import azure.identity
+
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    made = []
+
+    class Spy(azure.identity.DefaultAzureCredential):
+        def __init__(self, **kwargs):
+            made.append(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", Spy)
+    _conn(monkeypatch, extra={**EXTRA, "managed_identity_client_id": "mi-1"})
+    assert isinstance(AzureMLHook("aml_test").get_credential(), Spy)
+    assert made == [{"managed_identity_client_id": "mi-1", "workload_identity_client_id": "mi-1"}]
+    _conn(monkeypatch, extra=EXTRA)  # no identity named: the credential chain decides
+    AzureMLHook("aml_test").get_credential()
+    assert made[-1] == {}
+
+
+def test_hook_refuses_incomplete_connections(monkeypatch):
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    _conn(monkeypatch, extra={"subscription_id": "s"})
+    with pytest.raises(ValueError, match=r"lacks extra \['resource_group', 'workspace_name'\]"):
+        AzureMLHook("aml_test").get_conn()
+    _conn(monkeypatch, login="c", password="p", extra=EXTRA)
+    with pytest.raises(ValueError, match="tenant_id"):
+        AzureMLHook("aml_test").get_conn()
+
+
+def test_hook_test_connection_reports_failure(monkeypatch):
+    from azure.ai.ml.operations import WorkspaceOperations
+
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    _conn(monkeypatch, login="c", password="p", extra={**EXTRA, "tenant_id": "t"})
+
+    def boom(self, name=None, **kw):
+        raise PermissionError(f"no access to {name}")
+
+    monkeypatch.setattr(WorkspaceOperations, "get", boom)
+    ok, msg = AzureMLHook("aml_test").test_connection()
+    assert not ok and msg == "PermissionError: no access to ws-1"
+
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(WorkspaceOperations, "get", lambda self, name=None, **kw: SimpleNamespace(name=name, location="westeurope"))
+    assert AzureMLHook("aml_test").test_connection() == (True, "workspace ws-1 in westeurope reachable")
+
+
+
+def test_hook_builds_one_mlclient_per_hook(monkeypatch):
+    import azure.ai.ml
+
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    made = []
+
+    class Spy(azure.ai.ml.MLClient):
+        def __init__(self, **kwargs):
+            made.append(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(azure.ai.ml, "MLClient", Spy)
+    _conn(monkeypatch, login="c", password="p", extra={**EXTRA, "tenant_id": "t"})
+    hook = AzureMLHook("aml_test")
+    assert hook.get_conn() is hook.get_conn() is hook.client
+    assert len(made) == 1
+    AzureMLHook("aml_test").get_conn()  # another hook, another client
+    assert len(made) == 2
+
+
+TERMINAL = {"Completed": "success", "Failed": "error", "Canceled": "error", "NotResponding": "error",
+            "Paused": "error"}
+
+
+@pytest.mark.parametrize("status", sorted(TERMINAL))
+def test_job_event_for_every_terminal_state(status):
+    from batch_scoring.hooks.azure_ml import FAILED_STATES, TERMINAL_STATES, job_event
+
+    assert set(TERMINAL) == TERMINAL_STATES and FAILED_STATES == TERMINAL_STATES - {"Completed"}
+    # terminal wins over a passed deadline: the job's outcome is known
+    for end_time in (0.0, 1.0):
+        assert job_event("j", status, end_time=end_time, timeout=5, now=100.0) == {
+            "status": TERMINAL[status], "job_name": "j", "job_status": status,
+            "message": f"Azure ML job j ended {status}"}
+
+
+@pytest.mark.parametrize("status", ["NotStarted", "Queued", "Preparing", "Running", "CancelRequested", None])
+def test_job_event_for_live_states_waits_until_the_deadline(status):
+    from batch_scoring.hooks.azure_ml import job_event
+
+    assert job_event("j", status, end_time=0.0, now=1e12) is None  # no deadline
+    assert job_event("j", status, end_time=200.0, timeout=60, now=199.9) is None
+    assert job_event("j", status, end_time=200.0, timeout=60, now=200.0) == {
+        "status": "timeout", "job_name": "j", "job_status": status,
+        "message": f"Azure ML job j still {status} after 60s"}
+
+
+def test_wait_for_job_polls_until_terminal_and_logs_changes(monkeypatch):
+    from batch_scoring.hooks import azure_ml
+
+    states = iter(["Queued", "Queued", "Running", "Completed"])
+    monkeypatch.setattr(azure_ml.AzureMLHook, "get_job_status", lambda self, name: next(states))
+    seen = []
+    event = azure_ml.AzureMLHook("x").wait_for_job("j", 0.001, log=lambda fmt, *a: seen.append(a))
+    assert event["status"] == "success" and event["job_status"] == "Completed"
+    assert seen == [("j", "Queued"), ("j", "Running"), ("j", "Completed")]
+
+
+def test_wait_for_job_stops_at_the_absolute_end_time(monkeypatch):
+    import time
+
+    from batch_scoring.hooks import azure_ml
+
+    monkeypatch.setattr(azure_ml.AzureMLHook, "get_job_status", lambda self, name: "Running")
+    started = time.time()
+    event = azure_ml.AzureMLHook("x").wait_for_job("j", 30.0, end_time=started + 0.2, timeout=0.2,
+                                                  log=lambda *a: None)
+    assert event["status"] == "timeout" and event["job_status"] == "Running"
+    assert 0.2 <= time.time() - started < 5  # the sleep is cut short at the deadline, not a whole poll interval
