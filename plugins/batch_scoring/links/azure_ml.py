@@ -13,8 +13,11 @@ JOB_NAME_KEY = "azureml_job_name"
 
 
 class AzureMLJobLink(BaseOperatorLink):
+    """The task instance's Azure ML job in the studio: the XCom ``studio_url`` its operator pushed."""
+
     name = "Azure ML job"
 
     def get_link(self, operator, *, ti_key) -> str:
+        """The studio URL, or "" when the task pushed none (local backend, or failed before submitting)."""
         url = XCom.get_value(key=STUDIO_URL_KEY, ti_key=ti_key)
         return str(url) if url else ""
