@@ -77,6 +77,8 @@ def load_readings(conn, df: pd.DataFrame, *, aggregate: bool = True, window_minu
       scored is stale.
 
     Everything is one transaction. ``ts`` is stored floored to the millisecond.
+    Raises ``ValueError`` for missing columns, conflicting duplicates, or stored
+    aggregates that count readings the table does not hold (nothing is written).
     """
     require_columns(df, schema.READING_COLUMNS, "readings")
     frame = pd.DataFrame({"ts": stored_ts_series(df["ts"]).to_numpy(), "device_id": df["device_id"].astype(str).to_numpy(),
@@ -138,7 +140,8 @@ def replace_readings_range(conn, df: pd.DataFrame, start: Any, end: Any, targets
     leave readings of an earlier simulation behind. Only readings inside
     ``[start, end)`` of the given targets (default: the frame's) are deleted,
     and ``df`` must lie inside that range. Loads of real data use
-    :func:`load_readings`, which never deletes.
+    :func:`load_readings`, which never deletes. Raises ``ValueError`` for missing
+    columns, an empty interval or a reading outside it (nothing is written).
     """
     require_columns(df, schema.READING_COLUMNS, "readings")
     lo, hi = interval(start, end)
@@ -204,7 +207,7 @@ def aggregate_range(conn, start: Any, end: Any, window_minutes: int = WINDOW_MIN
     re-aggregating replaces a window (and drops windows that have no readings,
     e.g. aggregates written by another tool). Windows whose aggregate changes
     behind their target's watermark are recorded as late data in
-    ``aggregate_revisions`` (see :func:`load_readings`).
+    ``aggregate_revisions`` (see :func:`load_readings`). Raises ``ValueError`` for an empty interval.
     """
     ws, we = window_bounds(start, end, window_minutes)
     readings = read_readings(conn, ws, we)
@@ -226,7 +229,8 @@ def upsert_aggregates(conn, df: pd.DataFrame, revised_at: Any = None) -> int:
 
     For aggregates computed elsewhere. Rows that change a stored window or
     fill one in behind the target's watermark are recorded as late data in
-    ``aggregate_revisions`` (see :func:`load_readings`).
+    ``aggregate_revisions`` (see :func:`load_readings`). Raises ``ValueError`` for missing
+    columns or duplicate (device_id, sensor_id, window_start) keys.
     """
     require_columns(df, AGGREGATE_COLUMNS, "aggregates")
     if df.empty:
@@ -269,7 +273,8 @@ def replace_labels(
     Deletes labels with ``start <= start_ts < end`` (default: the frame's
     min start_ts / max end_ts) for ``targets`` (default: the frame's pairs),
     then inserts the frame, in one transaction. Pass start/end/targets to
-    clear a range that now has no anomalies (an empty frame).
+    clear a range that now has no anomalies (an empty frame). Raises ``ValueError``
+    for missing columns or an empty interval.
     """
     require_columns(df, schema.LABEL_COLUMNS, "labels")
     types = schema.column_types(schema.LABELS)
