@@ -38,14 +38,15 @@ USER airflow
 COPY --chown=airflow:0 requirements.lock /opt/airflow/project/requirements.lock
 RUN pip install --no-cache-dir --no-deps -r /opt/airflow/project/requirements.lock
 
-# --- The project: packages (scoring, ingest_sim, batch_scoring, devstack), DAGs ------
+# --- The project: packages (scoring, sensor_db, ingest_sim, batch_scoring, devstack), DAGs
 COPY --chown=airflow:0 pyproject.toml /opt/airflow/project/
 COPY --chown=airflow:0 scoring /opt/airflow/project/scoring
+COPY --chown=airflow:0 sensor_db /opt/airflow/project/sensor_db
 COPY --chown=airflow:0 ingest_sim /opt/airflow/project/ingest_sim
 COPY --chown=airflow:0 plugins /opt/airflow/project/plugins
 COPY --chown=airflow:0 devstack /opt/airflow/project/devstack
 RUN pip install --no-cache-dir --no-deps /opt/airflow/project \
- && python -c "import batch_scoring, scoring, ingest_sim, devstack.compose_init, pyodbc"
+ && python -c "import batch_scoring, scoring, sensor_db, ingest_sim, devstack.compose_init, pyodbc"
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 plugins /opt/airflow/plugins
 COPY --chown=airflow:0 compose/airflow-init.sh /opt/airflow/project/compose/airflow-init.sh

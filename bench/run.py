@@ -2,7 +2,7 @@
 
 For each fleet size T (default 100, 1000, 10000) it builds a synthetic fleet
 (``bench/world.py``: T targets x 288 five-minute windows of one day, straight
-into a fresh SQLite database through ``ingest_sim.store.upsert_aggregates``;
+into a fresh SQLite database through ``ingest_sim.loads.upsert_aggregates``;
 one real trained model copied per target, deployed to Azurite), then in one run:
 
 * **floor**: ``bench/floor.py`` in its own process: snapshot blob -> every
@@ -55,8 +55,8 @@ def log(msg: str) -> None:
 
 def build_world(T: int, store, conn_str_sql: str, workdir: Path, settings) -> list[str]:
     from bench.world import synthetic_aggregates, target_names, train_template, write_models
-    from ingest_sim.db import connect, create_schema
-    from ingest_sim.store import upsert_aggregates
+    from sensor_db.schema import connect, create_schema
+    from ingest_sim.loads import upsert_aggregates
 
     t0 = time.perf_counter()
     targets = target_names(T)
@@ -98,8 +98,8 @@ def _ensure_containers(store, names, attempts: int = 30) -> None:
 def write_snapshot(store, conn_str_sql: str, settings, interval) -> None:
     """The same snapshot blob the DAG's snapshot task writes (the floor reads it)."""
     from batch_scoring.pipeline import frame_to_parquet_bytes, snapshot_blob
-    from ingest_sim.db import connect
-    from ingest_sim.store import read_aggregates
+    from sensor_db.schema import connect
+    from sensor_db.reads import read_aggregates
 
     conn = connect(conn_str_sql)
     try:

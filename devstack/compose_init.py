@@ -60,7 +60,7 @@ def create_database(odbc: str) -> str:
     server_odbc, database = _without_database(odbc)
     conn = wait_for_sql(server_odbc)
     try:
-        from ingest_sim.db import dialect
+        from sensor_db.schema import dialect
 
         if dialect(conn) != "mssql" or not database:
             return f"server reachable ({dialect(conn)}); nothing to create"
@@ -95,7 +95,7 @@ def demo_data(odbc: str, blob: str, devices: int, sensors: int, models_dir: Path
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
     from devstack.world import simulate_world
-    from ingest_sim.db import connect
+    from sensor_db.schema import connect
 
     s = settings()
     store = BlobStore.from_connection_string(blob)

@@ -62,7 +62,7 @@ def prepare_data(args, end: dt.datetime):
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
     from devstack.world import simulate_world
-    from ingest_sim.db import connect
+    from sensor_db.schema import connect
 
     # Start from scratch: a new SQL database, empty containers, a new Airflow metadata DB.
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
@@ -140,8 +140,8 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
     from batch_scoring.pipeline import Interval
-    from ingest_sim.db import connect
-    from ingest_sim.store import read_labels
+    from sensor_db.schema import connect
+    from sensor_db.reads import read_labels
     from scoring.evaluate import precision_recall
 
     s = settings()

@@ -29,7 +29,7 @@ def deploy_models(store, models_container: str, models_dir: Path) -> list[str]:
 
 
 def train_and_deploy(conn, store, settings, models_dir: Path, history) -> int:
-    from ingest_sim.store import read_aggregates
+    from sensor_db.reads import read_aggregates
     from scoring.train import train_models
 
     shutil.rmtree(models_dir, ignore_errors=True)
@@ -42,9 +42,9 @@ def train_and_deploy(conn, store, settings, models_dir: Path, history) -> int:
 def simulate_world(conn, store, settings, models_dir: Path, *, devices: int, sensors: int,
                    history, scoring, reading_seconds: float = 10.0, seed: int = 7) -> World:
     """Simulate a normal history and an anomalous scoring period, aggregate both, train, deploy."""
-    from ingest_sim.db import create_schema
+    from sensor_db.schema import create_schema
     from ingest_sim.simulator import simulate
-    from ingest_sim.store import aggregate_range, replace_labels, replace_readings_range
+    from ingest_sim.loads import aggregate_range, replace_labels, replace_readings_range
 
     create_schema(conn)
     n_readings = n_labels = 0

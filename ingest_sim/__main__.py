@@ -29,17 +29,12 @@ class CliError(Exception):
 
 
 def _utc(text: str) -> dt.datetime:
-    import pandas as pd
+    from scoring.times import utc_naive
 
     try:
-        ts = pd.Timestamp(text)
-    except (ValueError, TypeError) as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO timestamp: {text!r} ({exc})") from None
-    if ts is pd.NaT:
-        raise argparse.ArgumentTypeError(f"not an ISO timestamp: {text!r}")
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return ts.to_pydatetime()
+        return utc_naive(text)
+    except ValueError as exc:  # "not a timestamp: 'x' (why)" -> the CLI's own wording
+        raise argparse.ArgumentTypeError(str(exc).replace("not a timestamp", "not an ISO timestamp", 1)) from None
 
 
 def _target(text: str) -> str:
@@ -55,35 +50,35 @@ def _fmt(ts) -> str:
 
 
 def _connect(args):
-    from ingest_sim import db
+    from sensor_db import schema
 
-    conn_str = args.odbc or db.default_conn_str()
-    db.ensure_sqlite_folder(conn_str)  # a new SQLite database in a folder not made yet (e.g. .local/)
-    conn = db.connect(conn_str)
-    db.create_schema(conn)
+    conn_str = args.odbc or schema.default_conn_str()
+    schema.ensure_sqlite_folder(conn_str)  # a new SQLite database in a folder not made yet (e.g. .local/)
+    conn = schema.connect(conn_str)
+    schema.create_schema(conn)
     return conn
 
 
 def cmd_init_db(args) -> str:
-    from ingest_sim import db
+    from sensor_db import schema
 
     conn = _connect(args)
     try:
-        return (f"init-db: schema ready on {db.dialect(conn)} (tables {db.READINGS}, {db.AGGREGATES}, "
-                f"{db.REVISIONS}, {db.LABELS})")
+        return (f"init-db: schema ready on {schema.dialect(conn)} (tables {schema.READINGS}, {schema.AGGREGATES}, "
+                f"{schema.REVISIONS}, {schema.LABELS})")
     finally:
         conn.close()
 
 
 def cmd_load_csv(args) -> str:
-    from ingest_sim import store
+    from ingest_sim import loads
     from ingest_sim.csv_loader import load_csv
 
     _dag_settings(args)  # a bad --schedule is refused before anything is loaded
     df = load_csv(args.path)
     conn = _connect(args)
     try:
-        res = store.load_readings(conn, df, aggregate=args.aggregate, window_minutes=args.window_minutes)
+        res = loads.load_readings(conn, df, aggregate=args.aggregate, window_minutes=args.window_minutes)
     finally:
         conn.close()
     duplicates = int(df.attrs.get("duplicate_lines", 0)) + res.duplicates
@@ -122,9 +117,9 @@ def _late_data_message(args, late, what: str = "this load") -> str:
 
 
 def _revisions_table() -> str:
-    from ingest_sim import db
+    from sensor_db import schema
 
-    return db.REVISIONS
+    return schema.REVISIONS
 
 
 def _dag_settings(args) -> tuple[str, str]:
@@ -148,7 +143,7 @@ def _dag_settings(args) -> tuple[str, str]:
 
 
 def cmd_simulate(args) -> str:
-    from ingest_sim import store
+    from ingest_sim import loads
 
     try:
         from ingest_sim.simulator import simulate
@@ -167,15 +162,15 @@ def cmd_simulate(args) -> str:
     )
     conn = _connect(args)
     try:
-        n = store.replace_readings_range(conn, readings, args.start, args.end)
+        n = loads.replace_readings_range(conn, readings, args.start, args.end)
         pairs = readings[["device_id", "sensor_id"]].drop_duplicates().itertuples(index=False, name=None)
-        n_labels = store.replace_labels(conn, labels, start=args.start, end=args.end, targets=list(pairs))
+        n_labels = loads.replace_labels(conn, labels, start=args.start, end=args.end, targets=list(pairs))
         msg = (
             f"simulate: {n} readings, {args.devices}x{args.sensors} targets, "
             f"[{_fmt(args.start)}, {_fmt(args.end)}), {n_labels} anomaly labels"
         )
         if args.aggregate:
-            a = store.aggregate_range(conn, args.start, args.end, args.window_minutes)
+            a = loads.aggregate_range(conn, args.start, args.end, args.window_minutes)
             msg += f"; {a} aggregates"
         return msg
     finally:
@@ -183,7 +178,8 @@ def cmd_simulate(args) -> str:
 
 
 def cmd_aggregate(args) -> str:
-    from ingest_sim import store
+    from ingest_sim import loads
+    from sensor_db import reads
 
     if args.end <= args.start:
         raise CliError(f"--end {_fmt(args.end)} is not after --start {_fmt(args.start)}")
@@ -191,9 +187,9 @@ def cmd_aggregate(args) -> str:
     conn = _connect(args)
     revised_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     try:
-        n = store.aggregate_range(conn, args.start, args.end, args.window_minutes, revised_at=revised_at)
-        ws, we = store.window_bounds(args.start, args.end, args.window_minutes)
-        late = store.read_revisions(conn, ws, we)
+        n = loads.aggregate_range(conn, args.start, args.end, args.window_minutes, revised_at=revised_at)
+        ws, we = reads.window_bounds(args.start, args.end, args.window_minutes)
+        late = reads.read_revisions(conn, ws, we)
     finally:
         conn.close()
     late = late[late["revised_at"] == revised_at]
@@ -202,14 +198,14 @@ def cmd_aggregate(args) -> str:
 
 
 def cmd_export(args) -> str:
-    from ingest_sim import store
+    from sensor_db import reads
 
     if args.end <= args.start:
         raise CliError(f"--end {_fmt(args.end)} is not after --start {_fmt(args.start)}")
     out = Path(args.out)
     conn = _connect(args)
     try:
-        df = store.read_aggregates(conn, args.start, args.end, args.targets)
+        df = reads.read_aggregates(conn, args.start, args.end, args.targets)
     finally:
         conn.close()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ingest_sim.readings import describe_conflicts, find_duplicates
 from scoring.config import ID_PATTERN
+from scoring.times import utc_naive_series
 
 HEADER = ("TS", "Device", "Sensor", "Value")
 COLUMNS = ("ts", "device_id", "sensor_id", "value")
@@ -132,11 +133,12 @@ def load_csv(path) -> pd.DataFrame:
         raise CsvFormatError(path, i + 2, column, f"{reason}: {texts.iloc[i]!r}", int(any_bad.sum()))
 
     # duplicates are judged on the timestamps as written (to the µs), stored to the millisecond
-    raw_ts = pd.DataFrame({"ts": ts.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]"),
+    naive = utc_naive_series(ts)
+    raw_ts = pd.DataFrame({"ts": naive.astype("datetime64[ns]"),
                            "device_id": dev.astype("str"), "sensor_id": sen.astype("str"), "value": value})
     frame = pd.DataFrame(
         {
-            "ts": ts.dt.tz_localize(None).astype("datetime64[us]"),
+            "ts": naive.astype("datetime64[us]"),
             "device_id": dev.astype("str"),
             "sensor_id": sen.astype("str"),
             "value": value,

@@ -1,7 +1,7 @@
 """Late data: which scheduled data intervals a change of aggregates touches, and how to rescore them.
 
 A load that changes aggregate windows behind a target's watermark (see
-``ingest_sim.store.load_readings``) makes the predictions of every interval
+``ingest_sim.loads.load_readings``) makes the predictions of every interval
 holding those windows stale, if that interval was already scored. The DAG's
 intervals are those of Airflow's ``CronDataIntervalTimetable`` for the DAG's
 cron schedule (UTC): the interval holding a window starts at the last cron

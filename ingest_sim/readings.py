@@ -1,7 +1,7 @@
 """The key of a reading, ``(ts, device_id, sensor_id)``, and what to do with two readings sharing it.
 
 A reading is identified by its timestamp (naive UTC, stored to the millisecond:
-see ``ingest_sim.db``), device and sensor. Sources that deliver at least once
+see ``sensor_db.schema.stored_ts_series``), device and sensor. Sources that deliver at least once
 (IoT hubs, retried uploads, re-sent files) repeat readings, so:
 
 * an *exact duplicate* (same key, same value) is the same reading delivered
@@ -10,7 +10,7 @@ see ``ingest_sim.db``), device and sensor. Sources that deliver at least once
   by itself: the whole batch is refused, naming both rows.
 
 One home for that rule: ``ingest_sim.csv_loader`` applies it with line numbers,
-``ingest_sim.store.upsert_readings`` to any frame.
+``ingest_sim.loads.load_readings`` to any frame.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from sensor_db.schema import stored_ts_series
 
 KEY = ("ts", "device_id", "sensor_id")
 
@@ -34,18 +36,6 @@ class Duplicates:
     conflicts: list[tuple[int, int]]
 
 
-def key_ts(ts: pd.Series) -> pd.Series:
-    """Timestamps as stored and compared: naive UTC ``datetime64[us]`` floored to the millisecond.
-
-    The SQLite ODBC driver keeps milliseconds only (``ingest_sim.db``), so two
-    readings less than 1 ms apart are one key on every engine.
-    """
-    ts = pd.to_datetime(ts)
-    if getattr(ts.dt, "tz", None) is not None:
-        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
-    return ts.dt.floor("ms").astype("datetime64[us]")
-
-
 def find_duplicates(df: pd.DataFrame) -> Duplicates:
     """Exact duplicates and conflicting duplicates of ``df`` (columns ``ts, device_id, sensor_id, value``).
 
@@ -54,7 +44,7 @@ def find_duplicates(df: pd.DataFrame) -> Duplicates:
     """
     if len(df) < 2:
         return Duplicates(np.empty(0, dtype=np.int64), [])
-    keys = pd.DataFrame({"ts": key_ts(df["ts"]).to_numpy(), "device_id": df["device_id"].astype(str).to_numpy(),
+    keys = pd.DataFrame({"ts": stored_ts_series(df["ts"]).to_numpy(), "device_id": df["device_id"].astype(str).to_numpy(),
                          "sensor_id": df["sensor_id"].astype(str).to_numpy()})
     repeated = keys.duplicated(keep=False).to_numpy()
     if not repeated.any():
@@ -87,10 +77,10 @@ def describe_conflicts(df: pd.DataFrame, conflicts: list[tuple[int, int]], where
     parts = []
     for first, later in conflicts[:limit]:
         raw = pd.to_datetime(df["ts"].iloc[[first, later]])
-        key = key_ts(raw).iloc[0]
+        key = stored_ts_series(raw).iloc[0]
         device, sensor = df["device_id"].iloc[first], df["sensor_id"].iloc[first]
         text = f"reading {device}/{sensor} at {key:%Y-%m-%d %H:%M:%S.%f}"[:-3]
-        if (raw != key_ts(raw)).any():
+        if (raw != stored_ts_series(raw)).any():
             text += (f" (written {', '.join(f'{t:%H:%M:%S.%f}' for t in raw)}: readings are kept to the millisecond)")
         parts.append(text + f" has two different values: {where(first)} has {float(df['value'].iloc[first])!r}, "
                      f"{where(later)} has {float(df['value'].iloc[later])!r}")

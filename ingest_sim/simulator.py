@@ -51,6 +51,7 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from scoring.config import WINDOW_MINUTES
+from scoring.times import utc_timestamp
 
 KINDS = ("spike", "level_shift", "drift", "stuck", "dropout")
 NORMAL_LOSS = 0.02  # fraction of readings lost at random in normal operation
@@ -120,12 +121,12 @@ def simulate(
     ``magnitude`` (in units of the pair's noise sigma; for dropout the
     fraction of readings missing). ``anomaly_start`` defaults to ``start``.
     """
-    start, end = _naive_utc(start), _naive_utc(end)
+    start, end = utc_timestamp(start), utc_timestamp(end)
     if end <= start:
         raise ValueError(f"empty range: start {start} >= end {end}")
     if reading_seconds <= 0:
         raise ValueError("reading_seconds must be > 0")
-    a_start = start if anomaly_start is None else max(_naive_utc(anomaly_start), start)
+    a_start = start if anomaly_start is None else max(utc_timestamp(anomaly_start), start)
 
     step_us = int(round(reading_seconds * 1e6))
     start_us, end_us = _us(start), _us(end)
@@ -249,13 +250,6 @@ def _rng(seed: int, device_id: str, sensor_id: str, purpose: str, *extra: int) -
              zlib.crc32(purpose.encode())]
     words += [int(e) & 0xFFFFFFFFFFFFFFFF for e in extra]
     return np.random.default_rng(np.random.SeedSequence(words))
-
-
-def _naive_utc(ts) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    if t.tzinfo is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
-    return t
 
 
 def _us(ts: pd.Timestamp) -> int:

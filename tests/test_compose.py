@@ -246,7 +246,7 @@ def test_compose_init_builds_the_demo_world(sqlite_conn_str, blob_conn_str, tmp_
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
     from devstack import compose_init
-    from ingest_sim.db import connect
+    from sensor_db.schema import connect
 
     assert "nothing to create" in compose_init.create_database(sqlite_conn_str)
     assert "containers ready" in compose_init.ensure_containers(blob_conn_str)

@@ -2,7 +2,7 @@
 
 A load that changes aggregate windows behind a target's watermark records them
 in the SQL table ``aggregate_revisions`` with the time of the change
-(``ingest_sim.store.load_readings``). Each snapshot records the interval's
+(``ingest_sim.loads.load_readings``). Each snapshot records the interval's
 latest revision it saw (``aggregates_revised_at`` in the plan and the
 manifest). An interval whose manifest exists is *stale* when a revision of one
 of its windows is newer than that (or the manifest records none).
@@ -39,10 +39,10 @@ def _iso(value) -> str | None:
 
 
 def read_revisions_or_none(sql_conn, **bounds):
-    """``ingest_sim.store.read_revisions``; raises :class:`RevisionsUnavailable` when the table is missing."""
+    """``sensor_db.reads.read_revisions``; raises :class:`RevisionsUnavailable` when the table is missing."""
     import pyodbc
 
-    from ingest_sim.store import read_revisions
+    from sensor_db.reads import read_revisions
 
     try:
         return read_revisions(sql_conn, **bounds)
@@ -55,7 +55,7 @@ def interval_revised_at(sql_conn, start, end) -> str | None:
     """The interval's latest late-data revision as ISO text (None: none, or revisions are not tracked here)."""
     import pyodbc
 
-    from ingest_sim.store import interval_revised_at as revised
+    from sensor_db.reads import interval_revised_at as revised
 
     try:
         return _iso(revised(sql_conn, start, end))

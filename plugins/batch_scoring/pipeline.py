@@ -128,7 +128,7 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     Returns the plan the rest of the run follows: targets (have data and a
     model), skipped targets with the reason, and the targets grouped into units.
     """
-    from ingest_sim.store import read_interval_aggregates
+    from sensor_db.reads import read_interval_aggregates
 
     from batch_scoring.late_data import interval_revised_at
 

@@ -13,7 +13,7 @@ import os
 import sys
 
 MODULES = ("pandas", "pyarrow.parquet", "sklearn.pipeline", "sklearn.svm", "sklearn.preprocessing",
-           "joblib", "azure.storage.blob", "scoring.score", "ingest_sim.store")
+           "joblib", "azure.storage.blob", "scoring.score", "sensor_db.reads")
 
 
 def wanted(argv=None) -> bool:

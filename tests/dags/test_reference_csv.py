@@ -18,15 +18,15 @@ def reference_world(airflow_db, airflow_connections, blob_store, tmp_path):
     from batch_scoring.config import settings
     from devstack.world import train_and_deploy
     from ingest_sim.csv_loader import load_csv
-    from ingest_sim.db import connect, create_schema
-    from ingest_sim.store import aggregate_range, upsert_readings
+    from sensor_db.schema import connect, create_schema
+    from ingest_sim.loads import aggregate_range, load_readings
 
     assert REFERENCE_CSV.exists(), f"reference data missing at {REFERENCE_CSV}"
     readings = load_csv(REFERENCE_CSV)
     conn = connect(airflow_connections[0])
     try:
         create_schema(conn)
-        upsert_readings(conn, readings)
+        load_readings(conn, readings, aggregate=False)
         windows = aggregate_range(conn, readings["ts"].min(), readings["ts"].max() + dt.timedelta(seconds=1))
         models = train_and_deploy(conn, blob_store, settings(), tmp_path / "models", TRAIN)
     finally:

@@ -34,7 +34,7 @@ WITHDRAWN = "dev003/s2"
 @pytest.fixture
 def world(airflow_db, monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, tmp_path):
     from batch_scoring.config import settings
-    from ingest_sim.db import connect
+    from sensor_db.schema import connect
 
     s = settings()
     monkeypatch.setenv(f"AIRFLOW_CONN_{s.sql_conn_id.upper()}", odbc_connection_uri_json(sqlite_conn_str))

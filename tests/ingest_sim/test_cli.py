@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ingest_sim import __main__ as cli
-from ingest_sim import db, store
+from sensor_db import reads, schema
 
 REFERENCE_CSV = Path(__file__).resolve().parents[3] / "shared" / "reference" / "sensor_data.csv"
 
@@ -85,12 +85,30 @@ def test_simulate_stores_readings_and_replaces_labels(sqlite_conn_str, monkeypat
     assert "2880 readings" in out and "1 anomaly labels" in out and "48 aggregates" in out
     assert calls[0]["seed"] == 7 and calls[0]["anomalies"] is True and calls[0]["start"].tzinfo is None
 
-    conn = db.connect(sqlite_conn_str)
+    conn = schema.connect(sqlite_conn_str)
     try:
-        assert len(store.read_labels(conn)) == 1
+        assert len(reads.read_labels(conn)) == 1
         assert cli.main(base + ["--no-anomalies"]) == 0  # same range again: readings replaced, labels cleared
         assert calls[-1]["anomalies"] is False
-        assert store.read_labels(conn).empty
-        assert len(store.read_readings(conn, "2024-01-01", "2024-01-02")) == 2880
+        assert reads.read_labels(conn).empty
+        assert len(reads.read_readings(conn, "2024-01-01", "2024-01-02")) == 2880
     finally:
         conn.close()
+
+
+def test_timestamp_arguments_read_as_utc_and_keep_their_error_text():
+    import argparse
+    import datetime as dt
+
+    assert cli._utc("2024-01-01T01:30:00+01:00") == dt.datetime(2024, 1, 1, 0, 30)
+    assert cli._utc("2024-01-01T00:30") == dt.datetime(2024, 1, 1, 0, 30)
+    try:
+        pd.Timestamp("not-a-time")
+    except ValueError as exc:
+        why = str(exc)
+    with pytest.raises(argparse.ArgumentTypeError) as err:
+        cli._utc("not-a-time")
+    assert str(err.value) == f"not an ISO timestamp: 'not-a-time' ({why})"
+    with pytest.raises(argparse.ArgumentTypeError) as err:
+        cli._utc("NaT")
+    assert str(err.value) == "not an ISO timestamp: 'NaT'"

@@ -43,7 +43,7 @@ def run_interval(dag, start: dt.datetime):
 @pytest.fixture
 def sqlite_world(airflow_db, monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, tmp_path):
     from batch_scoring.config import settings
-    from ingest_sim.db import connect
+    from sensor_db.schema import connect
 
     s = settings()
     monkeypatch.setenv(f"AIRFLOW_CONN_{s.sql_conn_id.upper()}", odbc_connection_uri_json(sqlite_conn_str))
@@ -110,8 +110,8 @@ def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite
 def test_azureml_rerun_after_a_redeploy_submits_a_job_for_the_changed_model_only(monkeypatch, sqlite_world, fake_azureml,
                                                                                   blob_store, sqlite_conn_str, tmp_path):
     """Issue 10 item 6, under dag.test(): retrain and redeploy one model, rerun the interval; the collect task validates."""
-    from ingest_sim.db import connect
-    from ingest_sim.store import read_aggregates
+    from sensor_db.schema import connect
+    from sensor_db.reads import read_aggregates
     from scoring.train import train_models
     from tests.fixtures.fake_azureml import expected_job_name
 

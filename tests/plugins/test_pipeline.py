@@ -86,8 +86,8 @@ def test_validate_prediction_accepts_a_good_blob():
 @pytest.fixture
 def seeded(sql_conn_str, blob_store):
     """Aggregates for d1/s1 and d1/s2 over the interval; models for d1/s1 and d9/s9."""
-    from ingest_sim.db import connect, create_schema
-    from ingest_sim.store import upsert_aggregates
+    from sensor_db.schema import connect, create_schema
+    from ingest_sim.loads import upsert_aggregates
 
     rows = []
     for sensor in ("s1", "s2"):

@@ -37,7 +37,7 @@ class World:
     unit_receipts: dict = field(default_factory=dict)
 
     def connect(self):
-        from ingest_sim.db import connect
+        from sensor_db.schema import connect
 
         return connect(self.sql)
 
@@ -96,7 +96,7 @@ class World:
 def build_world(sql: str, blob: str, store, models_dir: Path, seed: int = 5) -> World:
     from batch_scoring.config import settings
     from devstack.world import simulate_world
-    from ingest_sim.db import connect
+    from sensor_db.schema import connect
 
     conn = connect(sql)
     try:

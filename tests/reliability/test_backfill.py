@@ -106,7 +106,7 @@ def test_backfill_24_intervals_rerun_and_scheduled_run_are_byte_identical(tmp_pa
     from batch_scoring.config import settings
     from devstack import services
     from devstack.world import simulate_world
-    from ingest_sim.db import connect
+    from sensor_db.schema import connect
 
     t0 = time.monotonic()
     starter = StandaloneStarter(tmp_path / "airflow", services.free_port())

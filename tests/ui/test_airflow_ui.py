@@ -43,7 +43,7 @@ def _browser_prerequisites() -> str:
 def test_ui_names_mapped_tasks_device_sensor(standalone_starter, sqlite_conn_str, blob_store, blob_conn_str, tmp_path, capsys):
     from batch_scoring.config import settings
     from devstack.world import simulate_world
-    from ingest_sim.db import connect
+    from sensor_db.schema import connect
     from ingest_sim.simulator import device_ids, sensor_ids
 
     node = _browser_prerequisites()

@@ -37,7 +37,7 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         from batch_scoring.hooks.blob_storage import BlobStore
         from batch_scoring.hooks.sql import sensor_sql
         from batch_scoring.pipeline import Interval, model_targets
-        from ingest_sim.store import missing_windows, stale_targets
+        from sensor_db.reads import missing_windows, stale_targets
 
         interval = Interval.from_context(context)
         expected = model_targets(BlobStore.from_conn_id(self.blob_conn_id), self.models_container)
@@ -52,7 +52,7 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         stale = found["stale"]
         if not found["expected"]:
             return f"interval {interval_key}: no targets have a deployed model"
-        from ingest_sim.store import describe_missing_windows
+        from sensor_db.checks import describe_missing_windows
 
         items = list(stale.items()) if isinstance(stale, dict) else [(t, None) for t in stale]
         missing = found.get("missing") or {}

@@ -36,14 +36,14 @@ def aml_world(blob_store, sqlite_conn_str, tmp_path):
     s = settings()
     if not _WORLD:
         from batch_scoring.pipeline import Interval, snapshot_interval
-        from ingest_sim.db import connect
+        from sensor_db.schema import connect
 
         conn = connect(sqlite_conn_str)
         try:
             simulate_world(conn, blob_store, s, tmp_path / "models", devices=1, sensors=2,
                            history=HISTORY, scoring=SCORING, reading_seconds=60, seed=5)
             _WORLD["plan"] = snapshot_interval(conn, blob_store, s, Interval(*SCORING))
-            from ingest_sim.store import read_aggregates
+            from sensor_db.reads import read_aggregates
 
             _WORLD["history"] = read_aggregates(conn, *HISTORY)  # to retrain a model in a test
         finally:

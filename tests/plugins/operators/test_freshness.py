@@ -22,8 +22,8 @@ def _aggregates(device, sensor, until):
 
 @pytest.fixture
 def sensor(airflow_db, airflow_connections, blob_store):
-    from ingest_sim.db import connect, create_schema
-    from ingest_sim.store import upsert_aggregates
+    from sensor_db.schema import connect, create_schema
+    from ingest_sim.loads import upsert_aggregates
 
     conn = connect(airflow_connections[0])
     create_schema(conn)

@@ -1,4 +1,6 @@
-"""One SQL schema, portable statements, all through pyodbc.
+"""The sensor database's one SQL schema, connection and value rules, all through pyodbc.
+
+Shared by the loader (``ingest_sim``) and the DAG (``sensor_db.reads``).
 
 Engines: SQLite (driver ``SQLite3``, the embedded default), PostgreSQL
 (``PostgreSQL Unicode``) and Azure SQL / SQL Server (T-SQL, e.g. ``ODBC Driver
@@ -29,6 +31,8 @@ from typing import Any, Iterable, Sequence
 
 import pyodbc
 
+from scoring.times import utc_naive, utc_naive_series
+
 # SQL Server: at most 2,100 parameters per request (sp_executesql's own
 # parameters count too, so stay a little under) and 1,000 rows per VALUES list.
 MAX_PARAMS = 2000
@@ -38,7 +42,7 @@ READINGS = "sensor_readings"
 AGGREGATES = "sensor_aggregates"
 LABELS = "anomaly_labels"
 # late data: the last time each aggregate window was changed by a load after it was first written
-# (or was filled in behind its target's watermark); see ingest_sim.store.aggregate_windows
+# (or was filled in behind its target's watermark); see ingest_sim.revisions.changed_aggregates
 REVISIONS = "aggregate_revisions"
 
 READING_COLUMNS = ("ts", "device_id", "sensor_id", "value")
@@ -141,7 +145,11 @@ def ensure_sqlite_folder(conn_str: str) -> None:
 
 
 def connect(conn_str: str | None = None) -> pyodbc.Connection:
-    """Open a pyodbc connection with autocommit off (callers commit per unit of work)."""
+    """Open a pyodbc connection with autocommit off (callers commit per unit of work).
+
+    ``conn_str`` default: :func:`default_conn_str`. Raises ``pyodbc.Error`` when
+    the database cannot be opened.
+    """
     conn = pyodbc.connect(conn_str or default_conn_str(), autocommit=False)
     if dialect(conn) == "sqlite":
         # a writer (CLI) and a reader (Airflow sensor) may overlap: wait, don't fail
@@ -152,7 +160,7 @@ def connect(conn_str: str | None = None) -> pyodbc.Connection:
 
 
 def dialect(conn: pyodbc.Connection) -> str:
-    """'sqlite' | 'postgresql' | 'mssql' from the driver's SQL_DBMS_NAME."""
+    """'sqlite' | 'postgresql' | 'mssql' from the driver's SQL_DBMS_NAME; ``ValueError`` for another engine."""
     name = (conn.getinfo(pyodbc.SQL_DBMS_NAME) or "").lower()
     if "sqlite" in name:
         return "sqlite"
@@ -220,10 +228,7 @@ def to_db_value(v: Any) -> Any:
     if isinstance(v, dt.datetime):  # includes pandas.Timestamp
         if v != v:  # NaT
             return None
-        if getattr(v, "tzinfo", None) is not None:
-            v = v.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        if hasattr(v, "to_pydatetime"):
-            v = v.to_pydatetime(warn=False)
+        v = utc_naive(v)
         return v.replace(microsecond=v.microsecond // 1000 * 1000)
     # numpy / pandas scalars and missing markers
     try:
@@ -252,7 +257,9 @@ def insert_rows(conn: pyodbc.Connection, table: str, columns: Sequence[str], row
     """Insert ``rows`` with multi-row parameterised INSERTs; returns rows inserted.
 
     Does not commit (the caller owns the transaction). Each statement carries at
-    most ``MAX_PARAMS`` parameters and ``MAX_ROWS`` rows.
+    most ``MAX_PARAMS`` parameters and ``MAX_ROWS`` rows. Values go through
+    :func:`to_db_value`. Raises ``ValueError`` for no columns, a bad table/column
+    name or a row of the wrong length (pyodbc errors as they come).
     """
     columns = list(columns)
     ncols = len(columns)
@@ -301,11 +308,17 @@ def float_expr(conn_or_dialect, column: str) -> str:
 
 
 def to_float(v: Any) -> float:
+    """A fetched float cell (number, 17-digit text, Decimal; None → NaN) as ``float``; ``ValueError`` for other text."""
     return math.nan if v is None else float(v)
 
 
 def to_datetime(v: Any) -> dt.datetime | None:
-    """Normalise a fetched timestamp (datetime, or text from SQLite aggregates) to naive datetime."""
+    """A fetched timestamp (datetime, date, or ISO text from SQLite aggregates) as a ``datetime``.
+
+    Parses only: no time-zone conversion (the engines return naive UTC; an aware
+    value stays aware, and a typed frame then refuses it). None stays None;
+    raises ``ValueError`` for text that is not ISO 8601, ``TypeError`` for any other type.
+    """
     if v is None or isinstance(v, dt.datetime):
         return v
     if isinstance(v, str):
@@ -313,3 +326,14 @@ def to_datetime(v: Any) -> dt.datetime | None:
     if isinstance(v, dt.date):
         return dt.datetime(v.year, v.month, v.day)
     raise TypeError(f"cannot read {v!r} as a timestamp")
+
+
+def stored_ts_series(values):
+    """Timestamps as stored and compared: naive UTC ``datetime64[us]`` floored to the millisecond.
+
+    The storage rule of every timestamp column (the SQLite ODBC driver keeps
+    milliseconds only, so every engine stores milliseconds): two readings less
+    than 1 ms apart are one key. ``values``: anything ``pandas.to_datetime``
+    reads (aware values converted to UTC); raises ``ValueError`` otherwise.
+    """
+    return utc_naive_series(values).dt.floor("ms").astype("datetime64[us]")

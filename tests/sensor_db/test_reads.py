@@ -1,20 +1,20 @@
-"""read_interval_aggregates (the snapshot's one read) and the vectorised row conversion, on both engines.
+"""sensor_db.reads on both engines: the snapshot's one read, boundaries, dtypes, watermarks, locking.
 
-The oracles below are the implementations these replaced (per-value conversion,
-per-target problem loop), kept here only to prove the new code gives the same
-frames and the same problem messages.
+The problem oracle below is the per-target loop the vectorised checks
+replaced, kept here only to prove the new code gives the same problem messages.
 """
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ingest_sim import db, store
+from ingest_sim import loads
 from scoring.config import AGGREGATE_COLUMNS, target_name
+from sensor_db import frames, reads, schema
+from tests.fixtures.sensor_data import readings
 
 T0 = dt.datetime(2024, 1, 1)
 S, E = T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=2)
@@ -44,48 +44,48 @@ def _grid(targets=TARGETS, hours=4, seed=0) -> pd.DataFrame:
 
 
 def _insert(conn, d, s, start, end, mean=1.0):
-    _execute(conn, f"INSERT INTO {db.AGGREGATES} ({', '.join(AGGREGATE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    _execute(conn, f"INSERT INTO {schema.AGGREGATES} ({', '.join(AGGREGATE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
              d, s, start, end, mean, mean - 1, mean + 1, 0.5, 7)
 
 
 def _drop_primary_key(conn):  # duplicate windows are only possible without it (as in tests/reliability)
-    for sql in (f"CREATE TABLE agg_nopk AS SELECT * FROM {db.AGGREGATES}", f"DROP TABLE {db.AGGREGATES}",
-                f"ALTER TABLE agg_nopk RENAME TO {db.AGGREGATES}"):
+    for sql in (f"CREATE TABLE agg_nopk AS SELECT * FROM {schema.AGGREGATES}", f"DROP TABLE {schema.AGGREGATES}",
+                f"ALTER TABLE agg_nopk RENAME TO {schema.AGGREGATES}"):
         _execute(conn, sql)
 
 
 def _malformed(conn):
     """Every problem kind, NULL values, and windows inside [S, E) that do not touch it."""
-    store.upsert_aggregates(conn, _grid())
+    loads.upsert_aggregates(conn, _grid())
     _drop_primary_key(conn)
     # d1/s1: 7 windows loaded twice (exact copies)
-    _execute(conn, f"INSERT INTO {db.AGGREGATES} SELECT * FROM {db.AGGREGATES} WHERE device_id = 'd1' AND "
+    _execute(conn, f"INSERT INTO {schema.AGGREGATES} SELECT * FROM {schema.AGGREGATES} WHERE device_id = 'd1' AND "
                    "sensor_id = 's1' AND window_start >= ? AND window_start < ?", S + 10 * MIN, S + 45 * MIN)
     # d1/s2: 6 windows 7 minutes long
     for k in range(6):
         w = S + (20 + 5 * k) * MIN
-        _execute(conn, f"UPDATE {db.AGGREGATES} SET window_end = ? WHERE device_id = 'd1' AND sensor_id = 's2' "
+        _execute(conn, f"UPDATE {schema.AGGREGATES} SET window_end = ? WHERE device_id = 'd1' AND sensor_id = 's2' "
                        "AND window_start = ?", w + 7 * MIN, w)
     # d2/s1 and D9/s1: off the grid
     _insert(conn, "d2", "s1", S + 2.5 * MIN, S + 7.5 * MIN)
     _insert(conn, "D9", "s1", S + 31 * MIN, S + 36 * MIN)
     # d2/s2: straddling both bounds, one also too long
     _insert(conn, "d2", "s2", S - 2.5 * MIN, S + 2.5 * MIN)
-    _execute(conn, f"UPDATE {db.AGGREGATES} SET window_end = ? WHERE device_id = 'd2' AND sensor_id = 's2' "
+    _execute(conn, f"UPDATE {schema.AGGREGATES} SET window_end = ? WHERE device_id = 'd2' AND sensor_id = 's2' "
                    "AND window_start = ?", E + 5 * MIN, E - 5 * MIN)
     # d3/s1: NULL values (not structural: carried through as NaN)
-    _execute(conn, f"UPDATE {db.AGGREGATES} SET value_mean = NULL, value_std = NULL WHERE device_id = 'd3' "
+    _execute(conn, f"UPDATE {schema.AGGREGATES} SET value_mean = NULL, value_std = NULL WHERE device_id = 'd3' "
                    "AND sensor_id = 's1' AND window_start >= ? AND window_start < ?", S + 15 * MIN, S + 30 * MIN)
-    _execute(conn, f"UPDATE {db.AGGREGATES} SET value_min = NULL WHERE device_id = 'd3' AND window_start = ?", S)
+    _execute(conn, f"UPDATE {schema.AGGREGATES} SET value_min = NULL WHERE device_id = 'd3' AND window_start = ?", S)
     # d3/s2: zero-length windows at S and at E: inside [S, E) for read_aggregates, touching nothing
     _insert(conn, "d3", "s2", S, S)
     _insert(conn, "d3", "s2", E, E)
 
 
 def _old_problems(conn, start, end, window_minutes=5) -> dict[str, list[str]]:
-    """The per-target loop interval_aggregate_problems used to run (the oracle)."""
-    s, e = store._interval(start, end)
-    frame = store._select(conn, db.AGGREGATES, AGGREGATE_COLUMNS, "window_start < ? AND window_end > ?", [e, s],
+    """The per-target loop the interval problems used to come from (the oracle)."""
+    s, e = frames.interval(start, end)
+    frame = frames.select(conn, schema.AGGREGATES, AGGREGATE_COLUMNS, "window_start < ? AND window_end > ?", [e, s],
                           "device_id, sensor_id, window_start")
     if frame.empty:
         return {}
@@ -117,17 +117,16 @@ def _old_problems(conn, start, end, window_minutes=5) -> dict[str, list[str]]:
 
 
 def _assert_same_as_separate_reads(conn, start, end, window_minutes=5):
-    frame, problems = store.read_interval_aggregates(conn, start, end, window_minutes)
-    pd.testing.assert_frame_equal(frame, store.read_aggregates(conn, start, end), check_exact=True)
+    frame, problems = reads.read_interval_aggregates(conn, start, end, window_minutes)
+    pd.testing.assert_frame_equal(frame, reads.read_aggregates(conn, start, end), check_exact=True)
     expected = _old_problems(conn, start, end, window_minutes)
     assert list(problems.items()) == list(expected.items())
-    assert list(store.interval_aggregate_problems(conn, start, end, window_minutes).items()) == list(expected.items())
     return frame, problems
 
 
 @pytest.mark.parametrize("fetch_rows", [100_000, 7])  # 7: many fetch batches joined
 def test_read_interval_aggregates_equals_the_separate_reads(conn, monkeypatch, fetch_rows):
-    monkeypatch.setattr(store, "FETCH_ROWS", fetch_rows)
+    monkeypatch.setattr(frames, "FETCH_ROWS", fetch_rows)
     _malformed(conn)
     frame, problems = _assert_same_as_separate_reads(conn, S, E)
     assert problems == {
@@ -158,7 +157,7 @@ def test_read_interval_aggregates_equals_the_separate_reads(conn, monkeypatch, f
 def test_read_interval_aggregates_clean_and_empty(conn):
     frame, problems = _assert_same_as_separate_reads(conn, S, E)
     assert frame.empty and list(frame.columns) == list(AGGREGATE_COLUMNS) and problems == {}
-    store.upsert_aggregates(conn, _grid())
+    loads.upsert_aggregates(conn, _grid())
     frame, problems = _assert_same_as_separate_reads(conn, S, E)
     assert len(frame) == len(TARGETS) * 12 and problems == {}
     expected = _grid().query("window_start >= @S and window_end <= @E").sort_values(
@@ -169,8 +168,8 @@ def test_read_interval_aggregates_clean_and_empty(conn):
 
 def test_sqlite_packed_floats_read_exactly(sqlite_conn_str, monkeypatch):
     """SQLite fetches the four FLOAT columns as one text cell: same doubles as one cell each."""
-    conn = db.connect(sqlite_conn_str)
-    db.create_schema(conn)
+    conn = schema.connect(sqlite_conn_str)
+    schema.create_schema(conn)
     try:
         aggs = _grid(hours=1).head(12).copy()
         specials = [0.1 + 0.2, -0.0, 5e-324, 1.7976931348623157e308, float("inf"), float("-inf"), 1e-300, np.nan,
@@ -178,10 +177,10 @@ def test_sqlite_packed_floats_read_exactly(sqlite_conn_str, monkeypatch):
         aggs["value_min"] = specials
         aggs["value_max"] = specials[::-1]
         aggs.loc[3, ["value_mean", "value_min", "value_max", "value_std"]] = np.nan
-        store.upsert_aggregates(conn, aggs)
-        packed = store.read_aggregates(conn, T0, T0 + dt.timedelta(hours=1))
-        monkeypatch.setattr(store, "PACK_SQLITE_FLOATS", False)
-        plain = store.read_aggregates(conn, T0, T0 + dt.timedelta(hours=1))
+        loads.upsert_aggregates(conn, aggs)
+        packed = reads.read_aggregates(conn, T0, T0 + dt.timedelta(hours=1))
+        monkeypatch.setattr(frames, "PACK_SQLITE_FLOATS", False)
+        plain = reads.read_aggregates(conn, T0, T0 + dt.timedelta(hours=1))
         pd.testing.assert_frame_equal(packed, plain, check_exact=True)
         got = packed["value_min"].to_numpy()
         want = aggs.sort_values("window_start")["value_min"].to_numpy()
@@ -191,55 +190,68 @@ def test_sqlite_packed_floats_read_exactly(sqlite_conn_str, monkeypatch):
         conn.close()
 
 
-# --------------------------------------------------------------------------- row conversion
-def _old_typed_frame(rows, description, types, columns) -> pd.DataFrame:
-    """The per-value conversion _typed_frame used to do (the oracle)."""
-    names = [d[0].lower() for d in description]
-    raw = list(zip(*rows)) if rows else [() for _ in names]
-    data = {}
-    for name, values in zip(names, raw):
-        logical = types.get(name)
-        if logical == "ts":
-            data[name] = pd.Series([db.to_datetime(v) for v in values], dtype="datetime64[us]")
-        elif logical == "float":
-            data[name] = pd.Series([db.to_float(v) for v in values], dtype="float64")
-        elif logical == "int":
-            data[name] = pd.Series([int(v) for v in values], dtype="int64")
-        else:
-            data[name] = pd.Series([None if v is None else str(v) for v in values], dtype="str")
-    return pd.DataFrame(data, columns=list(columns))
+# --------------------------------------------------------------------------- reads around the loader
+def test_read_aggregates_boundaries_and_dtypes(conn):
+    loads.load_readings(conn, readings(), aggregate=False)
+    loads.aggregate_range(conn, T0, T0 + dt.timedelta(hours=1))
+    # windows fully inside [00:10, 00:30): 00:10, 00:15, 00:20, 00:25
+    got = reads.read_aggregates(conn, T0 + dt.timedelta(minutes=10), T0 + dt.timedelta(minutes=30))
+    assert list(got.columns) == list(AGGREGATE_COLUMNS)
+    assert sorted(set(got["window_start"].dt.minute)) == [10, 15, 20, 25]
+    assert len(got) == 3 * 4
+    # a window straddling the interval edge is excluded
+    straddle = reads.read_aggregates(conn, T0 + dt.timedelta(minutes=12), T0 + dt.timedelta(minutes=30))
+    assert sorted(set(straddle["window_start"].dt.minute)) == [15, 20, 25]
+    assert got.dtypes.astype(str).to_dict() == {
+        "device_id": "str", "sensor_id": "str",
+        "window_start": "datetime64[us]", "window_end": "datetime64[us]",
+        "value_mean": "float64", "value_min": "float64", "value_max": "float64", "value_std": "float64",
+        "n_readings": "int64",
+    }
+    assert got[["device_id", "sensor_id", "window_start"]].equals(
+        got.sort_values(["device_id", "sensor_id", "window_start"])[["device_id", "sensor_id", "window_start"]]
+    )
+    only = reads.read_aggregates(conn, T0, T0 + dt.timedelta(hours=1), targets=[("d2", "s1"), "d1/s2"])
+    assert sorted(set(zip(only.device_id, only.sensor_id))) == [("d1", "s2"), ("d2", "s1")]
+    assert reads.read_aggregates(conn, T0, T0 + dt.timedelta(hours=1), targets=[]).empty
+    # timezone-aware bounds are converted to UTC
+    aware = reads.read_aggregates(conn, "2024-01-01T01:10:00+01:00", "2024-01-01T01:30:00+01:00")
+    pd.testing.assert_frame_equal(aware, got)
 
 
-TYPES = {"id": "id", "ts": "ts", "f": "float", "n": "int"}
-DESCRIPTION = [(name,) for name in TYPES]
-D = dt.datetime(2024, 5, 6, 7, 8, 9, 123000)
+def test_empty_reads_have_the_schema(conn):
+    got = reads.read_aggregates(conn, T0, T0 + dt.timedelta(hours=1))
+    assert got.empty and list(got.columns) == list(AGGREGATE_COLUMNS)
+    assert str(got["window_start"].dtype) == "datetime64[us]" and got["n_readings"].dtype == np.int64
+    assert loads.aggregate_range(conn, T0, T0 + dt.timedelta(hours=1)) == 0
+    with pytest.raises(ValueError, match="empty interval"):
+        reads.read_aggregates(conn, T0, T0)
 
 
-@pytest.mark.parametrize("rows", [
-    pytest.param([("a", D, "0.30000000000000004", 3), ("b", None, None, 4), ("c", D, "-0", 5),
-                  ("d", D, "Inf", 6), ("e", D, "4.9406564584124654e-324", 7)], id="sqlite-text-floats"),
-    pytest.param([("a", D, 0.1, 3), ("b", D, None, 4), (None, D, float("nan"), 5)], id="native-floats"),
-    pytest.param([("a", D, decimal.Decimal("0.1"), 3), ("b", D, decimal.Decimal("1E+400"), 4)], id="decimals"),
-    pytest.param([("a", D, " 1.5 ", 3), ("b", D, "1_000", 4), ("c", D, "2.5", 5)], id="text-only-float-parses"),
-    pytest.param([("a", "2024-05-06 07:08:09.123", "1", 3), ("b", " 2024-05-06T07:08:09 ", "2", 4),
-                  ("c", dt.date(2024, 5, 6), "3", 5), ("d", None, "4", 6)], id="text-and-date-timestamps"),
-    pytest.param([(1, D, "1", "7"), (2.5, D, "2", decimal.Decimal("8")), ("x", D, "3", True)], id="odd-ids-and-ints"),
-    pytest.param([], id="empty"),
-])
-def test_typed_frame_matches_the_per_value_conversion(rows):
-    got = store._typed_frame(rows, DESCRIPTION, TYPES, list(TYPES))
-    pd.testing.assert_frame_equal(got, _old_typed_frame(rows, DESCRIPTION, TYPES, list(TYPES)), check_exact=True)
-    assert got.dtypes.astype(str).tolist() == ["str", "datetime64[us]", "float64", "int64"]
+def test_stale_targets(conn):
+    loads.load_readings(conn, readings(minutes=60, targets=(("d1", "s1"),)), aggregate=False)
+    loads.load_readings(conn, readings(minutes=30, targets=(("d1", "s2"),)), aggregate=False)
+    loads.aggregate_range(conn, T0, T0 + dt.timedelta(hours=1))
+    marks = reads.target_watermarks(conn, ["d1/s1", "d1/s2", "d9/s9"])
+    assert marks == {"d1/s1": T0 + dt.timedelta(hours=1), "d1/s2": T0 + dt.timedelta(minutes=30), "d9/s9": None}
+    assert reads.target_watermarks(conn) == {"d1/s1": T0 + dt.timedelta(hours=1), "d1/s2": T0 + dt.timedelta(minutes=30)}
+    stale = reads.stale_targets(conn, T0, T0 + dt.timedelta(hours=1), ["d1/s1", "d1/s2", "d9/s9"])
+    assert stale == {"d1/s2": T0 + dt.timedelta(minutes=30), "d9/s9": None}
+    assert reads.stale_targets(conn, T0, T0 + dt.timedelta(minutes=30), ["d1/s1", "d1/s2"]) == {}
 
 
-@pytest.mark.parametrize("rows, error", [
-    ([("a", D, "1", None)], TypeError),  # NULL count
-    ([("a", D, "x", 1)], ValueError),  # unparseable float
-    ([("a", "not a time", "1", 1)], ValueError),
-    ([("a", dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), "1", 1)], ValueError),  # aware timestamp
-])
-def test_typed_frame_fails_like_the_per_value_conversion(rows, error):
-    with pytest.raises(error):
-        _old_typed_frame(rows, DESCRIPTION, TYPES, list(TYPES))
-    with pytest.raises(error):
-        store._typed_frame(rows, DESCRIPTION, TYPES, list(TYPES))
+def test_reads_do_not_block_another_writer(conn, sql_conn_str):
+    """A long-lived reader (the DAG's freshness sensor) must not lock out the loader."""
+    import time
+
+    loads.load_readings(conn, readings(minutes=10), aggregate=False)
+    reads.read_readings(conn, T0, T0 + dt.timedelta(hours=1))
+    reads.target_watermarks(conn)
+    writer = schema.connect(sql_conn_str)
+    try:
+        t0 = time.perf_counter()
+        assert loads.aggregate_range(writer, T0, T0 + dt.timedelta(minutes=10)) == 6
+        assert time.perf_counter() - t0 < 5
+    finally:
+        writer.close()
+    assert len(reads.read_aggregates(conn, T0, T0 + dt.timedelta(minutes=10))) == 6

@@ -1,4 +1,4 @@
-"""ingest_sim.db on real SQLite and PostgreSQL through pyodbc."""
+"""sensor_db.schema on real SQLite and PostgreSQL through pyodbc."""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ingest_sim import db
+from sensor_db import schema
 
 
 @pytest.fixture
 def conn(sql_conn_str):
-    c = db.connect(sql_conn_str)
+    c = schema.connect(sql_conn_str)
     yield c
     c.close()
 
@@ -34,109 +34,109 @@ def _count(conn, table: str) -> int:
 
 def test_dialect_detected(conn, sql_conn_str):
     expected = "sqlite" if "SQLite3" in sql_conn_str else "postgresql"
-    assert db.dialect(conn) == expected
+    assert schema.dialect(conn) == expected
 
 
 def test_create_schema_is_idempotent(conn):
-    db.create_schema(conn)
-    db.create_schema(conn)
-    assert {db.READINGS, db.AGGREGATES, db.LABELS} <= _tables(conn)
-    db.insert_rows(conn, db.READINGS, db.READING_COLUMNS, [(dt.datetime(2024, 1, 1), "d", "s", 1.0)])
+    schema.create_schema(conn)
+    schema.create_schema(conn)
+    assert {schema.READINGS, schema.AGGREGATES, schema.LABELS} <= _tables(conn)
+    schema.insert_rows(conn, schema.READINGS, schema.READING_COLUMNS, [(dt.datetime(2024, 1, 1), "d", "s", 1.0)])
     conn.commit()
-    db.create_schema(conn)  # does not wipe data
-    assert _count(conn, db.READINGS) == 1
+    schema.create_schema(conn)  # does not wipe data
+    assert _count(conn, schema.READINGS) == 1
 
 
 def test_aggregates_primary_key_rejects_duplicates(conn):
-    db.create_schema(conn)
+    schema.create_schema(conn)
     row = ("d", "s", dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, 0, 5), 1.0, 1.0, 1.0, 0.0, 1)
-    db.insert_rows(conn, db.AGGREGATES, ("device_id", "sensor_id", "window_start", "window_end", "value_mean",
+    schema.insert_rows(conn, schema.AGGREGATES, ("device_id", "sensor_id", "window_start", "window_end", "value_mean",
                                          "value_min", "value_max", "value_std", "n_readings"), [row])
     conn.commit()
     import pyodbc
 
     with pytest.raises(pyodbc.Error):
-        db.insert_rows(conn, db.AGGREGATES, ("device_id", "sensor_id", "window_start", "window_end", "value_mean",
+        schema.insert_rows(conn, schema.AGGREGATES, ("device_id", "sensor_id", "window_start", "window_end", "value_mean",
                                              "value_min", "value_max", "value_std", "n_readings"), [row])
     conn.rollback()
 
 
 def test_insert_chunks_over_the_parameter_limit(conn):
-    db.create_schema(conn)
+    schema.create_schema(conn)
     base = dt.datetime(2024, 1, 1)
     rows = [(base + dt.timedelta(seconds=i), f"d{i % 7}", "s1", float(i)) for i in range(5000)]  # 20,000 params
-    assert db.insert_rows(conn, db.READINGS, db.READING_COLUMNS, rows) == 5000
+    assert schema.insert_rows(conn, schema.READINGS, schema.READING_COLUMNS, rows) == 5000
     conn.commit()
-    assert _count(conn, db.READINGS) == 5000
+    assert _count(conn, schema.READINGS) == 5000
     cur = conn.cursor()
-    cur.execute(f"SELECT SUM(value), MIN(value), MAX(value) FROM {db.READINGS}")
+    cur.execute(f"SELECT SUM(value), MIN(value), MAX(value) FROM {schema.READINGS}")
     total, lo, hi = cur.fetchone()
     assert (float(total), float(lo), float(hi)) == (sum(range(5000)), 0.0, 4999.0)
 
 
 def test_statements_respect_sql_server_limits():
     # every statement carries at most 2,100 parameters and 1,000 rows
-    assert db.MAX_PARAMS <= 2100 and db.MAX_ROWS <= 1000
+    assert schema.MAX_PARAMS <= 2100 and schema.MAX_ROWS <= 1000
 
 
 def test_numpy_and_pandas_scalars_bind(conn):
-    db.create_schema(conn)
+    schema.create_schema(conn)
     rows = [
         (pd.Timestamp("2024-01-01 00:00:01"), np.str_("d1"), "s1", np.float64(1.5)),
         (np.datetime64("2024-01-01T00:00:02"), "d1", "s1", np.float32(2.5)),
         (pd.Timestamp("2024-01-01 01:00:03+01:00"), "d1", "s1", np.int64(3)),  # aware → UTC 00:00:03
         (dt.datetime(2024, 1, 1, 0, 0, 4), "d1", "s1", np.nan),  # NaN → NULL
     ]
-    db.insert_rows(conn, db.READINGS, db.READING_COLUMNS, rows)
+    schema.insert_rows(conn, schema.READINGS, schema.READING_COLUMNS, rows)
     conn.commit()
     cur = conn.cursor()
-    cur.execute(f"SELECT ts, value FROM {db.READINGS} ORDER BY ts")
-    got = [(db.to_datetime(t), v) for t, v in cur.fetchall()]
+    cur.execute(f"SELECT ts, value FROM {schema.READINGS} ORDER BY ts")
+    got = [(schema.to_datetime(t), v) for t, v in cur.fetchall()]
     assert [t for t, _ in got] == [dt.datetime(2024, 1, 1, 0, 0, s) for s in (1, 2, 3, 4)]
     assert [v for _, v in got] == [1.5, 2.5, 3.0, None]
 
 
 def test_float_keeps_8_bytes(conn):
-    db.create_schema(conn)
+    schema.create_schema(conn)
     x = 0.1 + 0.2
     assert x != 0.3
     tiny, big = 1.0000000000000002, 123456789.12345679
-    db.insert_rows(conn, db.READINGS, db.READING_COLUMNS,
+    schema.insert_rows(conn, schema.READINGS, schema.READING_COLUMNS,
                    [(dt.datetime(2024, 1, 1, 0, 0, i), "d", "s", v) for i, v in enumerate((x, tiny, big))])
     conn.commit()
     cur = conn.cursor()
-    cur.execute(f"SELECT {db.float_expr(conn, 'value')} FROM {db.READINGS} ORDER BY ts")
-    assert [db.to_float(r[0]) for r in cur.fetchall()] == [x, tiny, big]
+    cur.execute(f"SELECT {schema.float_expr(conn, 'value')} FROM {schema.READINGS} ORDER BY ts")
+    assert [schema.to_float(r[0]) for r in cur.fetchall()] == [x, tiny, big]
 
 
 def test_timestamps_are_naive_utc_to_the_millisecond(conn):
-    db.create_schema(conn)
+    schema.create_schema(conn)
     aware = dt.datetime(2024, 6, 1, 12, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
-    db.insert_rows(conn, db.READINGS, db.READING_COLUMNS, [(aware, "d", "s", 1.0)])
+    schema.insert_rows(conn, schema.READINGS, schema.READING_COLUMNS, [(aware, "d", "s", 1.0)])
     conn.commit()
     cur = conn.cursor()
-    cur.execute(f"SELECT ts, MAX(ts) FROM {db.READINGS} GROUP BY ts")
+    cur.execute(f"SELECT ts, MAX(ts) FROM {schema.READINGS} GROUP BY ts")
     ts, mx = cur.fetchone()
     expected = dt.datetime(2024, 6, 1, 10, 0, 0, 123000)
-    assert db.to_datetime(ts) == expected
-    assert db.to_datetime(mx) == expected  # SQLite returns MAX(ts) as text: normalised
+    assert schema.to_datetime(ts) == expected
+    assert schema.to_datetime(mx) == expected  # SQLite returns MAX(ts) as text: normalised
 
 
 def test_mssql_ddl_is_guarded_and_uses_datetime2():
-    stmts = db.schema_statements("mssql")
+    stmts = schema.schema_statements("mssql")
     text = "\n".join(stmts)
     assert "IF OBJECT_ID(N'dbo.sensor_aggregates', N'U') IS NULL" in text
     assert "DATETIME2" in text and "TIMESTAMP" not in text and "REAL" not in text
     assert "IF NOT EXISTS" in text and "sys.indexes" in text
     assert "CONSTRAINT pk_sensor_aggregates PRIMARY KEY (device_id, sensor_id, window_start)" in text
     for d in ("sqlite", "postgresql"):
-        ddl = "\n".join(db.schema_statements(d))
+        ddl = "\n".join(schema.schema_statements(d))
         assert "IF NOT EXISTS" in ddl and "TIMESTAMP" in ddl and "FLOAT" in ddl and "REAL" not in ddl
 
 
 def test_default_conn_str(monkeypatch):
-    monkeypatch.setenv(db.ENV_CONN_STR, "Driver=X;Database=y")
-    assert db.default_conn_str() == "Driver=X;Database=y"
-    monkeypatch.delenv(db.ENV_CONN_STR)
-    s = db.default_conn_str()
+    monkeypatch.setenv(schema.ENV_CONN_STR, "Driver=X;Database=y")
+    assert schema.default_conn_str() == "Driver=X;Database=y"
+    monkeypatch.delenv(schema.ENV_CONN_STR)
+    s = schema.default_conn_str()
     assert s.startswith("Driver=SQLite3;Database=") and s.endswith("/.local/sensors.db")
