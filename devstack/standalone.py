@@ -67,7 +67,8 @@ def start_standalone(env: dict, port: int, log_path: Path, isolated: bool = Fals
     first; output is appended to ``log_path``; the process leads its own
     session (stop it with :func:`stop_standalone`). Returns once the API port
     is open. Raises ``RuntimeError`` if the migration fails or the process
-    exits first, ``TimeoutError`` after ``port_timeout`` seconds.
+    exits first, ``TimeoutError`` after ``port_timeout`` seconds (the process
+    is stopped before either error is raised).
     """
     home = Path(env["AIRFLOW_HOME"])
     write_passwords_file(home)
@@ -79,7 +80,11 @@ def start_standalone(env: dict, port: int, log_path: Path, isolated: bool = Fals
         env={**process_env(env, isolated), **api_port_env(port)},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    wait_for_port(port, timeout=port_timeout, proc=proc)
+    try:
+        wait_for_port(port, timeout=port_timeout, proc=proc)
+    except BaseException:
+        stop_standalone(proc)
+        raise
     return proc
 
 
