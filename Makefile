@@ -9,6 +9,8 @@ UV_VERSION := $(shell sed -n 's/^uv==//p' requirements.lock)
 # what `system` installs when missing (only the missing ones: a NodeSource nodejs already carries npm and conflicts with Debian's)
 APT_PACKAGES := unixodbc libsqliteodbc odbc-postgresql postgresql python3-venv nodejs npm docker-compose chromium
 PYTEST_ARGS ?=
+# this checkout's code first (a git worktree shares the venv, whose editable install points at another checkout)
+export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help setup system demo airflow test test-fast test-slow clean bench
 

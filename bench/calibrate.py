@@ -32,6 +32,7 @@ def _units(T: int, mode: str, n_tasks: int | None) -> int:
 
 
 def rows(results: dict):
+    """(T, mode, targets per task, run seconds) of every successful DAG run in ``results`` (results.json shape)."""
     for T, fleet in results["fleets"].items():
         for m in fleet["dag"]:
             if m.get("state") == "success" and m.get("run_seconds"):
@@ -50,6 +51,10 @@ def fit(samples, workers: int):
 
 
 def table(results: dict, fit_max_T: int = 1000, workers: int | None = None) -> str:
+    """Fit on the runs with T <= ``fit_max_T``; markdown of the fitted values and predicted vs measured run seconds.
+
+    ``workers`` defaults to the CPU count. Raises ``numpy.linalg.LinAlgError`` if the fit fails.
+    """
     workers = workers or os.cpu_count() or 2
     samples = list(rows(results))
     fit_set = [s for s in samples if s[0] <= fit_max_T] or samples
@@ -67,6 +72,7 @@ def table(results: dict, fit_max_T: int = 1000, workers: int | None = None) -> s
 
 
 def main(argv=None) -> int:
+    """`python -m bench.calibrate`: print :func:`table` of a results.json; returns 0."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="?", type=Path, default=RESULTS)
     parser.add_argument("--fit-max-targets", type=int, default=1000, help="fit on the runs with T up to this")

@@ -27,27 +27,31 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def tree_cpu(pids) -> float:
-    total = 0.0
-    for pid in pids:
-        for p in _tree(pid):
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-            except psutil.NoSuchProcess:
-                pass
-    return total
-
-
-def tree_rss(pids) -> int:
+def _tree_sum(pids, measure):
+    """Sum of ``measure(process)`` over the live processes of the trees of ``pids`` (exited ones skipped)."""
     total = 0
     for pid in pids:
         for p in _tree(pid):
             try:
-                total += p.memory_info().rss
+                total += measure(p)
             except psutil.NoSuchProcess:
                 pass
     return total
+
+
+def _cpu_seconds(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def tree_cpu(pids) -> float:
+    """CPU seconds (user + system, own and reaped children's) of the live processes of the trees of ``pids``."""
+    return float(_tree_sum(pids, _cpu_seconds))
+
+
+def tree_rss(pids) -> int:
+    """Resident memory in bytes, summed over the live processes of the trees of ``pids``."""
+    return int(_tree_sum(pids, lambda p: p.memory_info().rss))
 
 
 class TreeMeter:

@@ -40,6 +40,8 @@ from pathlib import Path
 
 from devstack import services
 from devstack.services import REPO
+from scoring.layout import manifest_blob
+from scoring.times import utc_naive
 
 WORK = REPO / ".local" / "bench"
 DAY = dt.datetime(2026, 1, 1)
@@ -48,12 +50,18 @@ MARK_BEGIN, MARK_END = "<!-- bench:results:begin -->", "<!-- bench:results:end -
 
 
 def log(msg: str) -> None:
+    """Print one progress line of the benchmark, stamped with the local wall-clock time."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # --- world -------------------------------------------------------------------------
 
 def build_world(T: int, store, conn_str_sql: str, workdir: Path, settings) -> list[str]:
+    """Fleet of ``T`` targets: a day of aggregates into a fresh SQL schema, one model per target deployed.
+
+    Empties every container first; writes ``workdir/models`` and ``workdir/targets.txt``
+    (one ``device/sensor`` a line); returns the target names, sorted.
+    """
     from bench.world import synthetic_aggregates, target_names, train_template, write_models
     from sensor_db.schema import connect, create_schema
     from ingest_sim.loads import upsert_aggregates
@@ -115,6 +123,10 @@ FLOOR_CONTAINER = "floor-predictions"
 
 
 def run_floor(conn_str: str, interval, workdir: Path, azurite_pid: int) -> dict:
+    """Run ``bench.floor`` in its own process; returns its JSON line plus ``azurite_cpu`` (CPU-s of Azurite meanwhile).
+
+    Raises ``RuntimeError`` with the end of its stderr if it fails.
+    """
     from bench.procs import TreeMeter
 
     cmd = [sys.executable, "-m", "bench.floor", "--connection-string", conn_str, "--interval", interval.key,
@@ -131,6 +143,7 @@ def run_floor(conn_str: str, interval, workdir: Path, azurite_pid: int) -> dict:
 # --- DAG -----------------------------------------------------------------------------
 
 def bench_env(home: Path, sql_odbc: str, conn_str: str, parallelism: int) -> dict:
+    """The Airflow environment of one fleet: daily schedule, no retries, only triggered runs, quick pokes."""
     from devstack.airflow_env import airflow_env
 
     env = airflow_env(home, sql_odbc, conn_str, parallelism=parallelism)
@@ -148,6 +161,11 @@ def bench_env(home: Path, sql_odbc: str, conn_str: str, parallelism: int) -> dic
 
 def run_dag_mode(api, store, settings, interval, T: int, mode, standalone_pid: int, azurite_pid: int,
                  timeout: float) -> dict:
+    """One manual run of the DAG over ``interval`` with ``targets_per_unit=mode``; returns its measures.
+
+    Wall and CPU in seconds, RSS in bytes (see the module docstring); the run is
+    deleted afterwards. Raises ``TimeoutError`` if it is not finished after ``timeout`` s.
+    """
     from bench.procs import TreeMeter
 
     store.delete_container(settings.predictions_container)
@@ -156,24 +174,13 @@ def run_dag_mode(api, store, settings, interval, T: int, mode, standalone_pid: i
     conf = {"targets_per_unit": mode if mode == "auto" else int(mode)}
     with TreeMeter([azurite_pid]) as az, TreeMeter([standalone_pid]) as af:
         api.trigger_dag_run(DAG_ID, run_id, interval.start, interval.end, conf)
-        deadline = time.monotonic() + timeout
-        while True:
-            run = api.dag_run(DAG_ID, run_id)
-            if run["state"] in ("success", "failed"):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} not finished after {timeout:.0f}s")
-            time.sleep(0.5)
+        run = api.wait_for_run(DAG_ID, run_id, timeout, every=0.5)
     tis = api.all_task_instances(DAG_ID, run_id)
     api.delete_dag_run(DAG_ID, run_id)  # the next mode scores the same interval (one run per logical date)
     score = [t for t in tis if t["task_id"] == "score"]
     durations = [t["duration"] for t in score if t.get("duration") is not None]
     manifest = _manifest(store, settings, interval)
-
-    def ts(v):
-        return dt.datetime.fromisoformat(v.replace("Z", "+00:00")) if v else None
-
-    run_seconds = (ts(run["end_date"]) - ts(run["start_date"])).total_seconds() if run.get("end_date") else None
+    run_seconds = (utc_naive(run["end_date"]) - utc_naive(run["start_date"])).total_seconds() if run.get("end_date") else None
     return {
         "mode": str(mode), "state": run["state"], "wall": af.wall, "run_seconds": run_seconds, "cpu": af.cpu,
         "azurite_cpu": az.cpu, "peak_rss": af.peak_rss, "score_tasks": len(score),
@@ -185,13 +192,14 @@ def run_dag_mode(api, store, settings, interval, T: int, mode, standalone_pid: i
 
 
 def _manifest(store, settings, interval):
-    name = f"{interval.key}/_manifest.json"
+    name = manifest_blob(interval)
     if store.exists(settings.predictions_container, name):
         return json.loads(store.download_bytes(settings.predictions_container, name))
     return None
 
 
 def idle_cpu(pid: int, seconds: float = 15) -> float:
+    """CPU-seconds per second used by the process tree of ``pid`` over ``seconds`` of waiting."""
     from bench.procs import TreeMeter
 
     with TreeMeter([pid]) as m:
@@ -202,6 +210,7 @@ def idle_cpu(pid: int, seconds: float = 15) -> float:
 # --- report --------------------------------------------------------------------------
 
 def render(results: dict) -> str:
+    """The markdown of ``results`` (the ``results.json`` shape): a table per fleet and mode, floor phases, idle CPU."""
     lines = [
         f"Run {results['started']} on {results['machine']}; parallelism {results['parallelism']}; "
         f"synthetic fleet, 288 windows per target (one day at 5 minutes).",
@@ -239,6 +248,7 @@ def render(results: dict) -> str:
 
 
 def write_markdown(results: dict, path: Path) -> None:
+    """Replace the text between the ``bench:results`` markers of ``path`` by :func:`render` (file or markers created if missing)."""
     text = path.read_text() if path.exists() else f"# Benchmarks\n\n{MARK_BEGIN}\n{MARK_END}\n"
     if MARK_BEGIN not in text:
         text += f"\n{MARK_BEGIN}\n{MARK_END}\n"
@@ -250,6 +260,7 @@ def write_markdown(results: dict, path: Path) -> None:
 # --- main ----------------------------------------------------------------------------
 
 def main(argv=None) -> int:
+    """`python -m bench`; returns 0 when every DAG run of every fleet succeeded, else 1."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", type=int, nargs="+", default=[100, 1000, 10000], help="fleet sizes T")
     parser.add_argument("--modes", nargs="+", default=["1", "10", "100", "auto"], help="targets_per_unit values")
@@ -269,7 +280,7 @@ def main(argv=None) -> int:
     from batch_scoring.config import settings as get_settings
     from batch_scoring.hooks.blob_storage import BlobStore
     from batch_scoring.pipeline import Interval
-    from devstack.standalone import AirflowApi, start_standalone, stop_standalone
+    from devstack.standalone import running_standalone
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     WORK.mkdir(parents=True, exist_ok=True)
@@ -304,11 +315,7 @@ def main(argv=None) -> int:
             fleet = {"floor": floor, "dag": []}
             results["fleets"][str(T)] = fleet
             env = bench_env(workdir / "airflow", sql_odbc, conn_str, args.parallelism)
-            proc = start_standalone(env, af_port, workdir / "standalone.log")
-            try:
-                api = AirflowApi(af_port)
-                api.wait_healthy()
-                api.wait_for_dag(DAG_ID)
+            with running_standalone(env, af_port, workdir / "standalone.log", DAG_ID) as (proc, api):
                 api.unpause(DAG_ID)
                 time.sleep(10)  # let start-up settle (dag parsing, first scheduler loops)
                 fleet["idle_cpu_per_s"] = idle_cpu(proc.pid)
@@ -324,8 +331,6 @@ def main(argv=None) -> int:
                     log(f"T={T} targets_per_unit={mode}: " + json.dumps(
                         {k: (round(v, 2) if isinstance(v, float) else v) for k, v in m.items()}))
                     (WORK / "results.json").write_text(json.dumps(results, indent=2))
-            finally:
-                stop_standalone(proc)
     finally:
         services.stop(azurite)
         (WORK / "results.json").write_text(json.dumps(results, indent=2))

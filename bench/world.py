@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scoring.config import AGGREGATE_COLUMNS, MODEL_FILE, MODEL_MANIFEST, WINDOW_MINUTES, target_name
+from scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES, target_name
+from scoring.layout import MODEL_FILE, MODEL_MANIFEST, model_blob, model_manifest_blob
 
 WINDOWS_PER_DAY = 24 * 60 // WINDOW_MINUTES  # 288
 SENSORS_PER_DEVICE = 4
@@ -33,7 +34,12 @@ def target_names(n: int) -> list[str]:
 
 
 def synthetic_aggregates(targets: list[str], day_start: dt.datetime, seed: int = 1, anomalies: bool = True) -> pd.DataFrame:
-    """Aggregates (``AGGREGATE_COLUMNS``) for every target over one day starting at ``day_start``."""
+    """Aggregates (``AGGREGATE_COLUMNS``) for every target over one day starting at ``day_start`` (naive UTC).
+
+    One row per target and five-minute window (``len(targets) x 288`` rows, targets
+    in the given order); ``seed`` makes it reproducible; ``anomalies`` adds spikes
+    (~1 % of windows) and stuck sensors (~0.3 %).
+    """
     rng = np.random.default_rng(seed)
     n_t, n_w = len(targets), WINDOWS_PER_DAY
     # every target shares the template model, so every target has the template's level and noise
@@ -76,7 +82,7 @@ def train_template(work: Path, day_start: dt.datetime) -> Path:
     history = synthetic_aggregates([template], day_start - dt.timedelta(days=1), seed=99, anomalies=False)
     models = work / "template"
     train_models(history, models, day_start - dt.timedelta(days=1), day_start, source="bench-synthetic")
-    return models / "tpl" / "s1"
+    return (models / model_blob(template)).parent
 
 
 def write_models(template_dir: Path, models_dir: Path, targets: list[str]) -> None:
@@ -85,8 +91,8 @@ def write_models(template_dir: Path, models_dir: Path, targets: list[str]) -> No
     manifest = json.loads((template_dir / MODEL_MANIFEST).read_text())
     for t in targets:
         d, s = t.split("/")
-        folder = models_dir / d / s
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / MODEL_FILE).write_bytes(data)
+        model = models_dir / model_blob(t)
+        model.parent.mkdir(parents=True, exist_ok=True)
+        model.write_bytes(data)
         m = {**manifest, "target": t, "device_id": d, "sensor_id": s}
-        (folder / MODEL_MANIFEST).write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+        (models_dir / model_manifest_blob(t)).write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")

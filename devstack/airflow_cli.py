@@ -15,6 +15,7 @@ from devstack.standalone import AIRFLOW, api_port_env
 
 
 def main() -> int:
+    """Replace this process by ``airflow ARGS`` in the demo's environment (does not return)."""
     env = {**os.environ, **demo.demo_env(), **api_port_env(demo.AIRFLOW_PORT)}
     os.execve(AIRFLOW, [AIRFLOW, *sys.argv[1:]], env)
 

@@ -24,6 +24,7 @@ def odbc_connection_uri_json(odbc_conn_str: str) -> str:
 
 
 def blob_connection_json(connection_string: str) -> str:
+    """An Airflow ``wasb`` connection (JSON form) for a Blob Storage connection string."""
     return json.dumps({"conn_type": "wasb", "extra": {"connection_string": connection_string}})
 
 
@@ -69,5 +70,6 @@ def write_local_settings(home: Path) -> None:
 
 
 def write_passwords_file(home: Path, password: str = "admin") -> None:
+    """``$AIRFLOW_HOME/passwords.json``: the simple auth manager's ``admin`` password (home created if missing)."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "passwords.json").write_text(json.dumps({"admin": password}))

@@ -8,6 +8,7 @@ from devstack.standalone import AirflowApi, start_standalone, stop_standalone
 
 
 def main() -> int:
+    """`make airflow`: run until Ctrl-C or the standalone exits, then stop what it started; returns 0."""
     demo.LOCAL.mkdir(exist_ok=True)
     azurite = demo.ensure_azurite()
     env = demo.demo_env()

@@ -56,9 +56,22 @@ def wait_for_sql(odbc: str, timeout: float = 180.0):
             time.sleep(3)
 
 
+def _is_file_database(odbc: str) -> bool:
+    """Whether the ODBC string's driver is SQLite's: a file, no server (``Database=`` is the file's path)."""
+    return any(key.strip().lower() == "driver" and "sqlite" in value.lower()
+               for key, _, value in (part.partition("=") for part in odbc.split(";")))
+
+
 def create_database(odbc: str) -> str:
+    """Wait for the server of ``odbc`` and create its ``Database=`` if missing (SQL Server only); returns what it did.
+
+    A SQLite string is opened as given: without its ``Database=`` the SQLite
+    driver would take the rest of the string for a file name and create a file
+    named like ``Driver=SQLite3;`` in the working directory. Raises
+    ``SystemExit`` when the server stays unreachable (180 s) or the name is unsafe.
+    """
     server_odbc, database = _without_database(odbc)
-    conn = wait_for_sql(server_odbc)
+    conn = wait_for_sql(odbc if _is_file_database(odbc) else server_odbc)
     try:
         from sensor_db.schema import dialect
 
@@ -75,6 +88,10 @@ def create_database(odbc: str) -> str:
 
 
 def ensure_containers(blob: str) -> str:
+    """Create the settings' blob containers, retrying for 120 s while the service starts; returns a message.
+
+    Raises ``SystemExit`` when the blob service stays unreachable.
+    """
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
 
@@ -92,9 +109,14 @@ def ensure_containers(blob: str) -> str:
 
 def demo_data(odbc: str, blob: str, devices: int, sensors: int, models_dir: Path, force: bool = False,
               end: dt.datetime | None = None, history_hours: int = 24, scoring_hours: int = 24) -> str:
+    """Build the demo world (``devstack.world.simulate_world``) unless models are deployed; returns a message.
+
+    The scoring period is the ``scoring_hours`` before ``end`` (naive UTC; default the
+    current hour), the history the ``history_hours`` before that.
+    """
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
-    from devstack.world import simulate_world
+    from devstack.world import current_hour, simulate_world
     from sensor_db.schema import connect
 
     s = settings()
@@ -102,7 +124,7 @@ def demo_data(odbc: str, blob: str, devices: int, sensors: int, models_dir: Path
     store.ensure_containers(s.containers)
     if not force and store.list_names(s.models_container):
         return "models already deployed: demo data kept (use --force to rebuild)"
-    end = end or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    end = end or current_hour()
     scoring = (end - dt.timedelta(hours=scoring_hours), end)
     history = (scoring[0] - dt.timedelta(hours=history_hours), scoring[0])
     conn = connect(odbc)
@@ -116,6 +138,7 @@ def demo_data(odbc: str, blob: str, devices: int, sensors: int, models_dir: Path
 
 
 def main(argv=None) -> int:
+    """The CLI (see the module docstring); exits with a message on errors."""
     parser = argparse.ArgumentParser(prog="python -m devstack.compose_init", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--odbc", help="ODBC connection string of the aggregates database")

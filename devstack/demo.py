@@ -23,6 +23,7 @@ from pathlib import Path
 from devstack import services
 from devstack.airflow_env import airflow_env
 from devstack.services import REPO
+from devstack.world import current_hour
 
 LOCAL = REPO / ".local"
 AIRFLOW_HOME = LOCAL / "airflow"
@@ -54,6 +55,7 @@ def ensure_azurite() -> "services.subprocess.Popen | None":
 
 
 def step(message: str) -> None:
+    """Print one progress line of the demo, stamped with the local wall-clock time."""
     print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
@@ -89,15 +91,15 @@ def prepare_data(args, end: dt.datetime):
 
 
 def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
-    """Backfill [start, end) through the real scheduler and wait for every run to finish."""
-    from devstack.standalone import AirflowApi, start_standalone, stop_standalone
+    """Backfill [start, end) (naive UTC, whole hours) through the real scheduler and wait for every run to finish.
+
+    Returns the newest run of each hourly interval (REST form), oldest first.
+    Raises ``TimeoutError`` if they are not all finished within 30 minutes.
+    """
+    from devstack.standalone import FINISHED, running_standalone, run_interval_start
 
     dag_id = "batch_scoring"
-    proc = start_standalone(env, AIRFLOW_PORT, AIRFLOW_HOME / "standalone.log")
-    try:
-        api = AirflowApi(AIRFLOW_PORT)
-        api.wait_healthy()
-        api.wait_for_dag(dag_id)
+    with running_standalone(env, AIRFLOW_PORT, AIRFLOW_HOME / "standalone.log", dag_id) as (_, api):
         last_logical = end - dt.timedelta(hours=1)
         # The same as `airflow backfill create --dag-id batch_scoring --from-date ... --to-date ...
         # --reprocess-behavior completed`, through the REST API. Created while the DAG is still
@@ -107,49 +109,47 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
         api.unpause(dag_id)
         step(f"backfill created for {start:%H:%M}..{end:%H:%M}; the scheduler is running it (UI: make airflow)")
         wanted = {start + dt.timedelta(hours=h) for h in range(int((end - start) / dt.timedelta(hours=1)))}
-        deadline = time.monotonic() + 1800
         last_done = -1
-        while time.monotonic() < deadline:
-            runs = [r for r in api.dag_runs(dag_id) if _interval_start(r) in wanted]
-            latest = {}
-            for r in runs:  # a backfill run and a scheduled run may share an interval: keep the newest
-                key = _interval_start(r)
-                if key not in latest or r["run_after"] > latest[key]["run_after"]:
-                    latest[key] = r
-            states = [r["state"] for r in latest.values()]
-            done = [s for s in states if s in ("success", "failed")]
+
+        def all_finished() -> list[dict] | None:
+            nonlocal last_done
+            latest = api.latest_runs(dag_id, wanted)
+            done = [r for r in latest.values() if r["state"] in FINISHED]
             if sys.stdout.isatty() or len(done) != last_done:
                 print(f"\r  runs finished {len(done)}/{len(wanted)}", end="" if sys.stdout.isatty() else "\n", flush=True)
                 last_done = len(done)
             if len(latest) == len(wanted) and len(done) == len(wanted):
                 print()
-                return sorted(latest.values(), key=_interval_start)
-            time.sleep(5)
-        raise TimeoutError("backfill did not finish in 30 minutes; see .local/airflow/standalone.log")
-    finally:
-        stop_standalone(proc)
+                return sorted(latest.values(), key=run_interval_start)
+            return None
 
-
-def _interval_start(run: dict) -> dt.datetime:
-    return dt.datetime.fromisoformat(run["data_interval_start"].replace("Z", "+00:00")).replace(tzinfo=None)
+        return services.wait_until(all_finished, 1800, 5,
+                                   lambda: "backfill did not finish in 30 minutes; see .local/airflow/standalone.log")
 
 
 def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
+    """Print the demo's report: runs, targets, windows scored and flagged, precision and recall against
+    the injected anomalies, where the outputs are; copy each interval's run report to ``.local/demo/reports``.
+
+    ``runs``: the REST form of the backfilled runs; [start, end): the backfilled hours.
+    Returns the exit code: 0 when every run succeeded, else 1.
+    """
     import pandas as pd
 
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
-    from batch_scoring.pipeline import Interval
-    from sensor_db.schema import connect
+    from devstack.standalone import run_interval_start
     from sensor_db.reads import read_labels
+    from sensor_db.schema import connect
     from scoring.evaluate import precision_recall
+    from scoring.layout import Interval, manifest_blob, report_blob
 
     s = settings()
     store = BlobStore.from_connection_string(services.azurite_connection_string(AZURITE_PORT))
     frames, manifests = [], []
     for run in runs:
-        interval = Interval(_interval_start(run), _interval_start(run) + dt.timedelta(hours=1))
-        name = f"{interval.key}/_manifest.json"
+        interval = Interval(run_interval_start(run), run_interval_start(run) + dt.timedelta(hours=1))
+        name = manifest_blob(interval)
         if store.exists(s.predictions_container, name):
             manifest = json.loads(store.download_bytes(s.predictions_container, name))
             manifests.append(manifest)
@@ -174,15 +174,15 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
         for kind, m in pr["by_kind"].items():
             print(f"  {kind:<12} recall {m['recall']:.3f} ({m['detected']}/{m['windows']} anomalous windows)")
     print(f"predictions    blob container '{s.predictions_container}' in Azurite (127.0.0.1:{AZURITE_PORT}), "
-          f"one prefix per interval, e.g. {manifests[0]['interval'] if manifests else '?'}/_manifest.json")
+          f"one prefix per interval, e.g. {manifest_blob(manifests[0]['interval'] if manifests else '?')}")
     if manifests:
         report_dir = DEMO_DIR / "reports"
         report_dir.mkdir(parents=True, exist_ok=True)
         for m in manifests:
-            name = f"{m['interval']}/_report.html"
+            name = report_blob(m["interval"])
             if store.exists(s.predictions_container, name):
                 (report_dir / f"{m['interval']}.html").write_bytes(store.download_bytes(s.predictions_container, name))
-        print(f"run reports    blob {s.predictions_container}/<interval>/_report.html (heatmap + per-target table); "
+        print(f"run reports    blob {s.predictions_container}/{report_blob('<interval>')} (heatmap + per-target table); "
               f"copies: {report_dir}/<interval>.html")
     print(f"local copy     Azurite's files live in {AZURITE_DIR}")
     print("Airflow UI     make airflow   (then http://localhost:8080, login admin / admin)")
@@ -190,6 +190,7 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
 
 
 def main(argv=None) -> int:
+    """`make demo`; returns the exit code of :func:`report` (1 if any run failed)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--sensors", type=int, default=4)
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop Airflow and Azurite on kill too
-    end = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    end = current_hour()
     LOCAL.mkdir(exist_ok=True)
     azurite = ensure_azurite()
     try:

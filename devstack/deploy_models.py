@@ -14,6 +14,7 @@ from devstack import demo, services
 
 
 def main(argv=None) -> int:
+    """The CLI (see the module docstring); exits with a usage error when DIR holds no models; returns 0."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", type=Path, help="folder written by `python -m scoring.train`")
     args = parser.parse_args(argv)

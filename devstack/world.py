@@ -11,8 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def current_hour() -> dt.datetime:
+    """The start of the current hour, naive UTC: where the demo worlds end, so the latest interval is fresh."""
+    from scoring.times import utc_naive
+
+    return utc_naive(dt.datetime.now(dt.timezone.utc)).replace(minute=0, second=0, microsecond=0)
+
+
 @dataclass
 class World:
+    """What :func:`simulate_world` built: the two periods ([start, end) naive UTC) and row/model counts."""
+
     history: tuple[dt.datetime, dt.datetime]
     scoring: tuple[dt.datetime, dt.datetime]
     readings: int
@@ -22,13 +31,16 @@ class World:
 
 
 def deploy_models(store, models_container: str, models_dir: Path) -> list[str]:
-    """Replace every model in the container with the contents of ``models_dir``."""
+    """Replace every model in the container with the contents of ``models_dir``; returns the blob names uploaded."""
     for name in store.list_names(models_container):
         store.delete(models_container, name)
     return store.upload_folder(models_container, "", models_dir)
 
 
 def train_and_deploy(conn, store, settings, models_dir: Path, history) -> int:
+    """Train one model per target on the aggregates of ``history`` ([start, end) naive UTC) into
+    ``models_dir`` (emptied first), create the containers, deploy the models; returns how many were trained.
+    """
     from sensor_db.reads import read_aggregates
     from scoring.train import train_models
 
@@ -41,7 +53,12 @@ def train_and_deploy(conn, store, settings, models_dir: Path, history) -> int:
 
 def simulate_world(conn, store, settings, models_dir: Path, *, devices: int, sensors: int,
                    history, scoring, reading_seconds: float = 10.0, seed: int = 7) -> World:
-    """Simulate a normal history and an anomalous scoring period, aggregate both, train, deploy."""
+    """Simulate a normal history and an anomalous scoring period, aggregate both, train, deploy.
+
+    ``history``/``scoring``: [start, end) naive UTC; readings every ``reading_seconds`` for
+    ``devices`` x ``sensors`` targets. Replaces the readings of both periods and the labels;
+    the models go to ``models_dir`` and the settings' models container.
+    """
     from sensor_db.schema import create_schema
     from ingest_sim.simulator import simulate
     from ingest_sim.loads import aggregate_range, replace_labels, replace_readings_range

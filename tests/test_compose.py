@@ -270,3 +270,17 @@ def test_odbc_string_without_database():
 
     server, db = _without_database("Driver={ODBC Driver 18 for SQL Server};Server=mssql,1433;Database=sensors;Uid=sa;Pwd=x;")
     assert db == "sensors" and "Database" not in server and server.startswith("Driver={ODBC Driver 18")
+
+
+def test_create_database_never_takes_a_sqlite_connection_string_for_a_file_name(tmp_path, monkeypatch):
+    """Without its ``Database=``, the SQLite ODBC driver opens the rest of the string as a file
+    (``./Driver=SQLite3;``): create-database must open a SQLite string as given."""
+    from devstack.compose_init import create_database
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    db = tmp_path / "sensors.db"
+    assert "nothing to create" in create_database(f"Driver=SQLite3;Database={db}")
+    assert list(cwd.iterdir()) == [], [p.name for p in cwd.iterdir()]
+    assert not any(p.name.startswith("Driver=") for p in REPO.iterdir())

@@ -25,7 +25,8 @@ import time
 
 import pytest
 
-from tests.fixtures.standalone import StandaloneStarter, _parse
+from scoring.times import utc_naive
+from tests.fixtures.standalone import StandaloneStarter
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 HOUR = dt.timedelta(hours=1)
@@ -127,20 +128,20 @@ def test_backfill_24_intervals_rerun_and_scheduled_run_are_byte_identical(tmp_pa
         airflow.unpause()
         latest = now - HOUR
         runs = _wait(airflow, lambda rs: any(r["run_type"] == "scheduled" and r["state"] in ("success", "failed")
-                                             and _parse(r["data_interval_start"]).replace(tzinfo=None) == latest for r in rs),
+                                             and utc_naive(r["data_interval_start"]) == latest for r in rs),
                      "the scheduled run of the latest interval")
-        sched = [r for r in runs if r["run_type"] == "scheduled" and _parse(r["data_interval_start"]).replace(tzinfo=None) == latest]
+        sched = [r for r in runs if r["run_type"] == "scheduled" and utc_naive(r["data_interval_start"]) == latest]
         assert [r["state"] for r in sched] == ["success"], airflow.log_tail()
         scheduled = _outputs(blob_store, [_key(latest)])
         t_sched = time.monotonic() - t0
 
         # 2. backfill 24 intervals (logical dates = interval starts)
         starts = [first + i * HOUR for i in range(INTERVALS)]
-        in_range = lambda rs: [r for r in rs if r.get("logical_date") and first <= _parse(r["logical_date"]).replace(tzinfo=None) <= latest]
+        in_range = lambda rs: [r for r in rs if r.get("logical_date") and first <= utc_naive(r["logical_date"]) <= latest]
         backfill_id = _backfill_while_paused(airflow, first, latest, in_range, check_trap=True)
         done = lambda rs: len(in_range(rs)) == INTERVALS and all(r["state"] in ("success", "failed") for r in in_range(rs))
         runs = in_range(_wait(airflow, done, "24 backfilled runs finished"))
-        assert sorted(_parse(r["data_interval_start"]).replace(tzinfo=None) for r in runs) == starts
+        assert sorted(utc_naive(r["data_interval_start"]) for r in runs) == starts
         assert {r["state"] for r in runs} == {"success"}, [(r["dag_run_id"], r["state"]) for r in runs]
         keys = [_key(s) for s in starts]
         for key in keys:
@@ -164,7 +165,7 @@ def test_backfill_24_intervals_rerun_and_scheduled_run_are_byte_identical(tmp_pa
 
         # 4. nothing outside the prefixes of intervals that were run
         airflow.wait_until_idle(timeout=300)
-        ran = {_key(_parse(r["data_interval_start"]).replace(tzinfo=None))
+        ran = {_key(utc_naive(r["data_interval_start"]))
                for r in airflow.api.dag_runs("batch_scoring") if r.get("data_interval_start")}
         assert set(keys) <= ran
         for container in ("predictions", "aggregates"):

@@ -42,7 +42,7 @@ def _browser_prerequisites() -> str:
 @pytest.mark.timeout(420)
 def test_ui_names_mapped_tasks_device_sensor(standalone_starter, sqlite_conn_str, blob_store, blob_conn_str, tmp_path, capsys):
     from batch_scoring.config import settings
-    from devstack.world import simulate_world
+    from devstack.world import current_hour, simulate_world
     from sensor_db.schema import connect
     from ingest_sim.simulator import device_ids, sensor_ids
 
@@ -50,7 +50,7 @@ def test_ui_names_mapped_tasks_device_sensor(standalone_starter, sqlite_conn_str
     t0 = time.monotonic()
     # The world ends at the current hour, so the scheduler's own latest run (it
     # starts one when the DAG is unpaused) finds fresh data too.
-    end = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    end = current_hour()
     conn = connect(sqlite_conn_str)
     try:
         simulate_world(conn, blob_store, settings(), tmp_path / "models",
