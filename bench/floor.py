@@ -23,7 +23,16 @@ T_IMPORT = time.perf_counter()
 import pandas as pd  # noqa: E402
 
 from batch_scoring.hooks.blob_storage import BlobStore  # noqa: E402
-from scoring.config import MODEL_FILE, MODEL_MANIFEST, RECEIPT_SUFFIX, SNAPSHOT_FILE  # noqa: E402
+from scoring.layout import (  # noqa: E402
+    SNAPSHOT_FILE,
+    model_blob,
+    model_manifest_blob,
+    prediction_blob,
+    prediction_name,
+    receipt_blob,
+    receipt_name,
+    snapshot_blob,
+)
 from scoring.score import score_targets  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - T_IMPORT
@@ -53,22 +62,22 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
-        snap = store.download_file(args.aggregates_container, f"{args.interval}/{SNAPSHOT_FILE}", tmp / SNAPSHOT_FILE)
+        snap = store.download_file(args.aggregates_container, snapshot_blob(args.interval), tmp / SNAPSHOT_FILE)
         frame = pd.read_parquet(snap)
         phases["snapshot"] = time.perf_counter() - t
         t = time.perf_counter()
         for target in targets:
-            for name in (MODEL_FILE, MODEL_MANIFEST):
-                store.download_file(args.models_container, f"{target}/{name}", tmp / "models" / target / name)
+            for name in (model_blob(target), model_manifest_blob(target)):
+                store.download_file(args.models_container, name, tmp / "models" / name)
         phases["download_models"] = time.perf_counter() - t
         t = time.perf_counter()
         receipts = score_targets(frame, tmp / "models", tmp / "out", targets)
         phases["score"] = time.perf_counter() - t
         t = time.perf_counter()
         for target in targets:
-            device, sensor = target.split("/")
-            for suffix in (".parquet", RECEIPT_SUFFIX):
-                store.upload_file(args.out_container, f"{args.interval}/{device}/{sensor}{suffix}", tmp / "out" / device / f"{sensor}{suffix}")
+            for blob, name in ((prediction_blob(args.interval, target), prediction_name(target)),
+                               (receipt_blob(args.interval, target), receipt_name(target))):
+                store.upload_file(args.out_container, blob, tmp / "out" / name)
         phases["upload"] = time.perf_counter() - t
     wall, cpu = time.perf_counter() - w0, _cpu() - c0
     ok = sum(r["status"] == "ok" for r in receipts)

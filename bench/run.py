@@ -97,7 +97,8 @@ def _ensure_containers(store, names, attempts: int = 30) -> None:
 
 def write_snapshot(store, conn_str_sql: str, settings, interval) -> None:
     """The same snapshot blob the DAG's snapshot task writes (the floor reads it)."""
-    from batch_scoring.pipeline import frame_to_parquet_bytes, snapshot_blob
+    from batch_scoring.snapshot import frame_to_parquet_bytes
+    from scoring.layout import snapshot_blob
     from ingest_sim.db import connect
     from ingest_sim.store import read_aggregates
 
@@ -185,7 +186,9 @@ def run_dag_mode(api, store, settings, interval, T: int, mode, standalone_pid: i
 
 
 def _manifest(store, settings, interval):
-    name = f"{interval.key}/_manifest.json"
+    from scoring.layout import manifest_blob
+
+    name = manifest_blob(interval)
     if store.exists(settings.predictions_container, name):
         return json.loads(store.download_bytes(settings.predictions_container, name))
     return None
@@ -268,7 +271,7 @@ def main(argv=None) -> int:
 
     from batch_scoring.config import settings as get_settings
     from batch_scoring.hooks.blob_storage import BlobStore
-    from batch_scoring.pipeline import Interval
+    from scoring.layout import Interval
     from devstack.standalone import AirflowApi, start_standalone, stop_standalone
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scoring.config import AGGREGATE_COLUMNS, MODEL_FILE, MODEL_MANIFEST, WINDOW_MINUTES, target_name
+from scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES, target_name
+from scoring.layout import MODEL_FILE, MODEL_MANIFEST
 
 WINDOWS_PER_DAY = 24 * 60 // WINDOW_MINUTES  # 288
 SENSORS_PER_DEVICE = 4

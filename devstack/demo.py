@@ -131,7 +131,9 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
 
 
 def _interval_start(run: dict) -> dt.datetime:
-    return dt.datetime.fromisoformat(run["data_interval_start"].replace("Z", "+00:00")).replace(tzinfo=None)
+    from scoring.times import utc_naive
+
+    return utc_naive(run["data_interval_start"])
 
 
 def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
@@ -139,7 +141,7 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
 
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
-    from batch_scoring.pipeline import Interval
+    from scoring.layout import Interval, manifest_blob, report_blob
     from ingest_sim.db import connect
     from ingest_sim.store import read_labels
     from scoring.evaluate import precision_recall
@@ -149,7 +151,7 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
     frames, manifests = [], []
     for run in runs:
         interval = Interval(_interval_start(run), _interval_start(run) + dt.timedelta(hours=1))
-        name = f"{interval.key}/_manifest.json"
+        name = manifest_blob(interval)
         if store.exists(s.predictions_container, name):
             manifest = json.loads(store.download_bytes(s.predictions_container, name))
             manifests.append(manifest)
@@ -174,15 +176,15 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
         for kind, m in pr["by_kind"].items():
             print(f"  {kind:<12} recall {m['recall']:.3f} ({m['detected']}/{m['windows']} anomalous windows)")
     print(f"predictions    blob container '{s.predictions_container}' in Azurite (127.0.0.1:{AZURITE_PORT}), "
-          f"one prefix per interval, e.g. {manifests[0]['interval'] if manifests else '?'}/_manifest.json")
+          f"one prefix per interval, e.g. {manifest_blob(manifests[0]['interval'] if manifests else '?')}")
     if manifests:
         report_dir = DEMO_DIR / "reports"
         report_dir.mkdir(parents=True, exist_ok=True)
         for m in manifests:
-            name = f"{m['interval']}/_report.html"
+            name = report_blob(m['interval'])
             if store.exists(s.predictions_container, name):
                 (report_dir / f"{m['interval']}.html").write_bytes(store.download_bytes(s.predictions_container, name))
-        print(f"run reports    blob {s.predictions_container}/<interval>/_report.html (heatmap + per-target table); "
+        print(f"run reports    blob {s.predictions_container}/{report_blob('<interval>')} (heatmap + per-target table); "
               f"copies: {report_dir}/<interval>.html")
     print(f"local copy     Azurite's files live in {AZURITE_DIR}")
     print("Airflow UI     make airflow   (then http://localhost:8080, login admin / admin)")

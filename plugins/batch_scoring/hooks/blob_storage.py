@@ -206,6 +206,23 @@ class BlobStore:
         self.parallel(one, items)
 
 
+def read_json(store, container: str, name: str) -> dict | None:
+    """A small JSON object blob (receipt, manifest, marker) as a dict; None when the blob is missing, is not
+    JSON, or holds something other than an object.
+
+    Raises ``BlobStoreUnavailable`` when storage does not answer (only "not there" and "not JSON" are None).
+    """
+    import json
+
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        value = json.loads(store.download_bytes(container, name))
+    except (ResourceNotFoundError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 class _BlobRangeFile:
     """Raw file interface (for io.BufferedReader) over ranged blob downloads."""
 
@@ -214,7 +231,6 @@ class _BlobRangeFile:
         self._size = blob_client.get_blob_properties().size
         self._pos = 0
         self.closed = False
-        self.bytes_read = 0
 
     def readable(self) -> bool:
         return True
@@ -240,7 +256,6 @@ class _BlobRangeFile:
         data = self._blob.download_blob(offset=self._pos, length=length).readall()
         buffer[: len(data)] = data
         self._pos += len(data)
-        self.bytes_read += len(data)
         return len(data)
 
     def close(self) -> None:

@@ -141,8 +141,10 @@ def read_job_inputs(store, settings, interval, unit: list[str]) -> JobInputs:
     when the snapshot or a target's model manifest is missing, unreadable or
     has no sha256.
     """
-    from batch_scoring.pipeline import snapshot_blob, unit_label
-    from scoring.config import MODEL_MANIFEST, parse_target
+    from batch_scoring.units import unit_label
+    from scoring.layout import snapshot_blob
+    from scoring.config import parse_target
+    from scoring.layout import MODEL_MANIFEST
 
     what = f"interval {interval.key}: the Azure ML job for {unit_label(list(unit))} cannot be named or run"
     snapshot = snapshot_blob(interval)
@@ -194,8 +196,8 @@ def build_scoring_job(settings, interval_key: str, unit: list[str], name: str, *
     from azure.ai.ml import Input, Output, command
     from azure.ai.ml.constants import AssetTypes, InputOutputModes
 
-    from scoring.config import SNAPSHOT_FILE
-    from batch_scoring.pipeline import unit_label
+    from scoring.layout import SNAPSHOT_FILE
+    from batch_scoring.units import unit_label
 
     targets = " ".join(unit)
     tags = {
@@ -305,10 +307,10 @@ class AzureMLScoringOperator(BaseOperator):
         """
         from batch_scoring.config import settings
         from batch_scoring.hooks.azure_ml import FAILED_STATES, job_status
-        from batch_scoring.pipeline import Interval
+        from batch_scoring.tasks import interval_from_context
 
         s = settings()
-        interval = Interval.from_context(context)
+        interval = interval_from_context(context)
         dag_id = context["dag"].dag_id if context.get("dag") else s.dag_id
         unit = list(self.unit)
         store = self.blob_store()
@@ -345,7 +347,7 @@ class AzureMLScoringOperator(BaseOperator):
 
     def _scored_models(self, store, s, interval) -> dict[str, str]:
         """``target -> model_sha256`` from the unit's prediction receipts in the predictions container (where present)."""
-        from batch_scoring.pipeline import receipt_blob
+        from scoring.layout import receipt_blob
 
         blobs = {t: receipt_blob(interval, t) for t in self.unit}
         found = store.download_many(s.predictions_container, list(blobs.values()))
@@ -369,7 +371,7 @@ class AzureMLScoringOperator(BaseOperator):
         used), makes the retry or rerun submit a new job (``-rN``) instead of
         re-attaching to one whose results are lost.
         """
-        from batch_scoring.pipeline import prediction_blob
+        from scoring.layout import prediction_blob
 
         blobs = [prediction_blob(interval, t) for t in self.unit]
         present = store.parallel(lambda b: store.exists(s.predictions_container, b), blobs)
@@ -402,7 +404,7 @@ class AzureMLScoringOperator(BaseOperator):
 
     def execute(self, context):
         from batch_scoring.hooks.azure_ml import job_status
-        from batch_scoring.pipeline import unit_label
+        from batch_scoring.units import unit_label
 
         context["unit_label"] = unit_label(list(self.unit))
         hook = self.hook()
@@ -442,7 +444,7 @@ class AzureMLScoringOperator(BaseOperator):
             time.sleep(self.poll_interval)
 
     def execute_complete(self, context, event: dict[str, Any]):
-        from batch_scoring.pipeline import unit_label
+        from batch_scoring.units import unit_label
 
         context["unit_label"] = unit_label(list(self.unit))
         name = event["job_name"]

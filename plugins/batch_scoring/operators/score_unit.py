@@ -44,14 +44,17 @@ class ScoringOperator(AzureMLScoringOperator):
 
         from batch_scoring.config import settings
         from batch_scoring.hooks.blob_storage import BlobStore
-        from batch_scoring.pipeline import UNIT_RECEIPT_KEYS, Interval, PermanentPipelineError, score_unit_local, unit_label
+        from batch_scoring.errors import PermanentPipelineError
+        from batch_scoring.local_backend import UNIT_RECEIPT_KEYS, score_unit_local
+        from batch_scoring.tasks import interval_from_context
+        from batch_scoring.units import unit_label
 
         context["unit_label"] = unit_label(list(self.unit))
         # no remote job: an empty link, instead of the link's XCom lookup failing loudly after the task
         context["ti"].xcom_push(key=STUDIO_URL_KEY, value="")
         try:
             receipts = score_unit_local(
-                BlobStore.from_conn_id(self.blob_conn_id), settings(), Interval.from_context(context), list(self.unit)
+                BlobStore.from_conn_id(self.blob_conn_id), settings(), interval_from_context(context), list(self.unit)
             )
         except PermanentPipelineError as exc:
             raise AirflowFailException(str(exc)) from exc
