@@ -23,16 +23,7 @@ T_IMPORT = time.perf_counter()
 import pandas as pd  # noqa: E402
 
 from batch_scoring.hooks.blob_storage import BlobStore  # noqa: E402
-from scoring.layout import (  # noqa: E402
-    SNAPSHOT_FILE,
-    model_blob,
-    model_manifest_blob,
-    prediction_blob,
-    prediction_name,
-    receipt_blob,
-    receipt_name,
-    snapshot_blob,
-)
+from scoring import layout  # noqa: E402
 from scoring.score import score_targets  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - T_IMPORT
@@ -62,12 +53,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
-        snap = store.download_file(args.aggregates_container, snapshot_blob(args.interval), tmp / SNAPSHOT_FILE)
+        snap = store.download_file(args.aggregates_container, layout.snapshot_blob(args.interval), tmp / layout.SNAPSHOT_FILE)
         frame = pd.read_parquet(snap)
         phases["snapshot"] = time.perf_counter() - t
         t = time.perf_counter()
         for target in targets:
-            for name in (model_blob(target), model_manifest_blob(target)):
+            for name in (layout.model_blob(target), layout.model_manifest_blob(target)):
                 store.download_file(args.models_container, name, tmp / "models" / name)
         phases["download_models"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -75,8 +66,8 @@ def main(argv=None) -> int:
         phases["score"] = time.perf_counter() - t
         t = time.perf_counter()
         for target in targets:
-            for blob, name in ((prediction_blob(args.interval, target), prediction_name(target)),
-                               (receipt_blob(args.interval, target), receipt_name(target))):
+            for blob, name in ((layout.prediction_blob(args.interval, target), layout.prediction_name(target)),
+                               (layout.receipt_blob(args.interval, target), layout.receipt_name(target))):
                 store.upload_file(args.out_container, blob, tmp / "out" / name)
         phases["upload"] = time.perf_counter() - t
     wall, cpu = time.perf_counter() - w0, _cpu() - c0

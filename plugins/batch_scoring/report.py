@@ -41,6 +41,7 @@ def anomaly_matrix(flags: dict, interval):
 
 
 def heatmap_png(matrix, title: str) -> bytes:
+    """PNG bytes of ``matrix`` (devices × windows, flagged sensors per cell, from ``anomaly_matrix``) titled ``title``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,6 +75,7 @@ def heatmap_png(matrix, title: str) -> bytes:
 
 
 def report_html(manifest: dict, png: bytes) -> str:
+    """The report page: the manifest's totals and a per-target table (failed first), the heatmap ``png`` embedded."""
     rows = []
     order = {"failed": 0, "skipped": 1, "not_selected": 2, "ok": 3}
     for target, entry in sorted(manifest["targets"].items(), key=lambda kv: (order.get(kv[1]["status"], 3), kv[0])):
