@@ -31,6 +31,7 @@ from scoring.layout import (
 
 from batch_scoring.errors import PipelineError
 from batch_scoring.hooks.blob_storage import read_json
+from batch_scoring.late_data import clear_marker
 from batch_scoring.validation import validate_prediction, window_keys, windows_by_target
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,6 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
                          min_coverage, revised_at)
     store.upload_bytes(settings.predictions_container, manifest_blob(interval),
                        json.dumps(manifest, indent=2, sort_keys=True).encode())
-    from batch_scoring.late_data import clear_marker
-
     # a subset run leaves other targets' predictions as old as they were (the listing says if there is a marker)
     if not unselected and stale_marker_blob(interval) in listing:
         clear_marker(store, settings, interval.key, revised_at)

@@ -13,6 +13,7 @@ from scoring.config import target_name
 from scoring.layout import Interval, model_manifest_target, snapshot_blob
 
 from batch_scoring.errors import PipelineError
+from batch_scoring.late_data import interval_revised_at
 from batch_scoring.units import chunk
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     (duplicate, misaligned or straddling windows), before anything is written.
     """
     from ingest_sim.store import read_interval_aggregates
-
-    from batch_scoring.late_data import interval_revised_at
 
     # Structural faults (duplicate, misaligned or straddling windows) mean the
     # upstream aggregation is broken: refuse the whole interval, before writing
