@@ -105,7 +105,8 @@ def _ensure_containers(store, names, attempts: int = 30) -> None:
 
 def write_snapshot(store, conn_str_sql: str, settings, interval) -> None:
     """The same snapshot blob the DAG's snapshot task writes (the floor reads it)."""
-    from batch_scoring.pipeline import frame_to_parquet_bytes, snapshot_blob
+    from batch_scoring.snapshot import frame_to_parquet_bytes
+    from scoring.layout import snapshot_blob
     from sensor_db.schema import connect
     from sensor_db.reads import read_aggregates
 
@@ -279,7 +280,7 @@ def main(argv=None) -> int:
 
     from batch_scoring.config import settings as get_settings
     from batch_scoring.hooks.blob_storage import BlobStore
-    from batch_scoring.pipeline import Interval
+    from scoring.layout import Interval
     from devstack.standalone import running_standalone
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

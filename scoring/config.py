@@ -27,13 +27,6 @@ AGGREGATE_COLUMNS = (
 # Ids become blob path segments and UI names: keep them path-safe.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-# Blob layout (one container per kind; inside it, everything is keyed by interval).
-SNAPSHOT_FILE = "aggregates.parquet"
-PREDICTIONS_MANIFEST = "_manifest.json"
-MODEL_FILE = "model.joblib"
-MODEL_MANIFEST = "manifest.json"
-RECEIPT_SUFFIX = ".receipt.json"
-
 
 def target_name(device_id: str, sensor_id: str) -> str:
     """The one spelling of a target, used in the UI, receipts and manifests."""
@@ -46,24 +39,6 @@ def parse_target(name: str) -> tuple[str, str]:
     if len(parts) != 2 or not all(ID_PATTERN.match(p) for p in parts):
         raise ValueError(f"bad target {name!r}: expected 'device/sensor' with ids matching {ID_PATTERN.pattern}")
     return parts[0], parts[1]
-
-
-def interval_key(start, end) -> str:
-    """Blob prefix for a data interval [start, end): ``20260101T0000Z_20260101T0100Z``.
-
-    Both ends are UTC datetimes; keying every output by it (never by now())
-    is what makes reruns and backfills overwrite the same paths.
-    """
-    fmt = "%Y%m%dT%H%MZ"
-    return f"{_utc(start).strftime(fmt)}_{_utc(end).strftime(fmt)}"
-
-
-def _utc(ts):
-    import datetime as dt
-
-    if ts.tzinfo is None:
-        return ts
-    return ts.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
 # ---------------------------------------------------------------------------

@@ -35,16 +35,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
 
 import sklearn
 from sklearn.exceptions import InconsistentVersionWarning
 
-from scoring.config import FEATURES, MODEL_FILE, MODEL_MANIFEST, parse_target, target_name
+from scoring.atomic import write_atomic
+from scoring.config import FEATURES, target_name
+from scoring.layout import MODEL_FILE, MODEL_MANIFEST, target_path
 
 MANIFEST_VERSION = 1
 
@@ -73,8 +73,8 @@ PERSISTENCE_DOC = "https://scikit-learn.org/stable/model_persistence.html"
 
 
 def model_dir(models_dir, device_id: str, sensor_id: str) -> Path:
-    parse_target(target_name(device_id, sensor_id))  # refuse ids that are not path-safe
-    return Path(models_dir) / device_id / sensor_id
+    """A target's model folder below ``models_dir``: ``<device>/<sensor>`` (``ValueError`` for ids not path-safe)."""
+    return Path(models_dir) / target_path(target_name(device_id, sensor_id))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -96,8 +96,8 @@ def save_model(models_dir, device_id: str, sensor_id: str, model, manifest_field
         "size_bytes": len(data),
         **manifest_fields,
     }
-    _atomic_write(folder / MODEL_FILE, data)
-    _atomic_write(folder / MODEL_MANIFEST, manifest_json(manifest).encode())
+    write_atomic(folder / MODEL_FILE, data)
+    write_atomic(folder / MODEL_MANIFEST, manifest_json(manifest).encode())
     return manifest
 
 
@@ -183,15 +183,3 @@ def _version_message(target: str, path: Path, trained_with, detail: str = "") ->
         f"scikit-learn {running} (python -m scoring.train) and redeploy the model, or score in an environment "
         f"with {other}"
     )
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

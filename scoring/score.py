@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -33,9 +33,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sklearn
 
-from scoring.config import FEATURES, RECEIPT_SUFFIX, parse_target, target_name
+from scoring.atomic import write_atomic
+from scoring.config import FEATURES, parse_target, target_name
 from scoring.features import feature_matrix
+from scoring.layout import prediction_name, receipt_name
 from scoring.model_store import load_model
+from scoring.target_rows import target_ranges
 from scoring.train import normalise_aggregates, read_targets_file
 
 OUTPUT_COLUMNS = (
@@ -44,15 +47,23 @@ OUTPUT_COLUMNS = (
 
 
 class UnknownTargetError(LookupError):
-    pass
+    """The snapshot holds no rows of the target (unknown device/sensor, or no data in the interval)."""
 
 
 def prediction_path(out_dir, device_id: str, sensor_id: str) -> Path:
-    return Path(out_dir) / device_id / f"{sensor_id}.parquet"
+    """Where a target's prediction is written below ``out_dir``: ``<device>/<sensor>.parquet``.
+
+    Raises ``ValueError`` for ids that are not path-safe.
+    """
+    return Path(out_dir) / prediction_name(target_name(device_id, sensor_id))
 
 
 def receipt_path(out_dir, device_id: str, sensor_id: str) -> Path:
-    return Path(out_dir) / device_id / f"{sensor_id}{RECEIPT_SUFFIX}"
+    """Where a target's receipt is written below ``out_dir``: ``<device>/<sensor>.receipt.json``.
+
+    Raises ``ValueError`` for ids that are not path-safe.
+    """
+    return Path(out_dir) / receipt_name(target_name(device_id, sensor_id))
 
 
 def output_schema() -> pa.Schema:
@@ -126,21 +137,7 @@ class _Columns:
         self.values = {c: frame[c].to_numpy(float) for c in ("value_mean", "value_min", "value_max", "value_std")}
         self.values["n_readings"] = frame["n_readings"].to_numpy(float)
         # rows are sorted by (device, sensor, window_start): each target is one contiguous range
-        self.ranges: dict[str, tuple[int, int]] = {}
-        if self.n:
-            change = np.flatnonzero((device[1:] != device[:-1]) | (sensor[1:] != sensor[:-1])) + 1
-            bounds = np.concatenate(([0], change, [self.n]))
-            for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-                self.ranges[target_name(device[a], sensor[a])] = (a, b)
-
-
-def score_frame(rows: pd.DataFrame, model, manifest: dict) -> pd.DataFrame:
-    """Predictions for one target's windows (already normalised and sorted), as a DataFrame."""
-    columns = _Columns(rows)
-    preds = _predict(columns, 0, len(rows), model, manifest)
-    table = _prediction_table(str(rows["device_id"].iloc[0]) if len(rows) else "", str(rows["sensor_id"].iloc[0]) if len(rows) else "",
-                              columns, 0, len(rows), manifest, *preds)
-    return table.to_pandas()
+        self.ranges: dict[str, tuple[int, int]] = target_ranges(device, sensor)
 
 
 def _predict(columns: _Columns, a: int, b: int, model, manifest: dict):
@@ -217,7 +214,7 @@ def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
             rows_out=b - a,
             anomalies=int(flags.sum()),
             anomaly_window_starts=[str(t) for t in columns.window_start[a:b][flags].astype("datetime64[s]")],
-            output=f"{device_id}/{pred_file.name}",
+            output=prediction_name(raw),
             # let the collector tell a blob altered after scoring from the one written here; the MD5 is
             # what blob storage itself records, so a listing can confirm it without a download
             output_sha256=hashlib.sha256(written).hexdigest(),
@@ -232,28 +229,18 @@ def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
     return receipt
 
 
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    table = pa.Table.from_pandas(frame, schema=OUTPUT_SCHEMA, preserve_index=False)
-    _write_table(table.replace_schema_metadata(None), path)  # no pandas metadata: stable bytes across versions
-
-
 def _write_table(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    write_atomic(path, buf.getvalue())
 
 
 def write_receipt(receipt: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(receipt, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Write a receipt (the dict ``score_targets`` returns per target) as sorted, indented JSON, atomically.
+
+    Raises ``OSError`` when the folder cannot be written.
+    """
+    write_atomic(path, (json.dumps(receipt, indent=2, sort_keys=True) + "\n").encode())
 
 
 def main(argv=None) -> int:

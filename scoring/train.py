@@ -90,6 +90,7 @@ from scoring.features import (
 )
 from scoring.model_store import save_model
 from scoring.scaler import FlooredStandardScaler
+from scoring.times import utc_naive_series, utc_timestamp
 
 # Features whose ~zero training variance is expected of a healthy sensor: a sensor that delivers every
 # reading has a constant reading count. Recorded (training.constant_features), not warned about.
@@ -124,10 +125,7 @@ def normalise_aggregates(aggregates: pd.DataFrame) -> pd.DataFrame:
     frame["device_id"] = frame["device_id"].astype(str)
     frame["sensor_id"] = frame["sensor_id"].astype(str)
     for col in ("window_start", "window_end"):
-        ts = pd.to_datetime(frame[col])
-        if getattr(ts.dt, "tz", None) is not None:
-            ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
-        frame[col] = ts.astype("datetime64[us]")
+        frame[col] = utc_naive_series(frame[col]).astype("datetime64[us]")
     frame["n_readings"] = frame["n_readings"].astype("int64")
     for col in ("value_mean", "value_min", "value_max", "value_std"):
         frame[col] = frame[col].astype("float64")
@@ -154,8 +152,8 @@ def train_models(
     ``skip_insufficient``), before writing anything.
     """
     frame = normalise_aggregates(_missing_counts_as_zero(aggregates))
-    start_ts = _ts(start) if start is not None else None
-    end_ts = _ts(end) if end is not None else None
+    start_ts = utc_timestamp(start) if start is not None else None
+    end_ts = utc_timestamp(end) if end is not None else None
     if start_ts is not None:
         frame = frame[frame["window_start"] >= start_ts]
     if end_ts is not None:
@@ -326,13 +324,6 @@ def _frame_sha256(frame: pd.DataFrame) -> str:
         else:
             h.update(np.ascontiguousarray(values.to_numpy()).tobytes())
     return h.hexdigest()
-
-
-def _ts(value) -> pd.Timestamp:
-    t = pd.Timestamp(value)
-    if t.tzinfo is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
-    return t
 
 
 def _iso(value) -> str:

@@ -168,7 +168,7 @@ def read_job_inputs(store, config: AzureMLJobConfig, interval, unit: list[str]) 
     :raises AzureMLInputError: naming the blob (container/name) and the way out, when the snapshot or a
         target's model manifest is missing, unreadable or has no sha256.
     """
-    from batch_scoring.pipeline import unit_label
+    from batch_scoring.units import unit_label
 
     what = f"interval {interval.key}: the Azure ML job for {unit_label(list(unit))} cannot be named or run"
     snapshot = snapshot_blob(interval)
@@ -223,7 +223,7 @@ def build_scoring_job(config: AzureMLJobConfig, interval_key: str, unit: list[st
     from azure.ai.ml import Input, Output, command
     from azure.ai.ml.constants import AssetTypes, InputOutputModes
 
-    from batch_scoring.pipeline import unit_label
+    from batch_scoring.units import unit_label
 
     targets = " ".join(unit)
     tags = {

@@ -20,9 +20,11 @@ import datetime as dt
 import json
 import logging
 
+from scoring.layout import STALE_MARKER, Interval, manifest_blob, stale_marker_blob
+from scoring.times import utc_naive
+
 log = logging.getLogger(__name__)
 
-STALE_MARKER = "_stale.json"
 MAX_LISTED_WINDOWS = 200
 
 
@@ -30,12 +32,8 @@ class RevisionsUnavailable(RuntimeError):
     """The ``aggregate_revisions`` table cannot be read (e.g. a database set up without ``ingest_sim init-db``)."""
 
 
-def stale_marker_blob(interval_key: str) -> str:
-    return f"{interval_key}/{STALE_MARKER}"
-
-
 def _iso(value) -> str | None:
-    return None if value is None else dt.datetime.fromisoformat(str(value)).replace(tzinfo=None).isoformat()
+    return None if value is None else utc_naive(value).isoformat()
 
 
 def read_revisions_or_none(sql_conn, **bounds):
@@ -77,8 +75,9 @@ def find_stale_intervals(sql_conn, store, settings, dag_id: str, now: dt.datetim
     Raises :class:`RevisionsUnavailable` when revisions are not tracked.
     """
     from ingest_sim.late_data import backfill_command, interval_of
-    from batch_scoring.pipeline import Interval, _read_json
-    from scoring.config import PREDICTIONS_MANIFEST, target_name
+    from scoring.config import target_name
+
+    from batch_scoring.hooks.blob_storage import read_json
 
     since = now - dt.timedelta(days=settings.late_data_lookback_days)
     revisions = read_revisions_or_none(sql_conn, since=since)
@@ -98,7 +97,7 @@ def find_stale_intervals(sql_conn, store, settings, dag_id: str, now: dt.datetim
         if not rows:
             continue
         key = Interval(start, end).key
-        manifest = _read_json(store, settings.predictions_container, f"{key}/{PREDICTIONS_MANIFEST}")
+        manifest = read_json(store, settings.predictions_container, manifest_blob(key))
         if manifest is None:
             continue  # never scored (or not yet): nothing is stale
         recorded = manifest.get("aggregates_revised_at")
@@ -135,8 +134,6 @@ def mark_stale(store, settings, stale: list[dict]) -> None:
 def describe(stale: list[dict], dag_id: str) -> str:
     """One warning for the task log: which scored intervals are stale and the one command that rescores them."""
     from ingest_sim.late_data import backfill_command
-
-    from batch_scoring.pipeline import Interval
 
     keys = [s["interval"] for s in stale]
     intervals = [(Interval.from_key(k).start, Interval.from_key(k).end) for k in keys]

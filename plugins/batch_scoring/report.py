@@ -11,8 +11,8 @@ import base64
 import html
 import io
 
-REPORT_FILE = "_report.html"
-HEATMAP_FILE = "_heatmap.png"
+from scoring.layout import heatmap_blob, report_blob
+
 MAX_HEATMAP_DEVICES = 60
 
 
@@ -41,6 +41,7 @@ def anomaly_matrix(flags: dict, interval):
 
 
 def heatmap_png(matrix, title: str) -> bytes:
+    """PNG bytes of ``matrix`` (devices × windows, flagged sensors per cell, from ``anomaly_matrix``) titled ``title``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,6 +75,7 @@ def heatmap_png(matrix, title: str) -> bytes:
 
 
 def report_html(manifest: dict, png: bytes) -> str:
+    """The report page: the manifest's totals and a per-target table (failed first), the heatmap ``png`` embedded."""
     rows = []
     order = {"failed": 0, "skipped": 1, "not_selected": 2, "ok": 3}
     for target, entry in sorted(manifest["targets"].items(), key=lambda kv: (order.get(kv[1]["status"], 3), kv[0])):
@@ -122,7 +124,7 @@ def write_report(store, settings, interval, manifest: dict, flags: dict | None =
     flags of those not in ``flags`` (all of them after a failed collect; the
     targets a subset run kept from earlier runs) are read from their blobs.
     """
-    from batch_scoring.pipeline import anomaly_starts
+    from batch_scoring.validation import anomaly_starts
 
     flags = dict(flags or {})
     ok = [(t, e["blob"]) for t, e in manifest["targets"].items() if e["status"] == "ok" and t not in flags]
@@ -130,7 +132,7 @@ def write_report(store, settings, interval, manifest: dict, flags: dict | None =
         blobs = store.download_many(settings.predictions_container, [b for _, b in ok])
         flags.update({t: (t.split("/")[0], anomaly_starts(blobs[b])) for t, b in ok if blobs[b] is not None})
     png = heatmap_png(anomaly_matrix(flags, interval), f"anomalies flagged, {manifest['start']} to {manifest['end']} UTC")
-    names = [f"{interval.key}/{HEATMAP_FILE}", f"{interval.key}/{REPORT_FILE}"]
+    names = [heatmap_blob(interval), report_blob(interval)]
     store.upload_bytes(settings.predictions_container, names[0], png)
     store.upload_bytes(settings.predictions_container, names[1], report_html(manifest, png).encode())
     return names

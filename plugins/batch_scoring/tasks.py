@@ -1,11 +1,31 @@
-"""Task bodies of the DAG: fetch clients from Airflow connections, call the pipeline."""
+"""Task bodies of the DAG: fetch clients from Airflow connections, call the run's steps."""
 from __future__ import annotations
 
+from scoring.layout import Interval, manifest_blob
+from scoring.times import utc_naive
+
+from batch_scoring.collect import collect_interval
 from batch_scoring.config import settings
-from batch_scoring.pipeline import Interval, PermanentPipelineError, PipelineError, collect_interval, snapshot_interval
+from batch_scoring.errors import PermanentPipelineError, PipelineError
+from batch_scoring.snapshot import snapshot_interval
 
 PLAN_KEYS = ("interval", "targets", "skipped", "selection", "unselected", "unselected_skipped", "targets_per_unit",
              "dry_run", "aggregates_revised_at")
+
+
+def interval_from_context(context) -> Interval:
+    """The run's data interval from an Airflow task context, as naive UTC ``Interval``.
+
+    ``context["data_interval_start"]``/``["data_interval_end"]``: aware datetimes (or ISO text), converted
+    to UTC. Raises ``PipelineError`` naming the run when either is missing or the interval is empty.
+    """
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None or end is None or start >= end:
+        raise PipelineError(
+            f"run {context.get('run_id')} has no data interval ({start} to {end}); "
+            "trigger runs with a logical date so the interval is defined"
+        )
+    return Interval(utc_naive(start), utc_naive(end))
 
 
 def snapshot_task(context) -> list[list[str]]:
@@ -22,7 +42,7 @@ def snapshot_task(context) -> list[list[str]]:
     from batch_scoring.units import apply_run_params
 
     s = settings()
-    interval = Interval.from_context(context)
+    interval = interval_from_context(context)
     with sensor_sql(s.sql_conn_id) as conn:
         plan = snapshot_interval(conn, BlobStore.from_conn_id(s.blob_conn_id), s, interval)
     try:
@@ -69,7 +89,7 @@ def collect_task(context, asset, unit_receipts) -> dict:
     if plan.get("dry_run"):
         raise AirflowSkipException(f"dry run: {len(plan['targets'])} targets would be scored, {len(plan['skipped'])} skipped")
     s = settings()
-    interval = Interval.from_context(context)
+    interval = interval_from_context(context)
     store = BlobStore.from_conn_id(s.blob_conn_id)
     flags: dict = {}
     verified: dict = {}
@@ -80,14 +100,14 @@ def collect_task(context, asset, unit_receipts) -> dict:
                                     unit_receipts=unit_receipts, verified=verified)
     except PipelineError:
         # the manifest is written before the collector fails: the report shows what went wrong
-        name = f"{interval.key}/_manifest.json"
+        name = manifest_blob(interval)
         if store.exists(s.predictions_container, name):
             write_report(store, s, interval, json.loads(store.download_bytes(s.predictions_container, name)))
         raise
     report = write_report(store, s, interval, manifest, flags)
     context["outlet_events"][asset].extra = {
         "interval": interval.key,
-        "manifest": f"{s.predictions_container}/{interval.key}/_manifest.json",
+        "manifest": f"{s.predictions_container}/{manifest_blob(interval)}",
         "report": f"{s.predictions_container}/{report[-1]}",
         "ok": manifest["counts"]["ok"],
         "anomalies": manifest["anomalies"],

@@ -10,7 +10,19 @@ from __future__ import annotations
 import fnmatch
 import math
 
-from batch_scoring.pipeline import PermanentPipelineError, chunk
+from batch_scoring.errors import PermanentPipelineError
+
+
+def chunk(items: list, size: int) -> list[list]:
+    """``items`` cut into consecutive lists of ``size`` (the last may be shorter; a size below 1 counts as 1)."""
+    size = max(1, int(size))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def unit_label(unit: list[str]) -> str:
+    """How a scoring unit (a list of ``device/sensor``) is named in the UI: its target, or its first and last
+    with the count (``dev001/s1 .. dev004/s2 (8)``)."""
+    return unit[0] if len(unit) == 1 else f"{unit[0]} .. {unit[-1]} ({len(unit)})"
 
 
 def select_targets(targets: list[str], patterns: list[str] | None) -> list[str]:

@@ -61,7 +61,7 @@ def predictions(store, key) -> dict[str, bytes]:
 
 
 def run_key(run) -> str:
-    from scoring.config import interval_key
+    from scoring.layout import interval_key
 
     return interval_key(run.data_interval_start, run.data_interval_end)
 

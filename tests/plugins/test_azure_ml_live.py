@@ -63,7 +63,7 @@ def test_one_scoring_job_round_trip(live_conn):
 
     from batch_scoring.config import settings
     from batch_scoring.operators.azure_ml import AzureMLScoringOperator, azureml_args
-    from batch_scoring.pipeline import Interval
+    from scoring.layout import Interval
 
     interval = Interval.from_key(os.environ.get("BATCH_SCORING_LIVE_INTERVAL", "20180828T2300Z_20180829T0000Z"))
     xcom = {}

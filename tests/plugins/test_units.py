@@ -3,9 +3,17 @@ from __future__ import annotations
 
 import pytest
 
-from batch_scoring.units import apply_run_params, select_targets, unit_size
+from batch_scoring.units import apply_run_params, chunk, select_targets, unit_label, unit_size
 
 TARGETS = [f"dev{d:03d}/s{s}" for d in range(1, 4) for s in range(1, 3)]
+
+
+def test_chunk_and_unit_label():
+    assert chunk(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
+    assert chunk([], 3) == []
+    assert chunk(list("ab"), 0) == [["a"], ["b"]]
+    assert unit_label(["d1/s1"]) == "d1/s1"
+    assert unit_label(["d1/s1", "d1/s2", "d2/s1"]) == "d1/s1 .. d2/s1 (3)"
 
 
 def test_select_targets_by_globs():
@@ -56,7 +64,7 @@ FOUR = ["dev001/s1", "dev001/s2", "dev002/s1", "dev002/s2"]
 
 @pytest.mark.parametrize("patterns", [["nosuch/*"], ["dev01/*", "*/s3"]])
 def test_a_selection_matching_nothing_names_itself_and_what_it_was_matched_against(patterns):
-    from batch_scoring.pipeline import PermanentPipelineError
+    from batch_scoring.errors import PermanentPipelineError
 
     plan = {"interval": "k", "targets": FOUR, "skipped": {}}
     with pytest.raises(PermanentPipelineError) as err:
@@ -68,7 +76,7 @@ def test_a_selection_matching_nothing_names_itself_and_what_it_was_matched_again
 
 
 def test_a_selection_matching_only_skipped_targets_says_so():
-    from batch_scoring.pipeline import PermanentPipelineError
+    from batch_scoring.errors import PermanentPipelineError
 
     plan = {"interval": "k", "targets": FOUR[:2], "skipped": {"dev002/s1": "no model deployed",
                                                                "dev002/s2": "no model deployed"}}
@@ -80,7 +88,7 @@ def test_a_selection_matching_only_skipped_targets_says_so():
 
 
 def test_a_long_target_list_is_cut_in_the_message():
-    from batch_scoring.pipeline import PermanentPipelineError
+    from batch_scoring.errors import PermanentPipelineError
 
     many = [f"dev{d:03d}/s1" for d in range(25)]
     with pytest.raises(PermanentPipelineError, match=r"matched none of the 25 targets with aggregates and a model "

@@ -15,7 +15,7 @@ TARGETS = ["dev001/s1", "dev001/s2", "dev002/s1", "dev002/s2"]
 
 
 def interval(start: dt.datetime = SCORING[0]):
-    from batch_scoring.pipeline import Interval
+    from scoring.layout import Interval
 
     return Interval(start, start + HOUR)
 
@@ -52,7 +52,7 @@ class World:
     # --- the run's steps, as the DAG's tasks call them -------------------------------
 
     def snapshot(self, iv=None) -> dict:
-        from batch_scoring.pipeline import snapshot_interval
+        from batch_scoring.snapshot import snapshot_interval
 
         conn = self.connect()
         try:
@@ -62,7 +62,9 @@ class World:
 
     def score(self, plan: dict, iv=None) -> dict[str, str]:
         """Score every unit like the mapped tasks; returns {unit label: error} of the units that failed."""
-        from batch_scoring.pipeline import PipelineError, score_unit_local, unit_label
+        from batch_scoring.errors import PipelineError
+        from batch_scoring.local_backend import score_unit_local
+        from batch_scoring.units import unit_label
 
         errors = {}
         returned = self.unit_receipts[(iv or interval()).key] = []
@@ -74,7 +76,7 @@ class World:
         return errors
 
     def collect(self, plan: dict, iv=None, min_coverage: float = 1.0) -> dict:
-        from batch_scoring.pipeline import collect_interval
+        from batch_scoring.collect import collect_interval
 
         iv = iv or interval()
         return collect_interval(self.store, self.settings, iv, plan, min_coverage, unit_receipts=self.unit_receipts.get(iv.key))

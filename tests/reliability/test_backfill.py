@@ -34,7 +34,7 @@ INTERVALS = 24
 
 
 def _key(start: dt.datetime) -> str:
-    from scoring.config import interval_key
+    from scoring.layout import interval_key
 
     return interval_key(start, start + HOUR)
 

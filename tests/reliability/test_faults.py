@@ -14,7 +14,9 @@ import json
 import pandas as pd
 import pytest
 
-from batch_scoring.pipeline import PipelineError, prediction_blob, snapshot_blob
+from batch_scoring.errors import PipelineError
+
+from scoring.layout import prediction_blob, snapshot_blob
 from tests.reliability.conftest import HOUR, SCORING, TARGETS, interval
 
 IV = interval()
@@ -118,7 +120,7 @@ def own_pg():
 def test_postgresql_stopped_is_a_clear_error_and_a_retry_after_restart_succeeds(
         airflow_db, monkeypatch, own_pg, blob_conn_str, blob_store, tmp_path):
     from batch_scoring.hooks.sql import SensorSqlError, sensor_sql
-    from batch_scoring.pipeline import snapshot_interval
+    from batch_scoring.snapshot import snapshot_interval
     from devstack.airflow_env import blob_connection_json, odbc_connection_uri_json
     from tests.reliability.conftest import build_world
 
@@ -443,7 +445,7 @@ def test_collector_confirms_what_the_units_validated_without_reading_it_back(wor
     download = world.store.download_bytes
     world.store.download_bytes = lambda container, name: reads.append(f"{container}/{name}") or download(container, name)
     verified = {}
-    from batch_scoring.pipeline import collect_interval
+    from batch_scoring.collect import collect_interval
 
     manifest = collect_interval(world.store, world.settings, IV, plan, unit_receipts=world.unit_receipts[KEY], verified=verified)
     assert manifest == clean and verified == {"confirmed": 4, "read": 0} and reads == []

@@ -14,7 +14,9 @@ import sys
 
 import pytest
 
-from batch_scoring.pipeline import PermanentPipelineError, PipelineError, score_unit_local
+from batch_scoring.errors import PermanentPipelineError, PipelineError
+
+from batch_scoring.local_backend import score_unit_local
 from tests.reliability.conftest import interval
 
 IV = interval()

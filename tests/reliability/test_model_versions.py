@@ -14,7 +14,9 @@ import json
 import pytest
 import sklearn
 
-from batch_scoring.pipeline import PipelineError, prediction_blob
+from batch_scoring.errors import PipelineError
+
+from scoring.layout import prediction_blob
 from tests.reliability.conftest import TARGETS, interval
 
 IV = interval()
@@ -28,7 +30,8 @@ OTHER = {
 
 @pytest.mark.parametrize("kind", sorted(OTHER))
 def test_a_model_of_another_sklearn_version_fails_its_target_by_name_and_redeploying_recovers(world, kind):
-    from batch_scoring.report import REPORT_FILE, write_report
+    from batch_scoring.report import write_report
+    from scoring.layout import report_blob
 
     other = OTHER[kind]
     clean = world.run()
@@ -66,7 +69,7 @@ def test_a_model_of_another_sklearn_version_fails_its_target_by_name_and_redeplo
         assert after[prediction_blob(IV, t)] == good[prediction_blob(IV, t)]
     # the run report (written by the collect task, also after a failed collect) shows the reason
     write_report(world.store, world.settings, IV, result)
-    report = world.store.download_bytes("predictions", f"{IV.key}/{REPORT_FILE}").decode()
+    report = world.store.download_bytes("predictions", report_blob(IV)).decode()
     assert html.escape(entry["reason"]) in report
 
     # the way out: redeploy the model trained with this version (here: the one trained locally), rerun

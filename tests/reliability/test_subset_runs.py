@@ -10,7 +10,9 @@ import io
 import pandas as pd
 import pytest
 
-from batch_scoring.pipeline import PermanentPipelineError, PipelineError, prediction_blob, receipt_blob
+from batch_scoring.errors import PermanentPipelineError, PipelineError
+
+from scoring.layout import prediction_blob, receipt_blob
 from batch_scoring.units import apply_run_params
 from tests.reliability.conftest import interval
 
@@ -181,7 +183,7 @@ def test_the_report_of_a_merged_manifest_shows_every_target(world):
     plan = plan_for(world, ["dev001/*"])
     world.score(plan)
     flags = {}
-    from batch_scoring.pipeline import collect_interval
+    from batch_scoring.collect import collect_interval
 
     manifest = collect_interval(world.store, world.settings, IV, plan, keep=flags,
                                 unit_receipts=world.unit_receipts[KEY])

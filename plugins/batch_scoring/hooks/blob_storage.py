@@ -78,6 +78,7 @@ class BlobStore:
 
     @_reachable
     def ensure_containers(self, names) -> None:
+        """Create each container that does not exist yet."""
         from azure.core.exceptions import ResourceExistsError
 
         for name in names:
@@ -101,19 +102,27 @@ class BlobStore:
 
     @_reachable
     def upload_bytes(self, container: str, name: str, data: bytes) -> None:
+        """Write ``data`` to the blob, replacing it whole (one request: never half a blob).
+
+        Raises ``BlobStoreUnavailable`` when storage does not answer."""
         self._blob(container, name).upload_blob(data, overwrite=True)
 
     @_reachable
     def upload_file(self, container: str, name: str, path: Path | str) -> None:
+        """Write the local file at ``path`` to the blob, replacing it.
+
+        Raises ``BlobStoreUnavailable`` when storage does not answer."""
         with open(path, "rb") as fh:
             self._blob(container, name).upload_blob(fh, overwrite=True)
 
     @_reachable
     def download_bytes(self, container: str, name: str) -> bytes:
+        """The blob's content; raises azure's ``ResourceNotFoundError`` when it does not exist, ``BlobStoreUnavailable`` when storage does not answer."""
         return self._blob(container, name).download_blob().readall()
 
     @_reachable
     def download_file(self, container: str, name: str, path: Path | str) -> Path:
+        """Write the blob to ``path`` (folders created); returns it. Raises like ``download_bytes``."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
@@ -122,10 +131,16 @@ class BlobStore:
 
     @_reachable
     def exists(self, container: str, name: str) -> bool:
+        """Whether the blob exists.
+
+        Raises ``BlobStoreUnavailable`` when storage does not answer."""
         return self._blob(container, name).exists()
 
     @_reachable
     def list_names(self, container: str, prefix: str = "") -> list[str]:
+        """Sorted names of the container's blobs starting with ``prefix`` (all when empty).
+
+        Raises ``BlobStoreUnavailable`` when storage does not answer."""
         client = self._client.get_container_client(container)
         return sorted(b.name for b in client.list_blobs(name_starts_with=prefix or None))
 
@@ -146,6 +161,7 @@ class BlobStore:
 
     @_reachable
     def delete(self, container: str, name: str) -> None:
+        """Delete the blob; raises azure's ``ResourceNotFoundError`` when it does not exist."""
         self._blob(container, name).delete_blob()
 
     def upload_folder(self, container: str, prefix: str, folder: Path | str) -> list[str]:
@@ -206,6 +222,23 @@ class BlobStore:
         self.parallel(one, items)
 
 
+def read_json(store, container: str, name: str) -> dict | None:
+    """A small JSON object blob (receipt, manifest, marker) as a dict; None when the blob is missing, is not
+    JSON, or holds something other than an object.
+
+    Raises ``BlobStoreUnavailable`` when storage does not answer (only "not there" and "not JSON" are None).
+    """
+    import json
+
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        value = json.loads(store.download_bytes(container, name))
+    except (ResourceNotFoundError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 class _BlobRangeFile:
     """Raw file interface (for io.BufferedReader) over ranged blob downloads."""
 
@@ -214,7 +247,6 @@ class _BlobRangeFile:
         self._size = blob_client.get_blob_properties().size
         self._pos = 0
         self.closed = False
-        self.bytes_read = 0
 
     def readable(self) -> bool:
         return True
@@ -240,7 +272,6 @@ class _BlobRangeFile:
         data = self._blob.download_blob(offset=self._pos, length=length).readall()
         buffer[: len(data)] = data
         self._pos += len(data)
-        self.bytes_read += len(data)
         return len(data)
 
     def close(self) -> None:

@@ -121,10 +121,10 @@ class AzureMLScoringJob:
         :raises AzureMLJobError: when ``MAX_RESUBMITS + 1`` jobs of the chain all failed.
         """
         from batch_scoring.hooks.azure_ml import FAILED_STATES, job_status
-        from batch_scoring.pipeline import Interval
+        from batch_scoring.tasks import interval_from_context
 
         cfg, hook = self.config, self.hook
-        interval = Interval.from_context(context)
+        interval = interval_from_context(context)
         store = self.blob_store()
         inputs = read_job_inputs(store, cfg, interval, unit)
         base = job_base_name(dag_id, interval.key, unit, cfg.job_generation, inputs)
@@ -226,7 +226,7 @@ class AzureMLScoringJob:
         deadline fixed now; otherwise polls here. Returns ``complete``'s result, raises as it does.
         """
         from batch_scoring.hooks.azure_ml import job_status
-        from batch_scoring.pipeline import unit_label
+        from batch_scoring.units import unit_label
 
         unit = list(operator.unit)
         context["unit_label"] = unit_label(unit)
@@ -257,7 +257,7 @@ class AzureMLScoringJob:
         :raises AzureMLJobError: for any event but a Completed job (after cancelling a timed-out job),
             with the status, the event's message, the studio URL and the tail of the job's log.
         """
-        from batch_scoring.pipeline import unit_label
+        from batch_scoring.units import unit_label
 
         unit = list(operator.unit)
         context["unit_label"] = unit_label(unit)

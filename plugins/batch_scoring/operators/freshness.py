@@ -36,10 +36,11 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
     def _stale(self, context) -> tuple[str, dict]:
         from batch_scoring.hooks.blob_storage import BlobStore
         from batch_scoring.hooks.sql import sensor_sql
-        from batch_scoring.pipeline import Interval, model_targets
+        from batch_scoring.snapshot import model_targets
+        from batch_scoring.tasks import interval_from_context
         from sensor_db.reads import missing_windows, stale_targets
 
-        interval = Interval.from_context(context)
+        interval = interval_from_context(context)
         expected = model_targets(BlobStore.from_conn_id(self.blob_conn_id), self.models_container)
         with sensor_sql(self.sql_conn_id) as conn:
             stale = stale_targets(conn, interval.start, interval.end, expected)

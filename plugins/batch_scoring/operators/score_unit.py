@@ -38,7 +38,8 @@ class LocalScoring:
         from airflow.sdk.exceptions import AirflowFailException
 
         from batch_scoring.hooks.blob_storage import BlobStore
-        from batch_scoring.pipeline import UNIT_RECEIPT_KEYS, PermanentPipelineError, score_unit_local
+        from batch_scoring.errors import PermanentPipelineError
+        from batch_scoring.local_backend import UNIT_RECEIPT_KEYS, score_unit_local
 
         try:
             # score_unit_local reads only the three containers of its settings argument
@@ -102,12 +103,13 @@ class ScoringOperator(BaseOperator):
             raise ValueError(f"backend {backend!r}: expected one of {BACKENDS}")
         if backend == "azureml":
             return self.azureml.execute(self, context)
-        from batch_scoring.pipeline import Interval, unit_label
+        from batch_scoring.tasks import interval_from_context
+        from batch_scoring.units import unit_label
 
         context["unit_label"] = unit_label(list(self.unit))
         # no remote job: an empty link, instead of the link's XCom lookup failing loudly after the task
         context["ti"].xcom_push(key=STUDIO_URL_KEY, value="")
-        return self.local(Interval.from_context(context), list(self.unit))
+        return self.local(interval_from_context(context), list(self.unit))
 
     def execute_complete(self, context, event: dict[str, Any]):
         """Called with the trigger's event after an Azure ML deferral; see ``AzureMLScoringJob.complete``."""

@@ -35,7 +35,8 @@ def aml_world(blob_store, sqlite_conn_str, tmp_path):
 
     s = settings()
     if not _WORLD:
-        from batch_scoring.pipeline import Interval, snapshot_interval
+        from batch_scoring.snapshot import snapshot_interval
+        from scoring.layout import Interval
         from sensor_db.schema import connect
 
         conn = connect(sqlite_conn_str)
@@ -259,7 +260,8 @@ def run_units(units) -> dict[str, str]:
 
 def collect(store, plan):
     from batch_scoring.config import settings
-    from batch_scoring.pipeline import Interval, collect_interval
+    from batch_scoring.collect import collect_interval
+    from scoring.layout import Interval
 
     return collect_interval(store, settings(), Interval(*SCORING), plan)
 
@@ -270,7 +272,7 @@ UNITS = [["dev001/s1"], ["dev001/s2"]]
 @pytest.mark.timeout(300)
 def test_redeployed_model_gets_a_new_job_and_the_collector_validates_it(fake_azureml, aml_world, blob_store,
                                                                          tmp_path, capfd):
-    from batch_scoring.pipeline import PipelineError
+    from batch_scoring.errors import PipelineError
 
     first = run_units(UNITS)
     assert collect(blob_store, aml_world)["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
@@ -342,7 +344,7 @@ def test_rerun_without_change_reattaches_even_after_identical_rewrites(fake_azur
 @pytest.mark.timeout(300)
 def test_snapshot_rewritten_with_late_data_gets_new_jobs_that_score_it(fake_azureml, aml_world, blob_store, capfd):
     """Late readings re-aggregated, the snapshot task cleared: the old Completed jobs scored the old aggregates."""
-    from batch_scoring.pipeline import SNAPSHOT_ROW_GROUP, frame_to_parquet_bytes
+    from batch_scoring.snapshot import SNAPSHOT_ROW_GROUP, frame_to_parquet_bytes
 
     first = run_units(UNITS)
     before = blob_parquet(blob_store, f"{KEY}/dev001/s1.parquet").sort_values("window_start")
@@ -407,7 +409,7 @@ def test_snapshot_stored_without_a_content_md5_is_identified_by_the_sha256_of_it
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
     from batch_scoring.azure_ml_job import AzureMLJobConfig, read_job_inputs
-    from batch_scoring.pipeline import Interval
+    from scoring.layout import Interval
 
     s, interval, name = AzureMLJobConfig.from_settings(settings()), Interval(*SCORING), f"{KEY}/aggregates.parquet"
     data = blob_store.download_bytes("aggregates", name)

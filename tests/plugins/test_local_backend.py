@@ -1,0 +1,91 @@
+"""The local scoring backend on a real Azurite: score a unit, upload, name blobs in errors, retry or not."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from batch_scoring.config import settings
+from batch_scoring.errors import PermanentPipelineError, PipelineError
+from batch_scoring.local_backend import UNIT_RECEIPT_KEYS, score_unit_local, upload_outputs
+from scoring.layout import Interval
+
+HISTORY = ("2026-03-01 00:00", "2026-03-01 06:00")
+INTERVAL = Interval(dt.datetime(2026, 3, 1, 6), dt.datetime(2026, 3, 1, 7))
+
+
+@pytest.fixture(scope="module")
+def models_and_snapshot(tmp_path_factory):
+    """Models of dev001..dev002 × s1..s2 trained on simulated history, and the interval's aggregates."""
+    from ingest_sim.aggregator import aggregate_readings
+    from ingest_sim.simulator import simulate
+    from scoring.train import train_models
+
+    history, _ = simulate(2, 2, *HISTORY, seed=3, anomalies=False)
+    scoring, _ = simulate(2, 2, INTERVAL.start.isoformat(), INTERVAL.end.isoformat(), seed=3)
+    models = tmp_path_factory.mktemp("local-backend") / "models"
+    train_models(aggregate_readings(history), models, *HISTORY)
+    return models, aggregate_readings(scoring)
+
+
+@pytest.fixture
+def deployed(blob_store, models_and_snapshot):
+    from batch_scoring.snapshot import frame_to_parquet_bytes
+
+    models, aggregates = models_and_snapshot
+    blob_store.upload_folder("models", "", models)
+    blob_store.upload_bytes("aggregates", f"{INTERVAL.key}/aggregates.parquet", frame_to_parquet_bytes(aggregates))
+    return sorted(f"{d}/{s}" for d, s in aggregates[["device_id", "sensor_id"]].drop_duplicates().itertuples(index=False))
+
+
+def test_score_unit_local_uploads_validated_predictions_and_receipts(blob_store, deployed):
+    receipts = score_unit_local(blob_store, settings(), INTERVAL, deployed[:2])
+    assert [r["target"] for r in receipts] == deployed[:2]
+    assert all(r["status"] == "ok" and r["validated"] for r in receipts)
+    assert set(UNIT_RECEIPT_KEYS) <= set(receipts[0])
+    names = set(blob_store.list_names("predictions", prefix=f"{INTERVAL.key}/"))
+    assert names == {f"{INTERVAL.key}/{t}{suffix}" for t in deployed[:2] for suffix in (".parquet", ".receipt.json")}
+
+
+def test_a_missing_model_fails_the_unit_for_good_naming_the_blobs(blob_store, deployed):
+    target = deployed[0]
+    blob_store.delete("models", f"{target}/model.joblib")
+    with pytest.raises(PermanentPipelineError) as err:
+        score_unit_local(blob_store, settings(), INTERVAL, [target, deployed[1]])
+    message = str(err.value)
+    assert f"scoring failed for {target}: ModelNotFoundError" in message
+    assert f"redeploy the model of {target} (blobs models/{target}/model.joblib and manifest.json" in message
+    assert "/tmp" not in message and "score-unit-" not in message  # blobs, not the worker's temporary folder
+    receipt = json.loads(blob_store.download_bytes("predictions", f"{INTERVAL.key}/{target}.receipt.json"))
+    assert receipt["status"] == "failed" and "models/" in receipt["error"]
+    assert not blob_store.exists("predictions", f"{INTERVAL.key}/{target}.parquet")
+    assert blob_store.exists("predictions", f"{INTERVAL.key}/{deployed[1]}.parquet")
+
+
+def test_a_target_the_snapshot_lacks_says_to_replan(blob_store, deployed):
+    with pytest.raises(PermanentPipelineError, match=r"dev009/s1 has no rows in the snapshot "
+                                                     rf"aggregates/{INTERVAL.key}/aggregates.parquet"):
+        score_unit_local(blob_store, settings(), INTERVAL, ["dev009/s1"])
+
+
+def test_a_missing_or_unreadable_snapshot_is_retried(blob_store, deployed):
+    blob_store.upload_bytes("aggregates", f"{INTERVAL.key}/aggregates.parquet", b"PAR1 truncated")
+    with pytest.raises(PipelineError, match="is unreadable") as err:
+        score_unit_local(blob_store, settings(), INTERVAL, deployed[:1])
+    assert not isinstance(err.value, PermanentPipelineError)
+    blob_store.delete("aggregates", f"{INTERVAL.key}/aggregates.parquet")
+    with pytest.raises(PipelineError, match="does not exist; clear the snapshot task"):
+        score_unit_local(blob_store, settings(), INTERVAL, deployed[:1])
+
+
+def test_upload_outputs_mirrors_the_folder_deleting_what_was_not_produced(blob_store, tmp_path):
+    blob_store.upload_bytes("predictions", f"{INTERVAL.key}/d1/s2.parquet", b"stale")
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d1" / "s1.parquet").write_bytes(b"new")
+    (tmp_path / "d1" / "s1.receipt.json").write_bytes(b"{}")
+    (tmp_path / "d1" / "s2.receipt.json").write_bytes(b"{}")
+    upload_outputs(blob_store, settings(), INTERVAL, tmp_path, ["d1/s1", "d1/s2"])
+    assert blob_store.download_bytes("predictions", f"{INTERVAL.key}/d1/s1.parquet") == b"new"
+    assert not blob_store.exists("predictions", f"{INTERVAL.key}/d1/s2.parquet")
+    assert blob_store.exists("predictions", f"{INTERVAL.key}/d1/s2.receipt.json")
