@@ -109,6 +109,13 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         return stale
 
     def execute(self, context):
+        """Poke until the interval's aggregates are fresh (see ``poke``); returns what the base sensor returns.
+
+        On success the late-data check has run (XCom ``stale_intervals``). Raises
+        ``AirflowSensorTimeout`` after ``timeout`` seconds with a message naming the
+        interval, the stale targets, how far their data reaches and the missing
+        windows, instead of Airflow's generic message.
+        """
         from airflow.sdk.exceptions import AirflowSensorTimeout
 
         try:
