@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from scoring.config import WINDOW_MINUTES, parse_target
+from scoring.times import utc_now
 
 
 class CliError(Exception):
@@ -220,7 +221,7 @@ def cmd_aggregate(args) -> str:
         raise CliError(f"--end {_fmt(args.end)} is not after --start {_fmt(args.start)}")
     _dag_settings(args)
     conn = _connect(args)
-    revised_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    revised_at = utc_now().replace(microsecond=0)
     try:
         n = loads.aggregate_range(conn, args.start, args.end, args.window_minutes, revised_at=revised_at)
         ws, we = reads.window_bounds(args.start, args.end, args.window_minutes)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterable
 
+from scoring.times import drop_zone
+
 DEFAULT_SCHEDULE = "0 * * * *"
 
 
@@ -28,7 +30,7 @@ def interval_of(ts: dt.datetime, schedule: str = DEFAULT_SCHEDULE) -> tuple[dt.d
     """The data interval ``[start, end)`` of ``schedule`` (a cron, UTC) that holds the naive-UTC time ``ts``."""
     from croniter import croniter
 
-    ts = ts.replace(tzinfo=None)
+    ts = drop_zone(ts)
     if croniter.match(schedule, ts) and ts.second == 0 and ts.microsecond == 0:
         start = ts
     else:
