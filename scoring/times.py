@@ -37,19 +37,6 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
-def drop_zone(value):
-    """``value`` (a ``datetime`` or ``pandas.Timestamp``) with its time zone removed, wall clock kept.
-
-    Not a conversion: an aware ``10:30+02:00`` becomes naive ``10:30``, not
-    ``08:30`` (use :func:`utc_naive` for that). Naive values come back unchanged,
-    of the same type. For callers whose contract is "naive UTC given" and that
-    only strip an explicit UTC zone; an aware UTC value gives what
-    :func:`utc_naive` gives. Raises ``AttributeError`` for a value without
-    ``replace`` (e.g. text).
-    """
-    return value.replace(tzinfo=None)
-
-
 def utc_timestamp(value: Any):
     """Like :func:`utc_naive`, as a naive UTC ``pandas.Timestamp`` (nanoseconds kept).
 

@@ -68,15 +68,3 @@ def test_utc_now_is_the_current_naive_utc_time():
     after = dt.datetime.now(dt.timezone.utc)
     assert type(got) is dt.datetime and got.tzinfo is None
     assert before <= got.replace(tzinfo=dt.timezone.utc) <= after
-
-
-def test_drop_zone_removes_the_zone_and_keeps_the_wall_clock():
-    from scoring.times import drop_zone
-
-    assert drop_zone(UTC_NOON) == UTC_NOON                                                         # naive: unchanged
-    assert drop_zone(UTC_NOON.replace(tzinfo=dt.timezone.utc)) == UTC_NOON == utc_naive(UTC_NOON)  # aware UTC
-    paris = dt.datetime(2026, 1, 1, 13, tzinfo=dt.timezone(dt.timedelta(hours=1)))
-    got = drop_zone(paris)
-    assert got == dt.datetime(2026, 1, 1, 13) and got.tzinfo is None                                # not a conversion
-    ts = drop_zone(pd.Timestamp("2026-01-01 12:00:00.000000001", tz="UTC"))
-    assert isinstance(ts, pd.Timestamp) and ts.tzinfo is None and ts.nanosecond == 1               # type and ns kept
