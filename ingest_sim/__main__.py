@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from scoring.config import WINDOW_MINUTES, parse_target
+from scoring.times import utc_now
 
 
 class CliError(Exception):
@@ -60,6 +61,12 @@ def _connect(args):
 
 
 def cmd_init_db(args) -> str:
+    """`init-db`: create the tables and indexes (idempotent) on ``--odbc``'s database.
+
+    Makes the folder of a new SQLite file first. Returns the one-line report
+    naming the dialect and the tables; ``pyodbc.Error`` when the database cannot
+    be reached.
+    """
     from sensor_db import schema
 
     conn = _connect(args)
@@ -71,6 +78,17 @@ def cmd_init_db(args) -> str:
 
 
 def cmd_load_csv(args) -> str:
+    """`load-csv`: upsert a ``TS,Device,Sensor,Value`` CSV into the readings table.
+
+    With ``--aggregate`` also re-aggregates the windows (``--window-minutes``)
+    whose readings changed. Returns the report: readings read, targets, time
+    span (naive UTC), new/changed/unchanged counts, duplicate lines, windows
+    written or pending, and, when windows behind the watermark changed, the
+    late-data message with the backfill command that rescores them.
+    Raises ``CliError`` for a ``--schedule`` that is not a cron expression
+    (before anything is loaded), the CSV loader's ``ValueError`` for a malformed
+    file, ``pyodbc.Error`` for database failures.
+    """
     from ingest_sim import loads
     from ingest_sim.csv_loader import load_csv
 
@@ -143,6 +161,15 @@ def _dag_settings(args) -> tuple[str, str]:
 
 
 def cmd_simulate(args) -> str:
+    """`simulate`: replace the readings and anomaly labels of ``[--start, --end)`` with simulated ones.
+
+    ``--devices`` x ``--sensors`` targets, one reading every ``--reading-seconds``
+    seconds, seeded by ``--seed``; anomalies unless ``--no-anomalies``; with
+    ``--aggregate`` the range is aggregated too. Returns the one-line report
+    (readings, targets, range, labels, aggregates).
+    Raises ``CliError`` when the simulator cannot be imported or ``--end`` is
+    not after ``--start``; ``pyodbc.Error`` for database failures.
+    """
     from ingest_sim import loads
 
     try:
@@ -178,6 +205,15 @@ def cmd_simulate(args) -> str:
 
 
 def cmd_aggregate(args) -> str:
+    """`aggregate`: (re)compute the aggregate windows covering ``[--start, --end)``.
+
+    Windows are ``--window-minutes`` long; changed windows are recorded as
+    revisions stamped with the current naive-UTC second. Returns the report
+    (count and window bounds) plus the late-data message when this
+    re-aggregation changed windows behind data already aggregated.
+    Raises ``CliError`` when ``--end`` is not after ``--start`` or the schedule
+    is not a cron expression; ``pyodbc.Error`` for database failures.
+    """
     from ingest_sim import loads
     from sensor_db import reads
 
@@ -185,7 +221,7 @@ def cmd_aggregate(args) -> str:
         raise CliError(f"--end {_fmt(args.end)} is not after --start {_fmt(args.start)}")
     _dag_settings(args)
     conn = _connect(args)
-    revised_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    revised_at = utc_now().replace(microsecond=0)
     try:
         n = loads.aggregate_range(conn, args.start, args.end, args.window_minutes, revised_at=revised_at)
         ws, we = reads.window_bounds(args.start, args.end, args.window_minutes)
@@ -198,6 +234,13 @@ def cmd_aggregate(args) -> str:
 
 
 def cmd_export(args) -> str:
+    """`export`: write the aggregates of ``[--start, --end)`` (optionally only ``--targets``) to ``--out``.
+
+    The parquet file is written to ``<out>.tmp`` then renamed, its folder made
+    if missing. Returns the report (rows, targets, range, path).
+    Raises ``CliError`` when ``--end`` is not after ``--start``; ``OSError``
+    when the file cannot be written; ``pyodbc.Error`` for database failures.
+    """
     from sensor_db import reads
 
     if args.end <= args.start:
@@ -217,6 +260,7 @@ def cmd_export(args) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m ingest_sim`` argument parser: ``init-db``, ``load-csv``, ``simulate``, ``aggregate``, ``export``; each sub-command's ``func`` is its ``cmd_*``."""
     p = argparse.ArgumentParser(prog="python -m ingest_sim", description=__doc__.split("\n\n")[0])
     p.add_argument("--odbc", metavar="CONNSTR", default=None, help="ODBC connection string (default: $SENSOR_SQL_ODBC or .local/sensors.db)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -271,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``); print the command's report.
+
+    Returns the exit code: 0 on success, 2 for any error (printed as one
+    ``error: ...`` line on stderr, no traceback), 130 when interrupted. Usage
+    errors exit 2 through argparse (``SystemExit``).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)  # usage errors exit 2 via argparse
     try:

@@ -21,14 +21,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterable
 
+from scoring.times import utc_naive
+
 DEFAULT_SCHEDULE = "0 * * * *"
 
 
 def interval_of(ts: dt.datetime, schedule: str = DEFAULT_SCHEDULE) -> tuple[dt.datetime, dt.datetime]:
-    """The data interval ``[start, end)`` of ``schedule`` (a cron, UTC) that holds the naive-UTC time ``ts``."""
+    """The data interval ``[start, end)`` of ``schedule`` (a cron, UTC) that holds ``ts``.
+
+    ``ts``: naive UTC, or aware (converted to UTC first). Raises ``ValueError`` when ``ts`` is not a timestamp.
+    """
     from croniter import croniter
 
-    ts = ts.replace(tzinfo=None)
+    ts = utc_naive(ts)
     if croniter.match(schedule, ts) and ts.second == 0 and ts.microsecond == 0:
         start = ts
     else:

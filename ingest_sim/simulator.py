@@ -75,10 +75,12 @@ TS_DTYPE = "datetime64[us]"
 
 
 def device_ids(devices: int) -> list[str]:
+    """The ids of ``devices`` simulated devices: ``dev001``, ``dev002``, ... (empty for 0)."""
     return [f"dev{i:03d}" for i in range(1, devices + 1)]
 
 
 def sensor_ids(sensors: int) -> list[str]:
+    """The ids of ``sensors`` sensors per device: ``s1``, ``s2``, ... (empty for 0)."""
     return [f"s{k}" for k in range(1, sensors + 1)]
 
 

@@ -101,6 +101,7 @@ def lock_pins(lock: Path = LOCK, packages=JOB_PACKAGES) -> list[str]:
 
 
 def conda_spec(lock: Path = LOCK) -> dict:
+    """The environment's conda file as a dict: Python 3.11 and pip with the pins of ``lock`` (``SystemExit`` when one is missing)."""
     return {
         "name": "batch-scoring",
         "channels": ["conda-forge"],
@@ -109,6 +110,9 @@ def conda_spec(lock: Path = LOCK) -> dict:
 
 
 def build_compute(name: str, size: str, min_instances: int, max_instances: int, idle_seconds: int, tier: str):
+    """The ``AmlCompute`` cluster entity (not created): VM ``size``, ``tier`` (``dedicated``/``low_priority``),
+    ``min_instances``..``max_instances`` nodes, scale-down after ``idle_seconds`` seconds idle.
+    """
     from azure.ai.ml.entities import AmlCompute
 
     return AmlCompute(
@@ -123,6 +127,11 @@ def build_compute(name: str, size: str, min_instances: int, max_instances: int, 
 
 
 def build_environment(ref: str, lock: Path = LOCK):
+    """The ``Environment`` entity ``ref`` (``name:version``) on ``BASE_IMAGE`` with the pins of ``lock``.
+
+    Tagged with the first 16 hex digits of the lock's SHA-256. Raises
+    ``SystemExit`` when the lock lacks a pin, ``OSError`` when it cannot be read.
+    """
     from azure.ai.ml.entities import Environment
 
     name, version = _name_version(ref)
@@ -151,6 +160,7 @@ def stage_code(dest: Path) -> Path:
 
 
 def code_hash(folder: Path) -> str:
+    """SHA-256 (hex) over the relative paths and bytes of every ``*.py`` below ``folder``, in sorted order."""
     h = hashlib.sha256()
     for p in sorted(Path(folder).rglob("*.py")):
         h.update(p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes())
@@ -158,6 +168,7 @@ def code_hash(folder: Path) -> str:
 
 
 def build_code(ref: str, folder: Path):
+    """The code asset ``ref`` (``name:version``) over ``folder`` (see ``stage_code``), tagged with ``code_hash``'s first 16 hex digits."""
     # Code assets have no public entity/operations in azure-ai-ml 1.35 (MLClient._code, the
     # class below) although the service and CLI (`az ml code create`) support them.
     from azure.ai.ml.entities._assets._artifacts.code import Code
@@ -168,6 +179,11 @@ def build_code(ref: str, folder: Path):
 
 
 def build_datastore(name: str, account: str, container: str, account_key: str | None = None):
+    """The blob datastore entity ``name`` over ``container`` of storage ``account``.
+
+    With ``account_key`` it stores the key; with None access is identity-based
+    (the job's identity needs a Storage Blob Data role).
+    """
     from azure.ai.ml.entities import AccountKeyConfiguration, AzureBlobDatastore
 
     return AzureBlobDatastore(
@@ -181,6 +197,12 @@ def build_datastore(name: str, account: str, container: str, account_key: str | 
 
 
 def build_all(args, code_dir: Path) -> list[tuple[str, object]]:
+    """Every entity ``args`` asks for, as ``(kind, entity)`` pairs: compute, environment, code, three datastores.
+
+    ``code_dir`` is the staged code folder. Raises ``SystemExit`` when
+    ``--datastore-auth account-key`` lacks ``AZURE_STORAGE_ACCOUNT_KEY`` (unless
+    ``--dry-run``) or the lock lacks a pin.
+    """
     entities = [
         ("compute", build_compute(args.compute, args.vm_size, args.min_instances, args.max_instances, args.idle_seconds, args.tier)),
         ("environment", build_environment(args.environment, Path(args.lock))),
@@ -198,6 +220,7 @@ def build_all(args, code_dir: Path) -> list[tuple[str, object]]:
 
 
 def entity_yaml(entity) -> str:
+    """An entity as Azure ML YAML text (what ``--dry-run`` prints), an account key masked as ``***``."""
     import json
 
     import yaml
@@ -212,6 +235,7 @@ def entity_yaml(entity) -> str:
 # --- applying -------------------------------------------------------------------------
 
 def ml_client(args):
+    """An ``MLClient`` on ``args``' workspace with ``DefaultAzureCredential`` (``SystemExit`` when subscription, resource group or workspace is missing)."""
     from azure.ai.ml import MLClient
     from azure.identity import DefaultAzureCredential
 
@@ -222,6 +246,12 @@ def ml_client(args):
 
 
 def upload_models(account: str, container: str, folder: Path) -> int:
+    """Upload every file below ``folder`` to ``container`` under its relative path (overwriting); returns how many.
+
+    Uses ``AZURE_STORAGE_CONNECTION_STRING`` when set, else ``account`` with
+    ``DefaultAzureCredential``; creates the container if missing. Raises the
+    Azure SDK's errors (``azure.core.exceptions``) on failure.
+    """
     from azure.identity import DefaultAzureCredential
     from azure.storage.blob import BlobServiceClient
 
@@ -240,6 +270,11 @@ def upload_models(account: str, container: str, folder: Path) -> int:
 
 
 def apply(args, entities, out=sys.stdout) -> None:
+    """Create or update each ``(kind, entity)`` in the workspace, then upload ``--models`` if given.
+
+    Prints one line per entity and one for the upload to ``out``. Raises
+    ``SystemExit`` from ``ml_client`` and the Azure SDK's errors on failure.
+    """
     client = ml_client(args)
     for kind, entity in entities:
         if kind == "compute":
@@ -257,6 +292,7 @@ def apply(args, entities, out=sys.stdout) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The ``python -m scoring.azure_setup`` argument parser; defaults from the environment and the DAG's settings."""
     d = defaults()
     p = argparse.ArgumentParser(
         prog="python -m scoring.azure_setup",
@@ -288,6 +324,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the setup CLI on ``argv``: stage the code, build the entities, and print them (``--dry-run``) or apply them.
+
+    Returns 0. Raises ``SystemExit`` for usage errors, a missing lock pin,
+    account key or workspace; the Azure SDK's errors when applying fails.
+    """
     args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="scoring-code-") as tmp:
         code_dir = stage_code(Path(tmp))

@@ -114,26 +114,32 @@ def receipt_name(target: str) -> str:
 
 
 def prediction_blob(interval: "Interval | str", target: str) -> str:
+    """A target's prediction blob: ``<interval>/<device>/<sensor>.parquet`` (``ValueError`` for ids not path-safe)."""
     return f"{_key(interval)}/{prediction_name(target)}"
 
 
 def receipt_blob(interval: "Interval | str", target: str) -> str:
+    """A target's receipt blob: ``<interval>/<device>/<sensor>.receipt.json`` (``ValueError`` for ids not path-safe)."""
     return f"{_key(interval)}/{receipt_name(target)}"
 
 
 def manifest_blob(interval: "Interval | str") -> str:
+    """The interval's run manifest blob: ``<interval>/_manifest.json``."""
     return f"{_key(interval)}/{MANIFEST_FILE}"
 
 
 def report_blob(interval: "Interval | str") -> str:
+    """The interval's HTML report blob: ``<interval>/_report.html``."""
     return f"{_key(interval)}/{REPORT_FILE}"
 
 
 def heatmap_blob(interval: "Interval | str") -> str:
+    """The interval's heatmap image blob: ``<interval>/_heatmap.png``."""
     return f"{_key(interval)}/{HEATMAP_FILE}"
 
 
 def stale_marker_blob(interval: "Interval | str") -> str:
+    """The marker written beside the manifest when the interval's aggregates changed after scoring: ``<interval>/_stale.json``."""
     return f"{_key(interval)}/{STALE_MARKER}"
 
 

@@ -54,14 +54,17 @@ class ModelStoreError(Exception):
 
 
 class ModelNotFoundError(ModelStoreError, FileNotFoundError):
+    """A target's manifest or model file does not exist (also a ``FileNotFoundError``)."""
     pass
 
 
 class ModelIntegrityError(ModelStoreError):
+    """A model file's SHA-256 does not match its manifest (corrupt, truncated or replaced): refused, never unpickled."""
     pass
 
 
 class ModelLoadError(ModelStoreError):
+    """A manifest is unreadable or lacks ``sha256``, or a model was trained on other features or cannot be unpickled."""
     pass
 
 
@@ -78,6 +81,7 @@ def model_dir(models_dir, device_id: str, sensor_id: str) -> Path:
 
 
 def sha256_bytes(data: bytes) -> str:
+    """SHA-256 of ``data`` as 64 lowercase hex digits."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -102,10 +106,17 @@ def save_model(models_dir, device_id: str, sensor_id: str, model, manifest_field
 
 
 def manifest_json(manifest: dict) -> str:
+    """``manifest`` as the stored text: indented, keys sorted, newline-terminated (``ValueError`` for NaN or infinity)."""
     return json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def read_manifest(models_dir, device_id: str, sensor_id: str) -> dict:
+    """A target's ``manifest.json`` below ``models_dir``, as a dict (the model file is not read).
+
+    Raises ``ModelNotFoundError`` when it does not exist, ``ModelLoadError`` when
+    it is unreadable, not JSON or has no ``sha256``, ``ValueError`` for ids not
+    path-safe.
+    """
     target = target_name(device_id, sensor_id)
     path = model_dir(models_dir, device_id, sensor_id) / MODEL_MANIFEST
     if not path.is_file():

@@ -68,6 +68,13 @@ MAX_MAP_LENGTH = 1024
 
 @dataclass(frozen=True)
 class Params:
+    """What the plan is estimated for: the target count and the cost model's assumptions.
+
+    Times in seconds (``node_startup``, ``job_overhead``, ``per_target``,
+    ``idle``, ``period``, ``run_overhead``, ``run_per_target``), ``vm_price`` per
+    node-hour, ``mode`` ``azureml`` or ``local`` (``workers`` task slots);
+    ``max_jobs`` caps the mapped jobs of one run.
+    """
     targets: int
     targets_per_job: int = 1
     max_nodes: int = 4
@@ -87,6 +94,10 @@ class Params:
 
 @dataclass(frozen=True)
 class Estimate:
+    """One plan's estimate: the job split, node and slot counts, waves, one job's seconds, run duration (s)
+    from a cold and a warm cluster, node-seconds and cost (``vm_price`` units) per run cold and per period warm,
+    and the share of job time that is per-job overhead (0..1).
+    """
     targets_per_job: int
     jobs: int
     nodes: int
@@ -110,6 +121,12 @@ def effective_targets_per_job(targets: int, targets_per_job: int, max_jobs: int 
 
 
 def estimate(p: Params) -> Estimate:
+    """The ``Estimate`` of running ``p.targets`` targets under ``p``'s assumptions.
+
+    Targets per job grow so that no run maps more than ``p.max_jobs`` jobs;
+    jobs run in waves of ``slots`` (nodes x jobs per node, or local workers).
+    Local runs have no node cost (zeros). Zero targets give zero jobs.
+    """
     tpj = effective_targets_per_job(p.targets, p.targets_per_job, p.max_jobs)
     jobs = math.ceil(p.targets / tpj) if p.targets > 0 else 0
     job = p.job_overhead + min(tpj, p.targets) * p.per_target
@@ -183,6 +200,10 @@ def _fmt(e: Estimate, mode: str) -> str:
 
 
 def main(argv=None) -> int:
+    """Run the planner CLI on ``argv``: print the estimate and the recommended plan (or JSON with ``--json``).
+
+    Returns 0; usage errors (including negative or zero counts) exit 2 via argparse.
+    """
     parser = argparse.ArgumentParser(prog="python -m scoring.planner", description=__doc__.splitlines()[0],
                                      epilog="Model and assumptions: see the module docstring (python -c 'import scoring.planner; help(scoring.planner)').")
     d = Params(targets=0)

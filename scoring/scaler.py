@@ -51,6 +51,12 @@ class FlooredStandardScaler(StandardScaler):
         self.scale_floor = scale_floor
 
     def partial_fit(self, X, y=None, sample_weight=None):
+        """Update the mean and variance with ``X`` (n_samples, n_features), then floor ``scale_``.
+
+        ``fit`` resets and calls this, so both apply the floor. Sets ``floored_``;
+        returns ``self``. Raises ``ValueError`` when ``scale_floor`` does not hold one
+        finite value > 0 per feature.
+        """
         # StandardScaler.fit resets and calls partial_fit: flooring here covers both.
         super().partial_fit(X, y, sample_weight)
         self.floored_ = np.zeros(self.n_features_in_, dtype=bool)

@@ -67,6 +67,7 @@ def receipt_path(out_dir, device_id: str, sensor_id: str) -> Path:
 
 
 def output_schema() -> pa.Schema:
+    """The Arrow schema of a prediction file: ids, window bounds (timestamp[us], naive UTC), the features, ``decision_score``, ``is_anomaly`` and ``model_sha256``."""
     fields = [
         pa.field("device_id", pa.string()),
         pa.field("sensor_id", pa.string()),
@@ -244,6 +245,13 @@ def write_receipt(receipt: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
+    """Run ``python -m scoring.score`` on ``argv``: score the targets of one snapshot into ``--out``.
+
+    Prints one JSON line per target and a summary on stderr. Returns 0 when
+    every target scored, 1 when one failed (its receipt says why); usage errors
+    (no targets) exit 2 via argparse; an unreadable snapshot raises pyarrow's
+    or ``OSError``.
+    """
     parser = argparse.ArgumentParser(prog="python -m scoring.score", description=__doc__.splitlines()[0])
     parser.add_argument("--aggregates", required=True, help="snapshot parquet (the interval's aggregates)")
     parser.add_argument("--models", required=True, help="models directory")

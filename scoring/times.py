@@ -32,6 +32,11 @@ def utc_naive(value: Any) -> dt.datetime:
     return utc_timestamp(value).to_pydatetime(warn=False)
 
 
+def utc_now() -> dt.datetime:
+    """The current time as a naive UTC ``datetime.datetime`` (microsecond resolution). Never raises."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
 def utc_timestamp(value: Any):
     """Like :func:`utc_naive`, as a naive UTC ``pandas.Timestamp`` (nanoseconds kept).
 

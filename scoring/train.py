@@ -101,6 +101,7 @@ EXCLUDED_LISTED = 10
 
 
 class TrainingError(ValueError):
+    """A target cannot be trained: too few windows in the range, or non-finite features."""
     pass
 
 
@@ -346,6 +347,12 @@ def read_targets_file(path) -> list[str]:
 
 
 def main(argv=None) -> int:
+    """Run ``python -m scoring.train`` on ``argv``: train one model per target into ``--models``.
+
+    Prints one JSON line per manifest, each training warning, and a summary on
+    stderr. Returns 0, or 1 for a ``TrainingError``/``ValueError`` (printed as
+    ``error: ...``); usage errors exit 2 via argparse.
+    """
     parser = argparse.ArgumentParser(prog="python -m scoring.train", description=__doc__.splitlines()[0])
     parser.add_argument("--aggregates", required=True, help="parquet file with the aggregate columns")
     parser.add_argument("--models", required=True, help="models directory (written)")

@@ -22,6 +22,17 @@ def _flag(value: str) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
+    """The deployment's settings, each read from ``BATCH_SCORING_<FIELD>`` (upper case) when built.
+
+    Identity and schedule (``dag_id``, ``schedule`` a UTC cron over data
+    intervals, ``start_date`` ISO), the scoring ``backend`` (``local`` or
+    ``azureml``), Airflow connection ids, the three blob containers, the
+    freshness sensor's poke interval and timeout (seconds), the late-data
+    lookback (days), retries, ``max_active_runs``, ``auto_units`` and the Azure ML
+    job's settings (compute, environment, code, datastores, experiment, poll
+    interval and timeout in seconds, deferrable). Building it raises
+    ``ValueError`` when a numeric variable does not parse.
+    """
     dag_id: str = _env("DAG_ID", "batch_scoring")
     # Cron over data intervals: the run at 10:00 scores [09:00, 10:00).
     schedule: str = _env("SCHEDULE", "0 * * * *")

@@ -17,12 +17,14 @@ MODULES = ("pandas", "pyarrow.parquet", "sklearn.pipeline", "sklearn.svm", "skle
 
 
 def wanted(argv=None) -> bool:
+    """True when ``BATCH_SCORING_PRELOAD=1`` and ``argv`` (default ``sys.argv``) is an Airflow scheduler or Celery worker."""
     argv = sys.argv if argv is None else argv
     role = " ".join(argv[1:3])
     return os.environ.get("BATCH_SCORING_PRELOAD") == "1" and ("scheduler" in role or "celery worker" in role)
 
 
 def preload() -> None:
+    """Import ``MODULES`` into this process; ``ImportError`` if one is not installed."""
     import importlib
 
     for name in MODULES:

@@ -236,6 +236,17 @@ def test_interval_of_follows_the_cron_schedule():
                                           "--to-date 2024-01-03T05:00:00 --reprocess-behavior completed")
 
 
+def test_interval_of_takes_a_naive_or_an_aware_time_converted_to_utc():
+    from ingest_sim.late_data import interval_of
+
+    assert interval_of(dt.datetime(2024, 1, 1, 0, 10)) == (T0, H1)                            # naive: UTC
+    assert interval_of(dt.datetime(2024, 1, 1, 0, 10, tzinfo=dt.timezone.utc)) == (T0, H1)   # aware UTC
+    # an aware time of another zone is converted: 02:10+02:00 is 00:10 UTC (it once kept its wall clock, 02:10)
+    plus2 = dt.timezone(dt.timedelta(hours=2))
+    assert interval_of(dt.datetime(2024, 1, 1, 2, 10, tzinfo=plus2)) == (T0, H1)
+    assert interval_of(dt.datetime(2024, 1, 1, 0, 10, tzinfo=plus2)) == (T0 - dt.timedelta(hours=2), H1 - dt.timedelta(hours=2))
+
+
 # --- what a new user ran into (found by trying the CLI as one) ---------------------------------------
 
 def test_the_cli_counts_duplicate_lines_it_stored_once(sqlite_conn_str, tmp_path):

@@ -58,3 +58,13 @@ def test_utc_naive_series():
     assert naive.dt.tz is None and naive.tolist() == got.tolist()
     with pytest.raises(ValueError, match="nope"):
         utc_naive_series(pd.Series(["2026-01-01", "nope"]))
+
+
+def test_utc_now_is_the_current_naive_utc_time():
+    from scoring.times import utc_now
+
+    before = dt.datetime.now(dt.timezone.utc)
+    got = utc_now()
+    after = dt.datetime.now(dt.timezone.utc)
+    assert type(got) is dt.datetime and got.tzinfo is None
+    assert before <= got.replace(tzinfo=dt.timezone.utc) <= after

@@ -346,6 +346,17 @@ class AzureMLScoringOperator(BaseOperator):
         return AzureMLScoringJob.from_args(self.azureml_args, self.log)
 
     def execute(self, context):
+        """Submit (or attach to) the unit's Azure ML job and wait for it.
+
+        Pushes ``azureml_job_name`` and ``studio_url`` to XCom first. When the job
+        is already Completed returns ``{"job_name", "status", "studio_url",
+        "targets"}`` at once (also the return value, i.e. XCom ``return_value``, after
+        waiting); when deferrable, defers to the trigger (``TaskDeferred``) and
+        finishes in ``execute_complete``; otherwise polls here.
+        Raises ``AzureMLInputError`` (no retries) when a model manifest, the snapshot
+        or the blob connection is missing, ``AzureMLJobError`` when the job ends
+        other than Completed or times out (then it is cancelled first).
+        """
         return self.azureml.execute(self, context)
 
     def execute_complete(self, context, event: dict[str, Any]):
@@ -353,4 +364,5 @@ class AzureMLScoringOperator(BaseOperator):
         return self.azureml.complete(self, context, event)
 
     def on_kill(self) -> None:
+        """Cancel the Azure ML job this task submitted or attached to, if any (the task was killed or marked failed)."""
         self.azureml.cancel()

@@ -1,8 +1,6 @@
 """Rescheduling sensor: wait until the SQL aggregates cover the data interval."""
 from __future__ import annotations
 
-import datetime as dt
-
 from airflow.sdk.bases.sensor import BaseSensorOperator
 
 
@@ -89,11 +87,12 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         from batch_scoring.hooks.blob_storage import BlobStore
         from batch_scoring.hooks.sql import sensor_sql
         from batch_scoring.late_data import RevisionsUnavailable, describe, find_stale_intervals, mark_stale
+        from scoring.times import utc_now
 
         s = settings()  # late-data policy: lookback, schedule, predictions container
         dag_id = context["dag"].dag_id if context.get("dag") is not None else self.dag_id
         store = BlobStore.from_conn_id(self.blob_conn_id)
-        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        now = utc_now()
         try:
             with sensor_sql(self.sql_conn_id) as conn:
                 stale = find_stale_intervals(conn, store, s, dag_id, now)
@@ -109,6 +108,13 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         return stale
 
     def execute(self, context):
+        """Poke until the interval's aggregates are fresh (see ``poke``); returns what the base sensor returns.
+
+        On success the late-data check has run (XCom ``stale_intervals``). Raises
+        ``AirflowSensorTimeout`` after ``timeout`` seconds with a message naming the
+        interval, the stale targets, how far their data reaches and the missing
+        windows, instead of Airflow's generic message.
+        """
         from airflow.sdk.exceptions import AirflowSensorTimeout
 
         try:

@@ -98,6 +98,16 @@ class ScoringOperator(BaseOperator):
                             config.predictions_container)
 
     def execute(self, context):
+        """Score the unit on the run's backend (the run's ``params["backend"]``, else ``backend``).
+
+        ``azureml``: as ``AzureMLScoringOperator.execute`` (XCom ``azureml_job_name``
+        and ``studio_url``, may defer). ``local``: scores in this worker with
+        ``LocalScoring``, pushes an empty ``studio_url`` to XCom (no remote job), and
+        returns the unit's receipts (list of dicts, one per target).
+        Raises ``ValueError`` for a backend not in ``BACKENDS``; otherwise what the
+        backend raises (``AirflowFailException``, ``PipelineError``,
+        ``AzureMLInputError``, ``AzureMLJobError``).
+        """
         backend = (context.get("params") or {}).get("backend") or self.backend
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r}: expected one of {BACKENDS}")
@@ -116,4 +126,5 @@ class ScoringOperator(BaseOperator):
         return self.azureml.complete(self, context, event)
 
     def on_kill(self) -> None:
+        """Cancel the Azure ML job this task submitted or attached to, if any; nothing to stop for the local backend."""
         self.azureml.cancel()
