@@ -89,8 +89,9 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         from batch_scoring.late_data import RevisionsUnavailable, describe, find_stale_intervals, mark_stale
         from scoring.times import utc_now
 
-        s = settings()  # late-data policy: lookback, schedule, predictions container
-        dag_id = context["dag"].dag_id if context.get("dag") is not None else self.dag_id
+        s = settings()  # late-data policy: lookback, schedule, predictions container, the deployment's DAG id
+        # outside a DAG run (a task run by hand) the rescoring command names the deployment's DAG, as before
+        dag_id = context["dag"].dag_id if context.get("dag") is not None else s.dag_id
         store = BlobStore.from_conn_id(self.blob_conn_id)
         now = utc_now()
         try:
