@@ -17,7 +17,7 @@ import pandas as pd
 
 from ingest_sim.aggregator import aggregate_readings
 from ingest_sim.readings import describe_conflicts, find_duplicates
-from ingest_sim.revisions import changed_aggregates, late_upserts, revision_time, write_aggregates, write_revisions
+from ingest_sim.revisions import changed_aggregates, insert_aggregates, late_upserts, revision_time, write_aggregates
 from ingest_sim.sql_writes import (delete_keys, delete_pairs_in_range, empty_windows, frame_rows, read_spans,
                                    require_columns, target_spans, transaction)
 from scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES
@@ -218,10 +218,7 @@ def aggregate_range(conn, start: Any, end: Any, window_minutes: int = WINDOW_MIN
     rows = frame_rows(aggs, AGGREGATE_COLUMNS, types) if not aggs.empty else []
     with transaction(conn) as cur:
         cur.execute(f"DELETE FROM {schema.AGGREGATES} WHERE window_start >= ? AND window_start < ?", ws, we)
-        n = schema.insert_rows(conn, schema.AGGREGATES, AGGREGATE_COLUMNS, rows)
-        if len(late):
-            write_revisions(conn, cur, late, revised_at)
-        return n
+        return insert_aggregates(conn, cur, rows, late, revised_at)
 
 
 def upsert_aggregates(conn, df: pd.DataFrame, revised_at: Any = None) -> int:
@@ -255,10 +252,7 @@ def upsert_aggregates(conn, df: pd.DataFrame, revised_at: Any = None) -> int:
                     f"DELETE FROM {schema.AGGREGATES} WHERE device_id = ? AND sensor_id = ? AND window_start IN ({marks})",
                     [d, s, *part],
                 )
-        n = schema.insert_rows(conn, schema.AGGREGATES, AGGREGATE_COLUMNS, rows)
-        if len(late):
-            write_revisions(conn, cur, late, revised_at)
-        return n
+        return insert_aggregates(conn, cur, rows, late, revised_at)
 
 
 def replace_labels(

@@ -95,9 +95,17 @@ def late_upserts(conn, df: pd.DataFrame, revised_at: dt.datetime) -> pd.DataFram
 def write_aggregates(conn, cur, aggs: pd.DataFrame, late: pd.DataFrame, revised_at) -> None:
     """Replace ``aggs`` by key and record ``late`` in ``aggregate_revisions`` (inside the caller's transaction)."""
     delete_keys(cur, schema.AGGREGATES, "window_start", aggs[["device_id", "sensor_id", "window_start"]])
-    schema.insert_rows(conn, schema.AGGREGATES, AGGREGATE_COLUMNS, frame_rows(aggs, AGGREGATE_COLUMNS, schema.column_types(schema.AGGREGATES)))
+    insert_aggregates(conn, cur, frame_rows(aggs, AGGREGATE_COLUMNS, schema.column_types(schema.AGGREGATES)),
+                      late, revised_at)
+
+
+def insert_aggregates(conn, cur, rows: list[tuple], late: pd.DataFrame, revised_at) -> int:
+    """Insert aggregate ``rows`` (``AGGREGATE_COLUMNS`` order, keys already deleted) and record ``late`` windows
+    in ``aggregate_revisions`` at ``revised_at``, inside the caller's transaction; returns the rows inserted."""
+    n = schema.insert_rows(conn, schema.AGGREGATES, AGGREGATE_COLUMNS, rows)
     if len(late):
         write_revisions(conn, cur, late, revised_at)
+    return n
 
 
 def write_revisions(conn, cur, late: pd.DataFrame, revised_at: dt.datetime) -> None:

@@ -18,15 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from devstack.airflow_env import blob_connection_json, odbc_connection_uri_json
-from devstack.world import simulate_world
-from tests.plugins.test_azure_ml_e2e import parse_dag, run_interval, run_key
+from tests.plugins.test_azure_ml_e2e import HISTORY, SCORING, parse_dag, run_interval, run_key, simulated_world
 
 pytestmark = pytest.mark.timeout(400)
 
 GOLDEN = Path(__file__).with_name("outputs.json")
-HISTORY = (dt.datetime(2026, 3, 1, 12), dt.datetime(2026, 3, 2))
-SCORING = (dt.datetime(2026, 3, 2), dt.datetime(2026, 3, 2, 1))
 KEY = "20260302T0000Z_20260302T0100Z"  # dag.test(logical_date=00:00, run_after=01:00)
 WITHDRAWN = "dev003/s2"
 
@@ -34,17 +30,9 @@ WITHDRAWN = "dev003/s2"
 @pytest.fixture
 def world(airflow_db, monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, tmp_path):
     from batch_scoring.config import settings
-    from sensor_db.schema import connect
 
     s = settings()
-    monkeypatch.setenv(f"AIRFLOW_CONN_{s.sql_conn_id.upper()}", odbc_connection_uri_json(sqlite_conn_str))
-    monkeypatch.setenv(f"AIRFLOW_CONN_{s.blob_conn_id.upper()}", blob_connection_json(blob_conn_str))
-    conn = connect(sqlite_conn_str)
-    try:
-        simulate_world(conn, blob_store, s, tmp_path / "models", devices=3, sensors=2,
-                       history=HISTORY, scoring=SCORING, reading_seconds=60, seed=11)
-    finally:
-        conn.close()
+    simulated_world(monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, tmp_path / "models", devices=3)
     for name in blob_store.list_names(s.models_container, f"{WITHDRAWN}/"):
         blob_store.delete(s.models_container, name)
     return s

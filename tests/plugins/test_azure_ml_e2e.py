@@ -40,8 +40,8 @@ def run_interval(dag, start: dt.datetime):
     return run, run.state == DagRunState.SUCCESS
 
 
-@pytest.fixture
-def sqlite_world(airflow_db, monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, tmp_path):
+def simulated_world(monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, models_dir, *, devices: int):
+    """Point the DAG's connections at this test's SQLite and Azurite and simulate a world there (seed 11)."""
     from batch_scoring.config import settings
     from sensor_db.schema import connect
 
@@ -50,10 +50,15 @@ def sqlite_world(airflow_db, monkeypatch, sqlite_conn_str, blob_conn_str, blob_s
     monkeypatch.setenv(f"AIRFLOW_CONN_{s.blob_conn_id.upper()}", blob_connection_json(blob_conn_str))
     conn = connect(sqlite_conn_str)
     try:
-        return simulate_world(conn, blob_store, s, tmp_path / "models", devices=2, sensors=2,
+        return simulate_world(conn, blob_store, s, models_dir, devices=devices, sensors=2,
                               history=HISTORY, scoring=SCORING, reading_seconds=60, seed=11)
     finally:
         conn.close()
+
+
+@pytest.fixture
+def sqlite_world(airflow_db, monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, tmp_path):
+    return simulated_world(monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, tmp_path / "models", devices=2)
 
 
 def predictions(store, key) -> dict[str, bytes]:
