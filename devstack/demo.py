@@ -9,7 +9,6 @@ interval is fresh too. Re-running replaces everything it made.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import io
 import json
@@ -24,6 +23,7 @@ from devstack import services
 from devstack.airflow_env import airflow_env
 from devstack.services import REPO
 from devstack.world import current_hour
+from scoring.cli import make_parser
 
 LOCAL = REPO / ".local"
 AIRFLOW_HOME = LOCAL / "airflow"
@@ -191,7 +191,7 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
 
 def main(argv=None) -> int:
     """`make demo`; returns the exit code of :func:`report` (1 if any run failed)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("python -m devstack.demo", __doc__)
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--sensors", type=int, default=4)
     parser.add_argument("--hours", type=int, default=4, help="consecutive hourly intervals to backfill")
