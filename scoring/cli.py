@@ -111,7 +111,7 @@ def run(body, *args) -> int:
 
 
 def progress(iterable, desc: str, total: int | None = None, unit: str = "it"):
-    """``iterable`` wrapped in a ``tqdm`` bar on stderr, disabled when stderr is not a terminal (``disable=None``).
+    """``iterable`` wrapped in a ``tqdm`` bar on stderr, disabled when stderr is not a terminal.
 
     Updates at most ~10 times a second, so a loop of thousands of items pays
     next to nothing. The bar is removed when done (``leave=False``): the CLI's
@@ -119,8 +119,17 @@ def progress(iterable, desc: str, total: int | None = None, unit: str = "it"):
     """
     from tqdm import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=None, leave=False, file=sys.stderr,
-                mininterval=0.1, dynamic_ncols=True)
+    # tqdm's own rule (disable=None) spelled out, so that a stand-in stderr without isatty (an Airflow
+    # task's log stream, say) counts as "not a terminal" too instead of getting bars
+    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=not _is_terminal(sys.stderr), leave=False,
+                file=sys.stderr, mininterval=0.1, dynamic_ncols=True)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def read_targets(names, path=None) -> list[str]:

@@ -162,3 +162,20 @@ def test_cli_output_has_no_progress_bars(tmp_path, small_data, snapshot):
     res = run("scoring.score", "--aggregates", str(snapshot), "--models", str(tmp_path / "m"), "--out",
               str(tmp_path / "o"), "--targets", "dev001/s1")
     assert res.returncode == 0 and "\r" not in res.stderr + res.stdout and "it/s" not in res.stderr
+
+
+def test_progress_is_silent_on_a_stream_without_isatty(monkeypatch):
+    class LogStream:
+        def __init__(self):
+            self.text = ""
+
+        def write(self, text):
+            self.text += text
+
+        def flush(self):
+            pass
+
+    stream = LogStream()
+    monkeypatch.setattr("sys.stderr", stream)
+    assert sum(cli.progress(range(5), "work")) == 10
+    assert stream.text == ""
