@@ -137,8 +137,7 @@ def read_targets(names, path=None) -> list[str]:
 
     The file holds one ``device/sensor`` per line, blank lines and ``#``
     comments ignored, or a JSON list. Raises ``InputError`` when ``path`` is
-    missing or unreadable, ``json.JSONDecodeError`` (a ``ValueError``) for a
-    malformed JSON list.
+    missing or unreadable, or starts with ``[`` but is no JSON list.
     """
     import json
 
@@ -146,7 +145,10 @@ def read_targets(names, path=None) -> list[str]:
     if path:
         text = input_path(path, "--targets-file: one device/sensor per line, or a JSON list").read_text()
         if text.lstrip().startswith("["):
-            names += [str(t) for t in json.loads(text)]
+            try:
+                names += [str(t) for t in json.loads(text)]
+            except ValueError as exc:
+                raise InputError(f"{path}: not a JSON list ({exc}) (expected --targets-file: a JSON list of device/sensor)") from None
         else:
             names += [s for s in (line.strip() for line in text.splitlines()) if s and not s.startswith("#")]
     return names

@@ -179,3 +179,10 @@ def test_progress_is_silent_on_a_stream_without_isatty(monkeypatch):
     monkeypatch.setattr("sys.stderr", stream)
     assert sum(cli.progress(range(5), "work")) == 10
     assert stream.text == ""
+
+
+def test_read_targets_refuses_a_broken_json_list(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text('["a/b",')
+    with pytest.raises(cli.InputError, match=r"t\.json: not a JSON list \(Expecting value"):
+        cli.read_targets(None, path)
