@@ -34,9 +34,11 @@ RUN set -eux; \
 # --- Python dependencies: exactly the project's pinned lock --------------------------
 # --no-deps: the lock is complete for the project (Airflow's constraint files are
 # not used); packages the image has and the lock does not name stay as shipped.
+# --compile (pip's default, spelled out): every process of the image imports Airflow, pandas,
+# scikit-learn, pyarrow and the blob SDK; without bytecode each one compiles them again (BENCHMARKS.md).
 USER airflow
 COPY --chown=airflow:0 requirements.lock /opt/airflow/project/requirements.lock
-RUN pip install --no-cache-dir --no-deps -r /opt/airflow/project/requirements.lock
+RUN pip install --no-cache-dir --no-deps -r /opt/airflow/project/requirements.lock --compile
 
 # --- The project: packages (scoring, sensor_db, ingest_sim, batch_scoring, devstack), DAGs
 COPY --chown=airflow:0 pyproject.toml /opt/airflow/project/
@@ -45,7 +47,7 @@ COPY --chown=airflow:0 sensor_db /opt/airflow/project/sensor_db
 COPY --chown=airflow:0 ingest_sim /opt/airflow/project/ingest_sim
 COPY --chown=airflow:0 plugins /opt/airflow/project/plugins
 COPY --chown=airflow:0 devstack /opt/airflow/project/devstack
-RUN pip install --no-cache-dir --no-deps /opt/airflow/project \
+RUN pip install --no-cache-dir --compile --no-deps /opt/airflow/project \
  && python -c "import batch_scoring, scoring, sensor_db, ingest_sim, devstack.compose_init, pyodbc"
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 plugins /opt/airflow/plugins

@@ -45,8 +45,8 @@ system:
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(VENV)/bin/uv || $(VENV)/bin/pip install -q "uv==$(UV_VERSION)"
-	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
-	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	$(VENV)/bin/uv pip sync -q --compile-bytecode --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) --no-deps -e .
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -11,7 +11,6 @@ and prints a markdown table of predicted vs measured.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scoring.cli import make_parser
 from scoring.planner import Params, estimate
 
 RESULTS = Path(__file__).resolve().parent.parent / ".local" / "bench" / "results.json"
@@ -73,7 +73,7 @@ def table(results: dict, fit_max_T: int = 1000, workers: int | None = None) -> s
 
 def main(argv=None) -> int:
     """`python -m bench.calibrate`: print :func:`table` of a results.json; returns 0."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser("python -m bench.calibrate", __doc__.splitlines()[0])
     parser.add_argument("results", nargs="?", type=Path, default=RESULTS)
     parser.add_argument("--fit-max-targets", type=int, default=1000, help="fit on the runs with T up to this")
     parser.add_argument("--workers", type=int)

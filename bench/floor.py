@@ -11,7 +11,6 @@ forked from a scheduler that preloaded them. Prints one JSON line.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sys
@@ -26,6 +25,7 @@ from batch_scoring.hooks.blob_storage import BlobStore  # noqa: E402
 from scoring.layout import (SNAPSHOT_FILE, model_blob, model_manifest_blob, prediction_blob,  # noqa: E402
                             prediction_name, receipt_blob, receipt_name, snapshot_blob)
 from scoring.score import score_targets  # noqa: E402
+from scoring.cli import make_parser  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - T_IMPORT
 
@@ -37,7 +37,7 @@ def _cpu() -> float:
 
 def main(argv=None) -> int:
     """The floor run (see the module docstring); prints one JSON line and returns 0 if every target scored ok, else 1."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser("python -m bench.floor", __doc__.splitlines()[0])
     parser.add_argument("--connection-string", required=True)
     parser.add_argument("--interval", required=True)
     parser.add_argument("--targets-file", required=True)

@@ -25,7 +25,6 @@ Results: ``.local/bench/results.json`` and the generated section of
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from devstack import services
 from devstack.services import REPO
+from scoring.cli import make_parser
 from scoring.layout import manifest_blob
 from scoring.times import utc_naive
 
@@ -262,7 +262,7 @@ def write_markdown(results: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     """`python -m bench`; returns 0 when every DAG run of every fleet succeeded, else 1."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("python -m bench", __doc__)
     parser.add_argument("--targets", type=int, nargs="+", default=[100, 1000, 10000], help="fleet sizes T")
     parser.add_argument("--modes", nargs="+", default=["1", "10", "100", "auto"], help="targets_per_unit values")
     parser.add_argument("--per-target-max", type=int, default=1000,

@@ -16,12 +16,18 @@
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import re
 import sys
 import time
 from pathlib import Path
+
+from scoring.cli import HelpFormatter, make_parser
+
+# What the CLI reads from the environment (through batch_scoring.config): (name, default, what).
+ENV = (("BATCH_SCORING_AGGREGATES_CONTAINER", "aggregates", "blob container of the snapshots"),
+       ("BATCH_SCORING_MODELS_CONTAINER", "models", "blob container of the models"),
+       ("BATCH_SCORING_PREDICTIONS_CONTAINER", "predictions", "blob container of the predictions"))
 
 
 def _say(message: str) -> None:
@@ -139,8 +145,7 @@ def demo_data(odbc: str, blob: str, devices: int, sensors: int, models_dir: Path
 
 def main(argv=None) -> int:
     """The CLI (see the module docstring); exits with a message on errors."""
-    parser = argparse.ArgumentParser(prog="python -m devstack.compose_init", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("python -m devstack.compose_init", __doc__, env=ENV)
     parser.add_argument("--odbc", help="ODBC connection string of the aggregates database")
     parser.add_argument("--blob", help="Blob Storage (Azurite) connection string")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +158,8 @@ def main(argv=None) -> int:
     demo.add_argument("--scoring-hours", type=int, default=24)
     demo.add_argument("--models-dir", type=Path, default=Path("/tmp/demo-models"))
     demo.add_argument("--force", action="store_true", help="rebuild even if models are deployed")
+    for sp in sub.choices.values():
+        sp.formatter_class = HelpFormatter
     args = parser.parse_args(argv)
 
     need = {"create-database": ("odbc",), "containers": ("blob",), "demo-data": ("odbc", "blob")}[args.command]

@@ -9,7 +9,6 @@ interval is fresh too. Re-running replaces everything it made.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import io
 import json
@@ -24,6 +23,7 @@ from devstack import services
 from devstack.airflow_env import airflow_env
 from devstack.services import REPO
 from devstack.world import current_hour
+from scoring.cli import make_parser, progress
 
 LOCAL = REPO / ".local"
 AIRFLOW_HOME = LOCAL / "airflow"
@@ -110,21 +110,26 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
         step(f"backfill created for {start:%H:%M}..{end:%H:%M}; the scheduler is running it (UI: make airflow)")
         wanted = {start + dt.timedelta(hours=h) for h in range(int((end - start) / dt.timedelta(hours=1)))}
         last_done = -1
+        bar = progress(None, "  runs finished", total=len(wanted), unit="run")  # off a terminal: one line a change
 
         def all_finished() -> list[dict] | None:
             nonlocal last_done
             latest = api.latest_runs(dag_id, wanted)
             done = [r for r in latest.values() if r["state"] in FINISHED]
-            if sys.stdout.isatty() or len(done) != last_done:
-                print(f"\r  runs finished {len(done)}/{len(wanted)}", end="" if sys.stdout.isatty() else "\n", flush=True)
+            if len(done) != last_done:
+                bar.update(len(done) - max(last_done, 0))
+                if bar.disable:
+                    print(f"  runs finished {len(done)}/{len(wanted)}", flush=True)
                 last_done = len(done)
             if len(latest) == len(wanted) and len(done) == len(wanted):
-                print()
                 return sorted(latest.values(), key=run_interval_start)
             return None
 
-        return services.wait_until(all_finished, 1800, 5,
-                                   lambda: "backfill did not finish in 30 minutes; see .local/airflow/standalone.log")
+        try:
+            return services.wait_until(all_finished, 1800, 5,
+                                       lambda: "backfill did not finish in 30 minutes; see .local/airflow/standalone.log")
+        finally:
+            bar.close()
 
 
 def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
@@ -191,7 +196,7 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
 
 def main(argv=None) -> int:
     """`make demo`; returns the exit code of :func:`report` (1 if any run failed)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("python -m devstack.demo", __doc__)
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--sensors", type=int, default=4)
     parser.add_argument("--hours", type=int, default=4, help="consecutive hourly intervals to backfill")

@@ -6,18 +6,26 @@ running. Production deploys with `python -m scoring.azure_setup` or any blob upl
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from devstack import demo, services
+from scoring.cli import input_path, make_parser, run
+
+ENV = (("BATCH_SCORING_MODELS_CONTAINER", "models", "the blob container the models replace"),)
 
 
 def main(argv=None) -> int:
-    """The CLI (see the module docstring); exits with a usage error when DIR holds no models; returns 0."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The CLI (see the module docstring); returns 0, or 2 when DIR is missing (one ``error:`` line);
+    exits with a usage error when DIR holds no models."""
+    parser = make_parser("python -m devstack.deploy_models", __doc__, env=ENV)
     parser.add_argument("models", type=Path, help="folder written by `python -m scoring.train`")
     args = parser.parse_args(argv)
+    return run(_deploy, parser, args)
+
+
+def _deploy(parser, args) -> int:
+    input_path(args.models, "a models folder written by `python -m scoring.train`", directory=True)
     if not any(args.models.glob("*/*/manifest.json")):
         parser.error(f"{args.models}: no <device>/<sensor>/manifest.json inside; train models first")
 

@@ -21,8 +21,17 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+from scoring.cli import HelpFormatter, input_path, make_parser
 from scoring.config import WINDOW_MINUTES, parse_target
 from scoring.times import utc_now
+
+
+# What the CLI reads from the environment: (name, default, what).
+ENV = (
+    ("SENSOR_SQL_ODBC", "Driver=SQLite3;Database=.local/sensors.db", "--odbc"),
+    ("BATCH_SCORING_DAG_ID", "batch_scoring", "--dag-id: the DAG late data is reported for"),
+    ("BATCH_SCORING_SCHEDULE", "0 * * * *", "--schedule: its cron schedule"),
+)
 
 
 class CliError(Exception):
@@ -86,14 +95,15 @@ def cmd_load_csv(args) -> str:
     written or pending, and, when windows behind the watermark changed, the
     late-data message with the backfill command that rescores them.
     Raises ``CliError`` for a ``--schedule`` that is not a cron expression
-    (before anything is loaded), the CSV loader's ``ValueError`` for a malformed
+    (before anything is loaded), ``InputError`` for a missing or unreadable
+    file, the CSV loader's ``ValueError`` for a malformed
     file, ``pyodbc.Error`` for database failures.
     """
     from ingest_sim import loads
     from ingest_sim.csv_loader import load_csv
 
     _dag_settings(args)  # a bad --schedule is refused before anything is loaded
-    df = load_csv(args.path)
+    df = load_csv(input_path(args.path, "a TS,Device,Sensor,Value CSV file"))
     conn = _connect(args)
     try:
         res = loads.load_readings(conn, df, aggregate=args.aggregate, window_minutes=args.window_minutes)
@@ -261,7 +271,7 @@ def cmd_export(args) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m ingest_sim`` argument parser: ``init-db``, ``load-csv``, ``simulate``, ``aggregate``, ``export``; each sub-command's ``func`` is its ``cmd_*``."""
-    p = argparse.ArgumentParser(prog="python -m ingest_sim", description=__doc__.split("\n\n")[0])
+    p = make_parser("python -m ingest_sim", __doc__.split("\n\n")[0], env=ENV)
     p.add_argument("--odbc", metavar="CONNSTR", default=None, help="ODBC connection string (default: $SENSOR_SQL_ODBC or .local/sensors.db)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # --odbc is also accepted after the subcommand
@@ -311,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="FILE.parquet")
     sp.add_argument("--targets", nargs="+", type=_target, default=None, metavar="DEVICE/SENSOR")
     sp.set_defaults(func=cmd_export)
+    for sp in sub.choices.values():
+        sp.formatter_class = HelpFormatter
     return p
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ingest_sim.aggregator import aggregate_readings
+from scoring.cli import progress
 from ingest_sim.readings import describe_conflicts, find_duplicates
 from ingest_sim.revisions import changed_aggregates, insert_aggregates, late_upserts, revision_time, write_aggregates
 from ingest_sim.sql_writes import (delete_keys, delete_pairs_in_range, empty_windows, frame_rows, read_spans,
@@ -243,7 +244,7 @@ def upsert_aggregates(conn, df: pd.DataFrame, revised_at: Any = None) -> int:
     late = late_upserts(conn, df, revised_at)
     chunk = schema.MAX_PARAMS - 2
     with transaction(conn) as cur:
-        for (d, s), starts in sorted(keys.items()):
+        for (d, s), starts in progress(sorted(keys.items()), "aggregates", unit="target"):
             starts = sorted(starts)
             for i in range(0, len(starts), chunk):
                 part = starts[i : i + chunk]

@@ -24,7 +24,6 @@ Names and versions default to the DAG's settings (the same
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
@@ -33,12 +32,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from scoring.cli import input_path, make_parser, progress, run
+
 SCORING_DIR = Path(__file__).resolve().parent
 REPO = SCORING_DIR.parent
 LOCK = REPO / "requirements.lock"
 BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 # What scoring/ imports at run time, and what those need (pins taken from the lock).
-JOB_PACKAGES = ("numpy", "pandas", "pyarrow", "scikit-learn", "scipy", "joblib", "threadpoolctl", "python-dateutil", "six", "tzdata")
+JOB_PACKAGES = ("numpy", "pandas", "pyarrow", "scikit-learn", "scipy", "joblib", "threadpoolctl", "python-dateutil", "six", "tzdata",
+                "tqdm")  # tqdm: scoring.cli's progress bars
 
 COST_HELP = """
 cost guidance:
@@ -56,6 +58,23 @@ cost guidance:
   * each job carries minutes of fixed overhead and scores a target in
     milliseconds: raise the DAG's targets_per_unit to batch targets per job.
 """
+
+
+# What the CLI reads from the environment: (name, default, what); the defaults of names and containers
+# are the DAG's (batch_scoring.config), DefaultAzureCredential reads its own (AZURE_CLIENT_ID, ...).
+ENV = (
+    ("AZURE_SUBSCRIPTION_ID", "none", "--subscription-id"),
+    ("AZURE_RESOURCE_GROUP", "none", "--resource-group"),
+    ("AZUREML_WORKSPACE", "none", "--workspace"),
+    ("AZURE_STORAGE_ACCOUNT", "none", "--storage-account"),
+    ("AZURE_STORAGE_ACCOUNT_KEY", "none", "the key of --datastore-auth account-key"),
+    ("AZURE_STORAGE_CONNECTION_STRING", "none", "--models upload target, instead of --storage-account"),
+    ("BATCH_SCORING_AZUREML_COMPUTE", "cpu-scoring", "--compute"),
+    ("BATCH_SCORING_AZUREML_ENVIRONMENT", "batch-scoring-env:1", "--environment"),
+    ("BATCH_SCORING_AZUREML_CODE", "batch-scoring-code:1", "--code"),
+    ("BATCH_SCORING_AZUREML_<KIND>_DATASTORE", "scoring_<kind>", "--<kind>-datastore (kind: aggregates, models, predictions)"),
+    ("BATCH_SCORING_<KIND>_CONTAINER", "<kind>", "--<kind>-container"),
+)
 
 
 def _env(name: str, default: str) -> str:
@@ -261,12 +280,11 @@ def upload_models(account: str, container: str, folder: Path) -> int:
     client = service.get_container_client(container)
     if not client.exists():
         client.create_container()
-    n = 0
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    for path in progress(files, "uploading models", unit="file"):
         with open(path, "rb") as fh:
             client.upload_blob(path.relative_to(folder).as_posix(), fh, overwrite=True)
-        n += 1
-    return n
+    return len(files)
 
 
 def apply(args, entities, out=sys.stdout) -> None:
@@ -291,33 +309,30 @@ def apply(args, entities, out=sys.stdout) -> None:
         print(f"uploaded {n} model files to {args.models_container}", file=out)
 
 
-def parser() -> argparse.ArgumentParser:
+def parser():
     """The ``python -m scoring.azure_setup`` argument parser; defaults from the environment and the DAG's settings."""
     d = defaults()
-    p = argparse.ArgumentParser(
-        prog="python -m scoring.azure_setup",
-        description=__doc__.split("\n\n")[0] + ": cluster, environment, code, datastores, models.",
-        epilog=COST_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = make_parser("python -m scoring.azure_setup",
+                    __doc__.split("\n\n")[0] + ": cluster, environment, code, datastores, models.",
+                    env=ENV, epilog=COST_HELP)
     p.add_argument("--subscription-id", default=os.environ.get("AZURE_SUBSCRIPTION_ID"))
     p.add_argument("--resource-group", default=os.environ.get("AZURE_RESOURCE_GROUP"))
     p.add_argument("--workspace", default=os.environ.get("AZUREML_WORKSPACE"))
     p.add_argument("--storage-account", default=os.environ.get("AZURE_STORAGE_ACCOUNT"), help="account holding the three containers")
-    p.add_argument("--compute", default=d["compute"], help="cluster name (default %(default)s)")
+    p.add_argument("--compute", default=d["compute"], help="cluster name")
     p.add_argument("--vm-size", default="Standard_DS3_v2")
     p.add_argument("--tier", choices=("dedicated", "low_priority"), default="dedicated")
-    p.add_argument("--min-instances", type=int, default=0, help="0 = scale to zero when idle (default)")
+    p.add_argument("--min-instances", type=int, default=0, help="0 = scale to zero when idle")
     p.add_argument("--max-instances", type=int, default=4)
-    p.add_argument("--idle-seconds", type=int, default=300, help="idle time before scale-down (default %(default)s)")
-    p.add_argument("--environment", default=d["environment"], help="name:version (default %(default)s)")
-    p.add_argument("--code", default=d["code"], help="name:version of the scoring code asset (default %(default)s)")
+    p.add_argument("--idle-seconds", type=int, default=300, help="idle time before scale-down")
+    p.add_argument("--environment", default=d["environment"], help="name:version")
+    p.add_argument("--code", default=d["code"], help="name:version of the scoring code asset")
     p.add_argument("--lock", default=str(LOCK), help="pinned lock the environment's versions come from")
     for kind in ("aggregates", "models", "predictions"):
         p.add_argument(f"--{kind}-datastore", default=d[f"{kind}_datastore"])
         p.add_argument(f"--{kind}-container", default=d[f"{kind}_container"])
     p.add_argument("--datastore-auth", choices=("identity", "account-key"), default="identity",
-                   help="identity (default): no secret stored; account-key: AZURE_STORAGE_ACCOUNT_KEY")
+                   help="identity: no secret stored; account-key: AZURE_STORAGE_ACCOUNT_KEY")
     p.add_argument("--models", help="folder of <device>/<sensor>/{model.joblib,manifest.json} to upload")
     p.add_argument("--dry-run", action="store_true", help="print every entity as Azure ML YAML; call nothing")
     return p
@@ -326,10 +341,17 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run the setup CLI on ``argv``: stage the code, build the entities, and print them (``--dry-run``) or apply them.
 
-    Returns 0. Raises ``SystemExit`` for usage errors, a missing lock pin,
-    account key or workspace; the Azure SDK's errors when applying fails.
+    Returns 0, or 2 for a missing or unreadable ``--lock`` or ``--models`` (one
+    ``error: <path>: ...`` line). Raises ``SystemExit`` for usage errors, a
+    missing lock pin, account key or workspace; the Azure SDK's errors when applying fails.
     """
-    args = parser().parse_args(argv)
+    return run(_main, parser().parse_args(argv))
+
+
+def _main(args) -> int:
+    input_path(args.lock, "--lock: the pinned requirements.lock")
+    if args.models:
+        input_path(args.models, "--models: folder of <device>/<sensor>/{model.joblib,manifest.json}", directory=True)
     with tempfile.TemporaryDirectory(prefix="scoring-code-") as tmp:
         code_dir = stage_code(Path(tmp))
         entities = build_all(args, code_dir)

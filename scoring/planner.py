@@ -57,11 +57,12 @@ short idle time (``idle_min``, default 120 s).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 from dataclasses import asdict, dataclass
+
+from scoring.cli import make_parser
 
 MAX_MAP_LENGTH = 1024
 
@@ -204,8 +205,8 @@ def main(argv=None) -> int:
 
     Returns 0; usage errors (including negative or zero counts) exit 2 via argparse.
     """
-    parser = argparse.ArgumentParser(prog="python -m scoring.planner", description=__doc__.splitlines()[0],
-                                     epilog="Model and assumptions: see the module docstring (python -c 'import scoring.planner; help(scoring.planner)').")
+    parser = make_parser("python -m scoring.planner", __doc__.splitlines()[0],
+                         epilog="Model and assumptions: see the module docstring (python -c 'import scoring.planner; help(scoring.planner)').")
     d = Params(targets=0)
     parser.add_argument("--targets", type=int, required=True)
     parser.add_argument("--targets-per-job", type=int, default=d.targets_per_job)

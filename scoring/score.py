@@ -20,7 +20,6 @@ Outputs are deterministic: same snapshot + models -> byte-identical files.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -34,12 +33,13 @@ import pyarrow.parquet as pq
 import sklearn
 
 from scoring.atomic import write_atomic
+from scoring.cli import InputError, make_parser, progress, read_parquet, read_targets, run
 from scoring.config import FEATURES, parse_target, target_name
 from scoring.features import feature_matrix
 from scoring.layout import prediction_name, receipt_name
 from scoring.model_store import load_model
 from scoring.target_rows import target_ranges
-from scoring.train import normalise_aggregates, read_targets_file
+from scoring.train import normalise_aggregates
 
 OUTPUT_COLUMNS = (
     ("device_id", "sensor_id", "window_start", "window_end") + tuple(FEATURES) + ("decision_score", "is_anomaly", "model_sha256")
@@ -105,7 +105,7 @@ def score_targets(aggregates: pd.DataFrame, models_dir, out_dir, targets) -> lis
     columns = _Columns(frame)
     receipts = []
     with sklearn.config_context(assume_finite=True):  # features are checked finite before scoring
-        for raw in wanted:
+        for raw in progress(wanted, "scoring", unit="target"):
             receipts.append(_score_one(raw, columns, models_dir, out_dir))
     return receipts
 
@@ -248,11 +248,11 @@ def main(argv=None) -> int:
     """Run ``python -m scoring.score`` on ``argv``: score the targets of one snapshot into ``--out``.
 
     Prints one JSON line per target and a summary on stderr. Returns 0 when
-    every target scored, 1 when one failed (its receipt says why); usage errors
-    (no targets) exit 2 via argparse; an unreadable snapshot raises pyarrow's
-    or ``OSError``.
+    every target scored, 1 when one failed (its receipt says why), 2 for a
+    missing or unreadable ``--aggregates`` or ``--targets-file``, or one with no
+    targets (one ``error: <path>: ...`` line); usage errors (no targets) exit 2 via argparse.
     """
-    parser = argparse.ArgumentParser(prog="python -m scoring.score", description=__doc__.splitlines()[0])
+    parser = make_parser("python -m scoring.score", __doc__.splitlines()[0])
     parser.add_argument("--aggregates", required=True, help="snapshot parquet (the interval's aggregates)")
     parser.add_argument("--models", required=True, help="models directory")
     parser.add_argument("--out", required=True, help="predictions directory (written)")
@@ -260,14 +260,19 @@ def main(argv=None) -> int:
                         help="targets to score (this or --targets-file is required)")
     parser.add_argument("--targets-file", help="one device/sensor per line (or a JSON list); this or --targets is required")
     args = parser.parse_args(argv)
-    targets = list(args.targets or [])
-    if args.targets_file:
-        targets += read_targets_file(args.targets_file)
-    if not targets:
+    if not args.targets and not args.targets_file:
         parser.error("give --targets or --targets-file")
+    return run(_main, args)
+
+
+def _main(args) -> int:
+    targets = read_targets(args.targets, args.targets_file)
+    if not targets:
+        raise InputError(f"{args.targets_file}: no targets inside (expected --targets-file: one device/sensor per line)")
     # read only the row groups of the requested devices (snapshots are sorted by device)
     devices = sorted({t.split("/")[0] for t in targets if t.count("/") == 1})
-    aggregates = pd.read_parquet(args.aggregates, filters=[("device_id", "in", devices)] if devices else None)
+    aggregates = read_parquet(args.aggregates, "--aggregates: snapshot parquet of the interval's aggregates",
+                              filters=[("device_id", "in", devices)] if devices else None)
     receipts = score_targets(aggregates, args.models, args.out, targets)
     failed = [r for r in receipts if r["status"] != "ok"]
     for r in receipts:

@@ -53,7 +53,6 @@ stderr, and a summary naming the targets with warnings. Exit 0 when trained
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -88,6 +87,7 @@ from scoring.features import (
     std_reference,
     varied_windows,
 )
+from scoring.cli import make_parser, progress, read_parquet, read_targets, run
 from scoring.model_store import save_model
 from scoring.scaler import FlooredStandardScaler
 from scoring.times import utc_naive_series, utc_timestamp
@@ -182,9 +182,7 @@ def train_models(
             raise TrainingError(msg)
         print(f"skipping: {msg}", file=sys.stderr)
     manifests = []
-    for name in wanted:
-        if name in short:
-            continue
+    for name in progress([t for t in wanted if t not in short], "training", unit="target"):
         device_id, sensor_id = parse_target(name)
         manifests.append(_train_one(groups[name], models_dir, device_id, sensor_id, start_ts, end_ts, source,
                                     excluded.get(name, [])))
@@ -331,45 +329,35 @@ def _iso(value) -> str:
     return pd.Timestamp(value).isoformat()
 
 
-def _read_targets(args) -> list[str] | None:
-    names = list(args.targets or [])
-    if args.targets_file:
-        names += read_targets_file(args.targets_file)
-    return names or None
-
-
-def read_targets_file(path) -> list[str]:
-    """One ``device/sensor`` per line; blank lines and ``#`` comments ignored (a JSON list also works)."""
-    text = Path(path).read_text()
-    if text.lstrip().startswith("["):
-        return [str(t) for t in json.loads(text)]
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
-
-
 def main(argv=None) -> int:
     """Run ``python -m scoring.train`` on ``argv``: train one model per target into ``--models``.
 
     Prints one JSON line per manifest, each training warning, and a summary on
-    stderr. Returns 0, or 1 for a ``TrainingError``/``ValueError`` (printed as
-    ``error: ...``); usage errors exit 2 via argparse.
+    stderr. Returns 0, 1 for a ``TrainingError``/``ValueError`` (printed as
+    ``error: ...``), 2 for a missing or unreadable ``--aggregates`` or
+    ``--targets-file`` (one ``error: <path>: ...`` line); usage errors exit 2 via argparse.
     """
-    parser = argparse.ArgumentParser(prog="python -m scoring.train", description=__doc__.splitlines()[0])
+    parser = make_parser("python -m scoring.train", __doc__.splitlines()[0])
     parser.add_argument("--aggregates", required=True, help="parquet file with the aggregate columns")
     parser.add_argument("--models", required=True, help="models directory (written)")
-    parser.add_argument("--start", help="training range start (ISO, UTC), inclusive")
-    parser.add_argument("--end", help="training range end (ISO, UTC), exclusive")
-    parser.add_argument("--targets", nargs="+", metavar="DEVICE/SENSOR")
-    parser.add_argument("--targets-file")
+    parser.add_argument("--start", help="training range start (ISO, UTC), inclusive; default: the first window")
+    parser.add_argument("--end", help="training range end (ISO, UTC), exclusive; default: the last window")
+    parser.add_argument("--targets", nargs="+", metavar="DEVICE/SENSOR", help="default: every target in --aggregates")
+    parser.add_argument("--targets-file", help="one device/sensor per line (or a JSON list), added to --targets")
     parser.add_argument("--skip-insufficient", action="store_true", help="skip targets with too few windows")
-    args = parser.parse_args(argv)
-    aggregates = pd.read_parquet(args.aggregates)
+    return run(_main, parser.parse_args(argv))
+
+
+def _main(args) -> int:
+    aggregates = read_parquet(args.aggregates, "--aggregates: parquet file with the aggregate columns")
+    targets = read_targets(args.targets, args.targets_file) or None
     try:
         manifests = train_models(
             aggregates,
             args.models,
             start=args.start,
             end=args.end,
-            targets=_read_targets(args),
+            targets=targets,
             skip_insufficient=args.skip_insufficient,
             source=Path(args.aggregates).name,
         )

@@ -112,3 +112,19 @@ def test_timestamp_arguments_read_as_utc_and_keep_their_error_text():
     with pytest.raises(argparse.ArgumentTypeError) as err:
         cli._utc("NaT")
     assert str(err.value) == "not an ISO timestamp: 'NaT'"
+
+
+def test_load_csv_missing_file_is_one_line_exit_2(sqlite_conn_str, tmp_path, capsys):
+    path = tmp_path / "nope.csv"
+    assert cli.main(["--odbc", sqlite_conn_str, "load-csv", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"error: {path}: No such file or directory (expected a TS,Device,Sensor,Value CSV file)\n"
+    assert captured.out == ""
+
+
+def test_help_names_the_real_invocation_and_the_environment(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m ingest_sim ")
+    assert "SENSOR_SQL_ODBC" in out and "BATCH_SCORING_SCHEDULE" in out

@@ -53,3 +53,136 @@ def test_cli_errors(tmp_path, small_data, snapshot):
     res = run("scoring.score", "--aggregates", str(snapshot), "--models", str(tmp_path / "m"),
               "--out", str(tmp_path / "o"))
     assert res.returncode == 2 and "--targets" in res.stderr
+
+
+# --- scoring.cli: usage names, defaults, environment, missing inputs, progress ----------------------------
+import pytest  # noqa: E402
+
+from scoring import azure_setup, cli, planner, score, train  # noqa: E402
+
+
+@pytest.mark.parametrize("main, prog", [(train.main, "python -m scoring.train"), (score.main, "python -m scoring.score"),
+                                        (planner.main, "python -m scoring.planner"),
+                                        (azure_setup.main, "python -m scoring.azure_setup")])
+def test_help_names_the_real_invocation_its_defaults_and_environment(main, prog, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and out.startswith(f"usage: {prog} ")
+    assert "environment variables" in out
+
+
+def test_help_shows_defaults_and_environment_variables(capsys):
+    with pytest.raises(SystemExit):
+        azure_setup.main(["--help"])
+    out = capsys.readouterr().out
+    assert "(default: 300)" in out and "default: Standard_DS3_v2" in out and "(default: None)" not in out
+    assert "AZURE_SUBSCRIPTION_ID" in out and "BATCH_SCORING_AZUREML_COMPUTE" in out
+
+
+def missing_line(path, what):
+    return f"error: {path}: No such file or directory (expected {what})\n"
+
+
+def test_train_missing_aggregates_is_one_line_exit_2(tmp_path, capsys):
+    path = tmp_path / "nope.parquet"
+    assert train.main(["--aggregates", str(path), "--models", str(tmp_path / "m")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == missing_line(path, "--aggregates: parquet file with the aggregate columns")
+    assert captured.out == ""
+
+
+def test_train_unreadable_parquet_and_missing_targets_file(tmp_path, small_data, capsys):
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    assert train.main(["--aggregates", str(bad), "--models", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: not a readable parquet file") and err.count("\n") == 1
+    history = tmp_path / "h.parquet"
+    small_data[0].to_parquet(history, index=False)
+    targets = tmp_path / "targets.txt"
+    assert train.main(["--aggregates", str(history), "--models", str(tmp_path / "m"), "--targets-file", str(targets)]) == 2
+    assert capsys.readouterr().err == missing_line(targets, "--targets-file: one device/sensor per line, or a JSON list")
+
+
+def test_score_missing_inputs_are_one_line_exit_2(tmp_path, snapshot, capsys):
+    path = tmp_path / "nope.parquet"
+    args = ["--models", str(tmp_path / "m"), "--out", str(tmp_path / "o")]
+    assert score.main(["--aggregates", str(path), *args, "--targets", "dev001/s1"]) == 2
+    assert capsys.readouterr().err == missing_line(path, "--aggregates: snapshot parquet of the interval's aggregates")
+    targets = tmp_path / "t.txt"
+    assert score.main(["--aggregates", str(snapshot), *args, "--targets-file", str(targets)]) == 2
+    assert capsys.readouterr().err == missing_line(targets, "--targets-file: one device/sensor per line, or a JSON list")
+    targets.write_text("# none\n")
+    assert score.main(["--aggregates", str(snapshot), *args, "--targets-file", str(targets)]) == 2
+    assert capsys.readouterr().err == (f"error: {targets}: no targets inside "
+                                       "(expected --targets-file: one device/sensor per line)\n")
+    assert not (tmp_path / "o").exists()
+
+
+def test_azure_setup_missing_lock_or_models_is_one_line_exit_2(tmp_path, capsys):
+    lock = tmp_path / "requirements.lock"
+    assert azure_setup.main(["--dry-run", "--lock", str(lock)]) == 2
+    assert capsys.readouterr().err == missing_line(lock, "--lock: the pinned requirements.lock")
+    models = tmp_path / "models"
+    assert azure_setup.main(["--dry-run", "--models", str(models)]) == 2
+    assert capsys.readouterr().err == missing_line(
+        models, "--models: folder of <device>/<sensor>/{model.joblib,manifest.json}")
+
+
+def test_input_path_names_what_is_wrong(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(cli.InputError, match=r"f: Not a directory \(expected a folder\)$"):
+        cli.input_path(tmp_path / "f", "a folder", directory=True)
+    with pytest.raises(cli.InputError, match=r": Is a directory \(expected a file\)$"):
+        cli.input_path(tmp_path, "a file")
+    assert cli.input_path(tmp_path / "f", "a file") == tmp_path / "f"
+
+
+def test_read_targets_reads_lines_and_json(tmp_path):
+    path = tmp_path / "t"
+    path.write_text("# c\na/b\n\n c/d \n")
+    assert cli.read_targets(["x/y"], path) == ["x/y", "a/b", "c/d"]
+    path.write_text('["a/b", "e/f"]')
+    assert cli.read_targets(None, path) == ["a/b", "e/f"]
+    assert cli.read_targets(None) == []
+
+
+def test_progress_is_silent_when_stderr_is_not_a_terminal(capsys):
+    assert list(cli.progress(range(3), "work")) == [0, 1, 2]
+    assert capsys.readouterr() == ("", "")
+
+
+def test_cli_output_has_no_progress_bars(tmp_path, small_data, snapshot):
+    history = tmp_path / "history.parquet"
+    small_data[0].to_parquet(history, index=False)
+    res = run("scoring.train", "--aggregates", str(history), "--models", str(tmp_path / "m"))
+    assert res.returncode == 0, res.stderr
+    assert "training" not in res.stderr and "\r" not in res.stderr + res.stdout
+    res = run("scoring.score", "--aggregates", str(snapshot), "--models", str(tmp_path / "m"), "--out",
+              str(tmp_path / "o"), "--targets", "dev001/s1")
+    assert res.returncode == 0 and "\r" not in res.stderr + res.stdout and "it/s" not in res.stderr
+
+
+def test_progress_is_silent_on_a_stream_without_isatty(monkeypatch):
+    class LogStream:
+        def __init__(self):
+            self.text = ""
+
+        def write(self, text):
+            self.text += text
+
+        def flush(self):
+            pass
+
+    stream = LogStream()
+    monkeypatch.setattr("sys.stderr", stream)
+    assert sum(cli.progress(range(5), "work")) == 10
+    assert stream.text == ""
+
+
+def test_read_targets_refuses_a_broken_json_list(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text('["a/b",')
+    with pytest.raises(cli.InputError, match=r"t\.json: not a JSON list \(Expecting value"):
+        cli.read_targets(None, path)
