@@ -11,9 +11,7 @@ from batch_scoring.operators.azure_ml import azureml_args
 from batch_scoring.operators.freshness import AggregatesFreshnessSensor
 from batch_scoring.operators.score_unit import BACKENDS, ScoringOperator
 
-S = settings()
-if S.backend not in BACKENDS:
-    raise ValueError(f"BATCH_SCORING_BACKEND={S.backend!r}: supported backends are {', '.join(BACKENDS)}")
+S = settings()  # SettingsError (an import error in the UI) names every refused BATCH_SCORING_* variable
 PREDICTIONS = Asset(name=f"{S.dag_id}_predictions", uri=f"wasb://{S.predictions_container}/")
 
 DOC = f"""

@@ -153,14 +153,18 @@ def _revisions_table() -> str:
 def _dag_settings(args) -> tuple[str, str]:
     """The DAG id and cron schedule late data is reported against (``--dag-id``/``--schedule``, else the DAG's settings)."""
     try:
-        from batch_scoring.config import settings
-
-        s = settings()
-        dag_id, schedule = s.dag_id, s.schedule
+        from batch_scoring.config import Settings, SettingsError
     except ImportError:  # the loader installed without the DAG package
         from ingest_sim.late_data import DEFAULT_SCHEDULE
 
         dag_id, schedule = "batch_scoring", DEFAULT_SCHEDULE
+    else:
+        try:  # deferrable given: only dag_id and schedule matter here, so Airflow's configuration is not loaded
+            s = Settings(azureml_deferrable=False)
+        except SettingsError as exc:  # one line per refused variable after the heading
+            lines = str(exc).splitlines()[1:]
+            raise CliError("; ".join(line.strip() for line in lines) + "; nothing was loaded") from None
+        dag_id, schedule = s.dag_id, s.schedule
     dag_id, schedule = getattr(args, "dag_id", None) or dag_id, getattr(args, "schedule", None) or schedule
     from croniter import croniter
 

@@ -163,7 +163,7 @@ def test_airflow_services_share_one_image_and_the_common_env():
 def test_batch_scoring_settings_are_real_config_fields():
     from batch_scoring.config import Settings
 
-    fields = {f.upper() for f in Settings.__dataclass_fields__}
+    fields = {f.upper() for f in Settings.model_fields}
     env = _compose()["x-airflow-common"]["environment"]
     names = [k[len("BATCH_SCORING_"):] for k in env if k.startswith("BATCH_SCORING_")]
     assert names and set(names) <= fields, set(names) - fields

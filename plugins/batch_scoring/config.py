@@ -1,83 +1,161 @@
-"""Airflow-side settings of the batch_scoring DAG, read from the environment.
+"""Airflow-side settings of the batch_scoring DAG, read and validated from the environment.
 
-Everything here is a plain value read at parse time from environment variables
-(no Airflow Variables, no I/O), so the DAG file stays cheap to parse and one
-deployment is configured in one place. Product constants shared with the
+Everything here is a plain value read at parse time from ``BATCH_SCORING_*``
+environment variables (no Airflow Variables, no I/O), so the DAG file stays
+cheap to parse and one deployment is configured in one place. Every value is
+checked when the settings are built: a misspelt or out-of-range value fails the
+DAG's parse (an import error in the UI) naming the variable, the value and what
+it accepts, every bad variable at once. Product constants shared with the
 scoring jobs come from ``scoring.config``.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+import datetime as dt
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "BATCH_SCORING_"
+
+# What each kind of value accepts, as the error message and the README say it.
+_BOOLEAN = "a boolean (true/false/1/0/yes/no)"
+_CONTAINER = "an Azure blob container name (3-63 characters: lowercase letters, digits and single hyphens, " \
+             "starting and ending with a letter or digit)"
+_CONN_ID = "an Airflow connection id (non-empty, no spaces)"
+_NAME = "a non-empty name (no spaces)"
+_CONTAINER_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"  # plus 3-63 characters (min/max_length)
+_NO_SPACES = r"^\S+$"
 
 
-def _env(name: str, default: str, cast=str):
-    """A setting read from ``BATCH_SCORING_<name>`` when Settings() is built."""
-    return field(default_factory=lambda: cast(os.environ.get(f"BATCH_SCORING_{name}", default)))
+class SettingsError(ValueError):
+    """One or more ``BATCH_SCORING_*`` variables hold a value their setting refuses.
+
+    The message has one line per bad variable: ``BATCH_SCORING_<NAME>='<value>': expected <what it accepts>``.
+    """
 
 
-def _flag(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes")
+def _airflow_default_deferrable() -> bool:
+    """Airflow's ``[operators] default_deferrable`` (False when unset, or when Airflow is not installed)."""
+    try:
+        from airflow.configuration import conf
+    except ImportError:  # e.g. the ingest_sim CLI installed without Airflow: only dag_id/schedule matter there
+        return False
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
-@dataclass(frozen=True)
-class Settings:
+def _accepts(text: str, **kw):
+    """A field whose refusal message says it expects ``text`` (pydantic ``Field`` keywords pass through)."""
+    return Field(description=text, **kw)
+
+
+class Settings(BaseSettings):
     """The deployment's settings, each read from ``BATCH_SCORING_<FIELD>`` (upper case) when built.
 
     Identity and schedule (``dag_id``, ``schedule`` a UTC cron over data
-    intervals, ``start_date`` ISO), the scoring ``backend`` (``local`` or
+    intervals, ``start_date`` ISO 8601), the scoring ``backend`` (``local`` or
     ``azureml``), Airflow connection ids, the three blob containers, the
     freshness sensor's poke interval and timeout (seconds), the late-data
-    lookback (days), retries, ``max_active_runs``, ``auto_units`` and the Azure ML
-    job's settings (compute, environment, code, datastores, experiment, poll
-    interval and timeout in seconds, deferrable). Building it raises
-    ``ValueError`` when a numeric variable does not parse.
+    lookback (days), retries and their delay (seconds), ``max_active_runs``,
+    ``auto_units`` and the Azure ML job's settings (compute, environment, code,
+    datastores, experiment, poll interval and timeout in seconds, deferrable,
+    job generation). Each field's ``description`` says what it accepts.
+    Building it raises ``SettingsError`` (a ``ValueError``) listing every
+    variable whose value is refused.
     """
-    dag_id: str = _env("DAG_ID", "batch_scoring")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, validate_default=False)
+
+    dag_id: str = _accepts("an Airflow DAG id (letters, digits, '_', '.', '-'; at most 250 characters)",
+                           default="batch_scoring", pattern=r"^[A-Za-z0-9_.\-]{1,250}$")
     # Cron over data intervals: the run at 10:00 scores [09:00, 10:00).
-    schedule: str = _env("SCHEDULE", "0 * * * *")
-    start_date: str = _env("START_DATE", "2018-08-28T00:00:00Z")
-    backend: str = _env("BACKEND", "local")
-    sql_conn_id: str = _env("SQL_CONN_ID", "sensor_sql")
-    blob_conn_id: str = _env("BLOB_CONN_ID", "sensor_blob")
-    aggregates_container: str = _env("AGGREGATES_CONTAINER", "aggregates")
-    models_container: str = _env("MODELS_CONTAINER", "models")
-    predictions_container: str = _env("PREDICTIONS_CONTAINER", "predictions")
+    schedule: str = _accepts("a cron expression (e.g. '0 * * * *' or '@hourly')", default="0 * * * *")
+    start_date: str = _accepts("an ISO 8601 date or time (e.g. 2018-08-28T00:00:00Z)",
+                               default="2018-08-28T00:00:00Z")
+    backend: Literal["local", "azureml"] = _accepts("one of: local, azureml", default="local")
+    sql_conn_id: str = _accepts(_CONN_ID, default="sensor_sql", pattern=_NO_SPACES)
+    blob_conn_id: str = _accepts(_CONN_ID, default="sensor_blob", pattern=_NO_SPACES)
+    aggregates_container: str = _accepts(_CONTAINER, default="aggregates",
+                                         pattern=_CONTAINER_PATTERN, min_length=3, max_length=63)
+    models_container: str = _accepts(_CONTAINER, default="models",
+                                         pattern=_CONTAINER_PATTERN, min_length=3, max_length=63)
+    predictions_container: str = _accepts(_CONTAINER, default="predictions",
+                                         pattern=_CONTAINER_PATTERN, min_length=3, max_length=63)
     # Freshness sensor: how often to look, and how long to wait before failing.
-    freshness_poke_seconds: int = _env("FRESHNESS_POKE_SECONDS", "60", int)
-    freshness_timeout_seconds: int = _env("FRESHNESS_TIMEOUT_SECONDS", "3600", int)
+    freshness_poke_seconds: int = _accepts("a whole number of seconds > 0", default=60, gt=0)
+    freshness_timeout_seconds: int = _accepts("a whole number of seconds > 0", default=3600, gt=0)
     # Late data: how far back (by when it was loaded) the freshness check looks for revised
     # aggregates of intervals already scored (batch_scoring.late_data).
-    late_data_lookback_days: float = _env("LATE_DATA_LOOKBACK_DAYS", "30", float)
-    retries: int = _env("RETRIES", "2", int)
-    retry_delay_seconds: int = _env("RETRY_DELAY_SECONDS", "30", int)
-    max_active_runs: int = _env("MAX_ACTIVE_RUNS", "4", int)
+    late_data_lookback_days: float = _accepts("a number of days > 0", default=30.0, gt=0, allow_inf_nan=False)
+    retries: int = _accepts("a whole number >= 0", default=2, ge=0)
+    retry_delay_seconds: int = _accepts("a whole number of seconds >= 0", default=30, ge=0)
+    max_active_runs: int = _accepts("a whole number >= 1", default=4, ge=1)
     # targets_per_unit="auto" splits a run into about this many mapped units.
-    auto_units: int = _env("AUTO_UNITS", "8", int)
+    auto_units: int = _accepts("a whole number >= 1", default=8, ge=1)
     # --- Azure ML backend (BATCH_SCORING_BACKEND=azureml); see docs/azure_ml.md ------------
-    azureml_conn_id: str = _env("AZUREML_CONN_ID", "azure_ml")
-    azureml_compute: str = _env("AZUREML_COMPUTE", "cpu-scoring")
+    azureml_conn_id: str = _accepts(_CONN_ID, default="azure_ml", pattern=_NO_SPACES)
+    azureml_compute: str = _accepts(_NAME, default="cpu-scoring", pattern=_NO_SPACES)
     # Registered once per version by `python -m scoring.azure_setup` (never per job).
-    azureml_environment: str = _env("AZUREML_ENVIRONMENT", "batch-scoring-env:1")
-    azureml_code: str = _env("AZUREML_CODE", "batch-scoring-code:1")
+    azureml_environment: str = _accepts(_NAME, default="batch-scoring-env:1", pattern=_NO_SPACES)
+    azureml_code: str = _accepts(_NAME, default="batch-scoring-code:1", pattern=_NO_SPACES)
     # Blob datastores registered over the three containers.
-    azureml_aggregates_datastore: str = _env("AZUREML_AGGREGATES_DATASTORE", "scoring_aggregates")
-    azureml_models_datastore: str = _env("AZUREML_MODELS_DATASTORE", "scoring_models")
-    azureml_predictions_datastore: str = _env("AZUREML_PREDICTIONS_DATASTORE", "scoring_predictions")
-    azureml_experiment: str = _env("AZUREML_EXPERIMENT", "batch-scoring")
-    azureml_poll_seconds: float = _env("AZUREML_POLL_SECONDS", "30", float)
+    azureml_aggregates_datastore: str = _accepts(_NAME, default="scoring_aggregates", pattern=_NO_SPACES)
+    azureml_models_datastore: str = _accepts(_NAME, default="scoring_models", pattern=_NO_SPACES)
+    azureml_predictions_datastore: str = _accepts(_NAME, default="scoring_predictions", pattern=_NO_SPACES)
+    azureml_experiment: str = _accepts(_NAME, default="batch-scoring", pattern=_NO_SPACES)
+    azureml_poll_seconds: float = _accepts("a number of seconds > 0", default=30.0, gt=0, allow_inf_nan=False)
     # Give up waiting (and cancel the job) after this long; 0 = wait forever.
-    azureml_timeout_seconds: float = _env("AZUREML_TIMEOUT_SECONDS", "7200", float)
-    azureml_deferrable: bool = _env("AZUREML_DEFERRABLE", "true", _flag)
+    azureml_timeout_seconds: float = _accepts("a number of seconds >= 0 (0 = wait forever)", default=7200.0, ge=0,
+                                              allow_inf_nan=False)
+    # Unset: Airflow's own [operators] default_deferrable (AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE), read now.
+    azureml_deferrable: bool = _accepts(_BOOLEAN, default_factory=_airflow_default_deferrable)
     # Mixed into every job name. Job names already follow the deployed models, the snapshot's
     # content and the code/environment versions; bump this only to force fresh jobs otherwise.
-    azureml_job_generation: str = _env("AZUREML_JOB_GENERATION", "1")
+    azureml_job_generation: str = _accepts(_NAME, default="1", pattern=_NO_SPACES)
+
+    def __init__(self, **values):
+        """Read and check every ``BATCH_SCORING_*`` variable; ``SettingsError`` lists each refused one."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError("not a cron expression")
+        return value
+
+    @field_validator("start_date")
+    @classmethod
+    def _iso(cls, value: str) -> str:
+        dt.datetime.fromisoformat(value)  # ValueError for anything else
+        return value
 
     @property
     def containers(self) -> tuple[str, str, str]:
+        """The (aggregates, models, predictions) container names."""
         return (self.aggregates_container, self.models_container, self.predictions_container)
 
 
+def _describe(exc: ValidationError) -> str:
+    """One line per refused variable: its name, the value as given and what the setting accepts."""
+    lines = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        info = Settings.model_fields.get(field)
+        accepts = info.description if info is not None and info.description else err["msg"]
+        lines.append(f"{PREFIX}{field.upper()}={err['input']!r}: expected {accepts}")
+    bad = len(lines)
+    return (f"{bad} invalid batch_scoring setting{'s' if bad > 1 else ''} "
+            f"(environment variables):\n  " + "\n  ".join(lines))
+
+
 def settings() -> Settings:
-    """Current settings (re-read each call so tests and workers see the environment)."""
+    """Current settings (re-read each call so tests and workers see the environment).
+
+    Raises ``SettingsError`` naming every ``BATCH_SCORING_*`` variable whose value is refused.
+    """
     return Settings()

@@ -8,7 +8,8 @@ class PipelineError(RuntimeError):
 
 class PermanentPipelineError(PipelineError):
     """A fault that retrying the same task cannot fix: a missing, corrupt or incompatible model blob, a
-    target the snapshot does not hold, a ``targets`` param that selects nothing.
+    target the snapshot does not hold, a ``targets`` param that selects nothing, structurally malformed
+    aggregates (duplicate, off-grid or straddling windows).
 
     The DAG's tasks raise it as Airflow's ``AirflowFailException``, so the task fails at once instead of
     spending its retries; transient faults (``BlobStoreUnavailable``, SQL down) stay plain errors and retry.

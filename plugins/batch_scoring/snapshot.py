@@ -12,7 +12,7 @@ import logging
 from scoring.config import target_name
 from scoring.layout import Interval, model_manifest_target, snapshot_blob
 
-from batch_scoring.errors import PipelineError
+from batch_scoring.errors import PermanentPipelineError, PipelineError
 from batch_scoring.late_data import interval_revised_at
 from batch_scoring.units import chunk
 
@@ -42,8 +42,8 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     Returns the plan the rest of the run follows: ``interval`` (key), ``aggregates_revised_at`` (ISO text of
     the latest late-data revision, or None), ``targets`` (sorted: have data and a model), ``skipped``
     (target -> reason) and ``units`` (the targets in lists of ``targets_per_unit``). Raises
-    ``PipelineError`` naming every target and window when the aggregates are structurally malformed
-    (duplicate, misaligned or straddling windows), before anything is written.
+    ``PermanentPipelineError`` (retrying cannot fix it) naming every target and window when the aggregates
+    are structurally malformed (duplicate, misaligned or straddling windows), before anything is written.
     """
     from sensor_db.reads import read_interval_aggregates
 
@@ -55,7 +55,7 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     if problems:
         detail = "; ".join(f"{t}: {', '.join(p)}" for t, p in list(problems.items())[:20])
         more = f" (and {len(problems) - 20} more targets)" if len(problems) > 20 else ""
-        raise PipelineError(
+        raise PermanentPipelineError(  # retrying reads the same rows: fail at once
             f"interval {interval.key}: aggregates are malformed for {len(problems)} target(s), nothing was "
             f"snapshotted: {detail}{more}; fix the rows in sensor_aggregates (or re-aggregate) and clear the run"
         )

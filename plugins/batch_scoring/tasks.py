@@ -31,8 +31,9 @@ def interval_from_context(context) -> Interval:
 def snapshot_task(context) -> list[list[str]]:
     """Snapshot the interval, plan it with the run's params; returns the units to map over.
 
-    A ``targets`` param that selects nothing fails the task at once (``AirflowFailException``: retrying
-    the same params cannot help), naming the selection and the targets it was matched against.
+    A ``targets`` param that selects nothing, or structurally malformed aggregates, fail the task at once
+    (``AirflowFailException``: retrying the same params or the same rows cannot help), naming the selection
+    and the targets it was matched against, or every malformed target and window.
     """
     from airflow.configuration import conf
     from airflow.sdk.exceptions import AirflowFailException
@@ -43,9 +44,9 @@ def snapshot_task(context) -> list[list[str]]:
 
     s = settings()
     interval = interval_from_context(context)
-    with sensor_sql(s.sql_conn_id) as conn:
-        plan = snapshot_interval(conn, BlobStore.from_conn_id(s.blob_conn_id), s, interval)
     try:
+        with sensor_sql(s.sql_conn_id) as conn:
+            plan = snapshot_interval(conn, BlobStore.from_conn_id(s.blob_conn_id), s, interval)
         plan = apply_run_params(plan, context["params"], conf.getint("core", "max_map_length"), s.auto_units)
     except PermanentPipelineError as exc:
         raise AirflowFailException(str(exc)) from exc

@@ -128,3 +128,22 @@ def test_a_model_blob_gone_fails_its_task_after_one_try_while_a_transient_outage
                              (world.models_dir / "dev002" / "s2" / "model.joblib").read_bytes())
     run, ok = run_interval(dag, SCORING[0])
     assert ok and world.manifest()["counts"] == {"ok": 4, "failed": 0, "skipped": 0}
+
+
+def test_malformed_aggregates_fail_the_snapshot_after_one_try(world, monkeypatch, capfd):
+    """Issue 12 item 5: retrying reads the same malformed rows, so the snapshot fails at once (retries=2)."""
+    import datetime as dt
+
+    from tests.reliability.test_faults import _insert_window
+
+    dag = parse_dag(monkeypatch, RETRIES=2, RETRY_DELAY_SECONDS=1)
+    _insert_window(world, "dev001/s1", dt.datetime(2026, 6, 1, 8, 2, 30))  # off the 5-minute grid
+    capfd.readouterr()
+    run, ok = run_interval(dag, SCORING[0])
+    assert not ok
+    tries = task_tries(run)
+    assert tries[("snapshot", -1)] == ("failed", 1)  # before: three tries over the same rows
+    assert not any(state == "success" for (task, _), (state, _) in tries.items() if task == "score")
+    out = capfd.readouterr()
+    assert (f"interval {KEY}: aggregates are malformed for 1 target(s), nothing was snapshotted: dev001/s1: 1 window(s) "
+            "off the 5-minute grid, starting 2026-06-01 08:02:30") in out.out + out.err
