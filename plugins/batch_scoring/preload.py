@@ -2,10 +2,11 @@
 
 Airflow's LocalExecutor (and Celery's prefork pool) fork each task from a
 long-lived process. A scoring task spends most of its CPU importing pandas,
-pyarrow, scikit-learn and the blob SDK; importing them once in the parent makes
-that cost vanish from every task. Opt in with ``BATCH_SCORING_PRELOAD=1`` and
-call ``preload()`` from ``airflow_local_settings.py``; only the scheduler (the
-parent of LocalExecutor workers) and Celery workers need it.
+pyarrow, scikit-learn, the blob SDK and the provider's WasbHook; importing them
+once in the parent makes that cost vanish from every task. Opt in with
+``BATCH_SCORING_PRELOAD=1`` and call ``preload()`` from
+``airflow_local_settings.py``; only the scheduler (the parent of LocalExecutor
+workers) and Celery workers need it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import os
 import sys
 
 MODULES = ("pandas", "pyarrow.parquet", "sklearn.pipeline", "sklearn.svm", "sklearn.preprocessing",
-           "joblib", "azure.storage.blob", "scoring.score", "sensor_db.reads")
+           "joblib", "azure.storage.blob", "airflow.providers.microsoft.azure.hooks.wasb", "scoring.score",
+           "sensor_db.reads")
 
 
 def wanted(argv=None) -> bool:

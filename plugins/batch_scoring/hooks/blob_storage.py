@@ -1,8 +1,9 @@
 """Blob Storage access for the pipeline: one small API over a BlobServiceClient.
 
 Built from an Airflow connection through the provider's WasbHook (connection
-string, service principal, SAS or managed identity: whatever the connection
-holds), so the same code talks to Azurite locally and to Azure in production.
+string, account key, SAS token, service principal or managed identity: whatever
+the connection holds), so the same code talks to Azurite locally and to Azure in
+production.
 """
 from __future__ import annotations
 
@@ -42,27 +43,29 @@ def _reachable(method):
 class BlobStore:
     """The few blob operations the pipeline needs; every write overwrites."""
 
-    def __init__(self, service_client):
+    def __init__(self, service_client, hook=None):
+        """``service_client``: an ``azure.storage.blob.BlobServiceClient`` (thread-safe: ``parallel`` shares it);
+        ``hook``: the ``WasbHook`` that built it, if one did (kept as ``self.hook``)."""
         self._client = service_client
+        self.hook = hook
 
     @classmethod
     def from_conn_id(cls, conn_id: str) -> "BlobStore":
-        """From an Airflow ``wasb`` connection.
+        """From an Airflow ``wasb`` connection, through the provider's ``WasbHook``.
 
-        A connection string in the extra is used directly (importing the
-        provider's WasbHook costs seconds per task); every other way of
-        authenticating (service principal, SAS, managed or workload identity)
-        goes through WasbHook, which knows them all.
+        The hook reads the connection once and builds one ``BlobServiceClient``
+        for whatever the connection holds: a connection string (extra
+        ``connection_string``), an account key (login = account name, password =
+        key, host = blob endpoint), a SAS token (extra ``sas_token``), a service
+        principal (login = client id, password = secret, extra ``tenant_id``) or,
+        with no secret at all, ``DefaultAzureCredential`` (managed or workload
+        identity). Raises Airflow's ``AirflowNotFoundException`` when the
+        connection is not defined.
         """
-        from airflow.sdk import BaseHook
-
-        extra = BaseHook.get_connection(conn_id).extra_dejson or {}
-        connection_string = extra.get("connection_string") or extra.get("extra__wasb__connection_string")
-        if connection_string:
-            return cls.from_connection_string(connection_string)
         from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
-        return cls(WasbHook(wasb_conn_id=conn_id).get_conn())
+        hook = WasbHook(wasb_conn_id=conn_id)
+        return cls(hook.blob_service_client, hook)  # the hook caches its client: one per store
 
     @classmethod
     def from_connection_string(cls, connection_string: str, **client_kwargs) -> "BlobStore":

@@ -1,7 +1,10 @@
 """BlobStore against a real Azurite."""
 from __future__ import annotations
 
+import pytest
+
 from batch_scoring.hooks.blob_storage import BlobStore
+from devstack.services import AZURITE_KEY
 
 
 def test_round_trip_overwrite_list_delete(blob_store, tmp_path):
@@ -33,14 +36,62 @@ def test_ensure_containers_is_idempotent(blob_conn_str):
     assert store.list_names("test-a") == []
 
 
-def test_from_airflow_connection(airflow_db, monkeypatch, blob_conn_str):
-    from devstack.airflow_env import blob_connection_json
+@pytest.mark.parametrize("kind", ["connection_string", "account_key", "sas_token"])
+def test_from_airflow_connection_of_each_kind(airflow_db, monkeypatch, azurite, blob_conn_str, kind):
+    """Every kind goes through the provider's WasbHook; the client ends up with that kind's credential."""
+    from azure.core.credentials import AzureSasCredential
+    from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
 
-    monkeypatch.setenv("AIRFLOW_CONN_SOME_BLOB", blob_connection_json(blob_conn_str))
+    from tests.fixtures.azurite import wasb_connection_json
+
+    monkeypatch.setenv("AIRFLOW_CONN_SOME_BLOB", wasb_connection_json(azurite[1], kind))
     store = BlobStore.from_conn_id("some_blob")
+    assert store.hook.conn_id == "some_blob" and store.hook.blob_service_client is store._client  # built once
+    assert store.url == f"http://127.0.0.1:{azurite[1]}/devstoreaccount1/"
+    credential = store._client.credential
+    if kind == "sas_token":
+        assert isinstance(credential, AzureSasCredential) and "sig=" in credential.signature
+    else:  # a connection string and login/password both sign with the account key
+        assert isinstance(credential, SharedKeyCredentialPolicy)
+        assert (credential.account_name, credential.account_key) == ("devstoreaccount1", AZURITE_KEY)
     store.ensure_containers(["viaconn"])
-    store.upload_bytes("viaconn", "x", b"1")
-    assert BlobStore.from_connection_string(blob_conn_str).download_bytes("viaconn", "x") == b"1"
+    store.upload_many("viaconn", [(f"x{i}", str(i).encode()) for i in range(12)])  # the thread pool shares the client
+    assert BlobStore.from_connection_string(blob_conn_str).download_bytes("viaconn", "x7") == b"7"
+    assert store.list_names("viaconn") == sorted(f"x{i}" for i in range(12))
+
+
+def test_service_principal_connection_gets_a_client_secret_credential(airflow_db, monkeypatch):
+    """login = client id, password = secret, extra tenant_id, host = account URL (no network: nothing is called)."""
+    import json
+
+    from azure.identity import ClientSecretCredential
+
+    monkeypatch.setenv("AIRFLOW_CONN_SP_BLOB", json.dumps({
+        "conn_type": "wasb", "host": "https://acct.blob.core.windows.net/", "login": "app-id", "password": "secret",
+        "extra": {"tenant_id": "tenant-1"}}))
+    store = BlobStore.from_conn_id("sp_blob")
+    credential = store._client.credential
+    assert isinstance(credential, ClientSecretCredential)
+    assert (credential._client_id, credential._tenant_id) == ("app-id", "tenant-1")
+    assert store.url == "https://acct.blob.core.windows.net/"
+
+
+def test_connection_without_secret_gets_default_azure_credential(airflow_db, monkeypatch):
+    """No key, token or secret: DefaultAzureCredential (managed or workload identity).
+
+    The provider passes a user-assigned identity's client id on only together with a workload identity tenant."""
+    import json
+
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    monkeypatch.setenv("AIRFLOW_CONN_MI_BLOB", json.dumps({
+        "conn_type": "wasb", "host": "https://acct.blob.core.windows.net/",
+        "extra": {"managed_identity_client_id": "mi-client-id", "workload_identity_tenant_id": "tenant-1"}}))
+    store = BlobStore.from_conn_id("mi_blob")
+    credential = store._client.credential
+    assert isinstance(credential, DefaultAzureCredential)
+    (managed,) = [c for c in credential.credentials if isinstance(c, ManagedIdentityCredential)]
+    assert managed._credential._settings["client_id"] == "mi-client-id"  # azure-identity's private state
 
 
 def test_many_at_once_in_order_with_missing_as_none(blob_store, tmp_path):
