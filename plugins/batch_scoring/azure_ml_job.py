@@ -294,14 +294,15 @@ def _asset_ref(ref: str) -> str:
 def code_asset_id(workspace_id: str, ref: str) -> str:
     """The ARM id of code asset ``ref`` (``name:version`` or ``azureml:name:version``) in ``workspace_id``.
 
-    ``<workspace_id>/codes/<name>/versions/<version>``; a full ARM id passes through. azure-ai-ml 1.35
+    ``<workspace_id>/codes/<name>/versions/<version>``; a full ARM id (``azureml:``-prefixed or not) passes through. azure-ai-ml 1.35
     reads ``code="azureml:name:version"`` as a local folder and refuses to submit, so the job needs this form.
 
     :raises ValueError: when ``ref`` has no version.
     """
+    ref = ref.removeprefix("azureml:")
     if ref.startswith("/subscriptions/"):
         return ref
-    asset, _, version = ref.removeprefix("azureml:").partition(":")
+    asset, _, version = ref.partition(":")
     if not asset or not version:
         raise ValueError(f"code asset {ref!r}: expected name:version (BATCH_SCORING_AZUREML_CODE)")
     return f"{workspace_id}/codes/{asset}/versions/{version}"

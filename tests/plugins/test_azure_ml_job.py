@@ -179,7 +179,7 @@ def test_code_asset_id_forms():
     for ref in ("batch-scoring-code:3", "azureml:batch-scoring-code:3"):
         assert code_asset_id(WS, ref) == f"{WS}/codes/batch-scoring-code/versions/3"
     arm = "/subscriptions/x/resourceGroups/y/providers/Microsoft.MachineLearningServices/workspaces/z/codes/c/versions/9"
-    assert code_asset_id(WS, arm) == arm
+    assert code_asset_id(WS, arm) == code_asset_id(WS, f"azureml:{arm}") == arm
     with pytest.raises(ValueError, match="expected name:version"):
         code_asset_id(WS, "batch-scoring-code")
 

@@ -167,3 +167,30 @@ def test_dry_run_yaml_loads_back_through_the_sdk_schemas(tmp_path):
     assert loaded["compute"].min_instances == 0 and loaded["compute"].type == "amlcompute"
     assert loaded["environment"].conda_file["dependencies"][0] == "python=3.11"
     assert {loaded[f"datastore/{c}"].container_name for c in ("aggregates", "models", "predictions")} == {"aggregates", "models", "predictions"}
+
+
+def test_apply_creates_each_entity_and_prints_the_roles_with_the_clusters_principal(monkeypatch, tmp_path):
+    import io
+    from types import SimpleNamespace
+
+    calls = []
+
+    def op(kind, result=None):
+        return SimpleNamespace(create_or_update=lambda e: calls.append((kind, e.name)),
+                               begin_create_or_update=lambda e: calls.append((kind, e.name)) or SimpleNamespace(
+                                   result=lambda: result))
+
+    created = SimpleNamespace(identity=SimpleNamespace(principal_id="11111111-aaaa"))
+    client = SimpleNamespace(compute=op("compute", created), environments=op("environment"), _code=op("code"),
+                             datastores=op("datastore"))
+    monkeypatch.setattr(setup, "ml_client", lambda args: client)
+    args = setup.parser().parse_args(["--subscription-id", "sub", "--resource-group", "rg", "--workspace", "ws",
+                                      "--storage-account", "acct"])
+    out = io.StringIO()
+    setup.apply(args, setup.build_all(args, setup.stage_code(tmp_path / "code")), out=out)
+    assert [k for k, _ in calls] == ["compute", "environment", "code", "datastore", "datastore", "datastore"]
+    text = out.getvalue()
+    assert "# --- roles: grant these (Azure ML does not) ---" in text
+    assert text.count("--assignee-object-id 11111111-aaaa ") == 3  # the cluster's identity, on the 3 containers
+    assert ('--role "AzureML Data Scientist" --scope /subscriptions/sub/resourceGroups/rg/providers/'
+            'Microsoft.MachineLearningServices/workspaces/ws') in text
