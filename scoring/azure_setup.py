@@ -5,7 +5,9 @@
 
 Creates or updates, idempotently:
 
-1. the ``AmlCompute`` cluster the scoring jobs run on (scales to zero by default);
+1. the ``AmlCompute`` cluster the scoring jobs run on (scales to zero by default),
+   with a managed identity (system-assigned, or ``--compute-identity <ARM id>`` of a
+   user-assigned one): every job runs as it;
 2. the environment: a conda spec (python 3.11 + pip pins copied from
    ``requirements.lock`` for exactly the packages ``scoring/`` imports) on
    Microsoft's Ubuntu base image: Azure ML builds the image once per version;
@@ -18,7 +20,9 @@ Creates or updates, idempotently:
 5. optionally the models folder (``<device>/<sensor>/model.joblib`` +
    ``manifest.json``), uploaded to the models container.
 
-``--dry-run`` prints every entity as Azure ML YAML and calls nothing.
+Then it prints the role assignments each identity needs (``scoring.azure_roles``):
+Azure ML grants none of them. ``--dry-run`` prints every entity as Azure ML YAML
+and the roles, and calls nothing.
 Names and versions default to the DAG's settings (the same
 ``BATCH_SCORING_AZUREML_*`` environment variables), so the two agree.
 """
@@ -32,12 +36,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from scoring.azure_roles import roles_text
 from scoring.cli import input_path, make_parser, progress, run
 
 SCORING_DIR = Path(__file__).resolve().parent
 REPO = SCORING_DIR.parent
 LOCK = REPO / "requirements.lock"
-BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
+# Pinned: a dated tag of Microsoft's Azure ML base image (tags listed at
+# https://mcr.microsoft.com/v2/azureml/openmpi4.1.0-ubuntu22.04/tags/list). ":latest" would give
+# each new environment version, and each node that rebuilds it, whatever was pushed last. Moving it is a
+# deliberate change: bump the environment's version (--environment) with it.
+BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:20250601.v1"
 # What scoring/ imports at run time, and what those need (pins taken from the lock).
 JOB_PACKAGES = ("numpy", "pandas", "pyarrow", "scikit-learn", "scipy", "joblib", "threadpoolctl", "python-dateutil", "six", "tzdata",
                 "tqdm")  # tqdm: scoring.cli's progress bars
@@ -128,11 +137,19 @@ def conda_spec(lock: Path = LOCK) -> dict:
     }
 
 
-def build_compute(name: str, size: str, min_instances: int, max_instances: int, idle_seconds: int, tier: str):
+def build_compute(name: str, size: str, min_instances: int, max_instances: int, idle_seconds: int, tier: str,
+                  identity: str = "system_assigned"):
     """The ``AmlCompute`` cluster entity (not created): VM ``size``, ``tier`` (``dedicated``/``low_priority``),
-    ``min_instances``..``max_instances`` nodes, scale-down after ``idle_seconds`` seconds idle.
+    ``min_instances``..``max_instances`` nodes, scale-down after ``idle_seconds`` seconds idle, and a managed
+    ``identity`` the jobs run as: ``system_assigned`` or the ARM id of a user-assigned identity.
     """
-    from azure.ai.ml.entities import AmlCompute
+    from azure.ai.ml.entities import AmlCompute, IdentityConfiguration, ManagedIdentityConfiguration
+
+    if identity == "system_assigned":
+        managed = IdentityConfiguration(type="system_assigned")
+    else:
+        managed = IdentityConfiguration(type="user_assigned",
+                                        user_assigned_identities=[ManagedIdentityConfiguration(resource_id=identity)])
 
     return AmlCompute(
         name=name,
@@ -141,6 +158,7 @@ def build_compute(name: str, size: str, min_instances: int, max_instances: int, 
         min_instances=min_instances,
         max_instances=max_instances,
         idle_time_before_scale_down=idle_seconds,
+        identity=managed,
         description="batch_scoring DAG: one command job per scoring unit",
     )
 
@@ -223,7 +241,8 @@ def build_all(args, code_dir: Path) -> list[tuple[str, object]]:
     ``--dry-run``) or the lock lacks a pin.
     """
     entities = [
-        ("compute", build_compute(args.compute, args.vm_size, args.min_instances, args.max_instances, args.idle_seconds, args.tier)),
+        ("compute", build_compute(args.compute, args.vm_size, args.min_instances, args.max_instances, args.idle_seconds, args.tier,
+                                  args.compute_identity)),
         ("environment", build_environment(args.environment, Path(args.lock))),
         ("code", build_code(args.code, code_dir)),
     ]
@@ -294,9 +313,11 @@ def apply(args, entities, out=sys.stdout) -> None:
     ``SystemExit`` from ``ml_client`` and the Azure SDK's errors on failure.
     """
     client = ml_client(args)
+    principal = None
     for kind, entity in entities:
         if kind == "compute":
-            client.compute.begin_create_or_update(entity).result()
+            created = client.compute.begin_create_or_update(entity).result()
+            principal = getattr(getattr(created, "identity", None), "principal_id", None)
         elif kind == "environment":
             client.environments.create_or_update(entity)
         elif kind == "code":
@@ -307,6 +328,8 @@ def apply(args, entities, out=sys.stdout) -> None:
     if args.models:
         n = upload_models(args.storage_account, args.models_container, Path(args.models))
         print(f"uploaded {n} model files to {args.models_container}", file=out)
+    print("# --- roles: grant these (Azure ML does not) ---", file=out)
+    print(roles_text(args, principal), end="", file=out)
 
 
 def parser():
@@ -319,12 +342,17 @@ def parser():
     p.add_argument("--resource-group", default=os.environ.get("AZURE_RESOURCE_GROUP"))
     p.add_argument("--workspace", default=os.environ.get("AZUREML_WORKSPACE"))
     p.add_argument("--storage-account", default=os.environ.get("AZURE_STORAGE_ACCOUNT"), help="account holding the three containers")
+    p.add_argument("--storage-resource-group", help="the storage account's resource group, for the printed role "
+                                                    "scopes (default --resource-group)")
     p.add_argument("--compute", default=d["compute"], help="cluster name")
     p.add_argument("--vm-size", default="Standard_DS3_v2")
     p.add_argument("--tier", choices=("dedicated", "low_priority"), default="dedicated")
     p.add_argument("--min-instances", type=int, default=0, help="0 = scale to zero when idle")
     p.add_argument("--max-instances", type=int, default=4)
     p.add_argument("--idle-seconds", type=int, default=300, help="idle time before scale-down")
+    p.add_argument("--compute-identity", default="system_assigned",
+                   help="the cluster's managed identity the jobs run as: system_assigned, or a user-assigned "
+                        "identity's ARM id (/subscriptions/.../userAssignedIdentities/NAME)")
     p.add_argument("--environment", default=d["environment"], help="name:version")
     p.add_argument("--code", default=d["code"], help="name:version of the scoring code asset")
     p.add_argument("--lock", default=str(LOCK), help="pinned lock the environment's versions come from")
@@ -362,6 +390,8 @@ def _main(args) -> int:
             if args.models:
                 files = sorted(p for p in Path(args.models).rglob("*") if p.is_file())
                 print(f"# --- models: would upload {len(files)} files from {args.models} to container {args.models_container}")
+            print("# --- roles: grant these (Azure ML does not) ---")
+            print(roles_text(args), end="")
             return 0
         apply(args, entities)
     return 0

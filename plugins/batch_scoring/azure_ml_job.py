@@ -9,12 +9,18 @@ the code and environment assets, the content hash of the interval's aggregates
 snapshot and the sha256 of each target's deployed model). A redeployed model or
 a snapshot rewritten with other content gives a new name; a resubmission of a
 failed job is ``<name>-r1``, ``-r2``, ... (``attempt_name``).
+
+Identity and limits: every job runs as the compute cluster's managed identity
+(``identity=ManagedIdentityConfiguration()``, given by ``scoring.azure_setup``)
+and carries a server-side timeout (``limits.timeout``), so a job whose Airflow
+task was cleared, or whose waiting worker died, still ends.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 import re
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -26,6 +32,8 @@ MAX_JOB_NAME = 255
 SCORE_COMMAND = ("python -m scoring.score --aggregates ${{inputs.aggregates}} --models ${{inputs.models}} "
                  "--out ${{outputs.predictions}} --targets ")
 _UNSAFE = re.compile(r"[^a-z0-9_-]+")
+#: Server-side limit (seconds) of a job whose operator waits for ever (``timeout_seconds=0``).
+MAX_JOB_SECONDS = 24 * 3600
 
 
 class AzureMLInputError(AirflowFailException):
@@ -42,7 +50,8 @@ class AzureMLJobConfig:
 
     :param compute: compute cluster name (``cpu-scoring``).
     :param environment: registered environment, ``name:version``, ``azureml:name:version`` or a full ARM id.
-    :param code: registered code asset, same forms as ``environment``.
+    :param code: registered code asset, ``name:version``, ``azureml:name:version`` or a full ARM id; the job
+        references it by ARM id (``code_asset_id``).
     :param experiment_name: the Azure ML experiment the jobs are filed under.
     :param aggregates_datastore: blob datastore over ``aggregates_container``.
     :param models_datastore: blob datastore over ``models_container``.
@@ -214,14 +223,21 @@ def read_job_inputs(store, config: AzureMLJobConfig, interval, unit: list[str]) 
 
 
 def build_scoring_job(config: AzureMLJobConfig, interval_key: str, unit: list[str], name: str, *, dag_id: str,
-                      run_id: str | None, inputs: JobInputs | None = None):
+                      run_id: str | None, workspace_id: str, timeout_seconds: float, inputs: JobInputs | None = None):
     """The ``azure.ai.ml`` ``command()`` job that scores ``unit`` for one interval.
 
     Mounts the interval's snapshot (uri_file) and the models container (uri_folder) read-only and the
     interval's predictions folder read-write; ``inputs`` (and the job generation) are added to its tags.
+    Runs as the compute's managed identity, with a server-side timeout of ``job_timeout(timeout_seconds)``.
+
+    :param workspace_id: the workspace's ARM id (``AzureMLHook.workspace_id``): the code asset is referenced
+        under it (``code_asset_id``).
+    :param timeout_seconds: the operator's wait, seconds (0 = for ever).
+    :raises ValueError: a ``code`` reference without a version.
     """
     from azure.ai.ml import Input, Output, command
     from azure.ai.ml.constants import AssetTypes, InputOutputModes
+    from azure.ai.ml.entities import ManagedIdentityConfiguration
 
     from batch_scoring.units import unit_label
 
@@ -242,9 +258,11 @@ def build_scoring_job(config: AzureMLJobConfig, interval_key: str, unit: list[st
         description=f"Batch scoring of {len(unit)} target(s) for data interval {interval_key} (Airflow DAG {dag_id})",
         experiment_name=config.experiment_name,
         tags=tags,
-        code=_asset_ref(config.code),
+        code=code_asset_id(workspace_id, config.code),
         environment=_asset_ref(config.environment),
         compute=config.compute,
+        identity=ManagedIdentityConfiguration(),
+        timeout=job_timeout(timeout_seconds),
         command=SCORE_COMMAND + targets,
         inputs={
             "aggregates": Input(
@@ -271,3 +289,29 @@ def build_scoring_job(config: AzureMLJobConfig, interval_key: str, unit: list[st
 def _asset_ref(ref: str) -> str:
     """``name:version`` -> ``azureml:name:version``; full ARM ids and ``azureml:`` refs pass through."""
     return ref if ref.startswith(("azureml:", "/subscriptions/")) else f"azureml:{ref}"
+
+
+def code_asset_id(workspace_id: str, ref: str) -> str:
+    """The ARM id of code asset ``ref`` (``name:version`` or ``azureml:name:version``) in ``workspace_id``.
+
+    ``<workspace_id>/codes/<name>/versions/<version>``; a full ARM id (``azureml:``-prefixed or not) passes through. azure-ai-ml 1.35
+    reads ``code="azureml:name:version"`` as a local folder and refuses to submit, so the job needs this form.
+
+    :raises ValueError: when ``ref`` has no version.
+    """
+    ref = ref.removeprefix("azureml:")
+    if ref.startswith("/subscriptions/"):
+        return ref
+    asset, _, version = ref.partition(":")
+    if not asset or not version:
+        raise ValueError(f"code asset {ref!r}: expected name:version (BATCH_SCORING_AZUREML_CODE)")
+    return f"{workspace_id}/codes/{asset}/versions/{version}"
+
+
+def job_timeout(timeout_seconds: float) -> int:
+    """The job's server-side limit, whole seconds: the operator's wait rounded up, ``MAX_JOB_SECONDS`` when it waits for ever.
+
+    Azure ML counts it from the start of the run (queueing excluded), so the operator's own timeout, which
+    counts from submission and cancels the job, normally comes first; this one ends a job nobody waits for.
+    """
+    return math.ceil(timeout_seconds) if timeout_seconds > 0 else MAX_JOB_SECONDS

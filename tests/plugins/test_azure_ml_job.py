@@ -7,6 +7,9 @@ import re
 import pytest
 
 KEY = "20260302T0000Z_20260302T0100Z"
+WS = "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.MachineLearningServices/workspaces/ws-1"
+#: Where and how long build_scoring_job's jobs run: the workspace (for the code asset's ARM id), the wait.
+WHERE = {"workspace_id": WS, "timeout_seconds": 7200.0}
 NAME_RULE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,254}$")
 
 
@@ -85,19 +88,19 @@ def test_job_tags_record_its_inputs():
     from batch_scoring.azure_ml_job import JobInputs, build_scoring_job
 
     inputs = JobInputs(**INPUTS)
-    job = build_scoring_job(config(), KEY, ["dev001/s1"], "j", dag_id="d", run_id=None, inputs=inputs)._to_job()
+    job = build_scoring_job(config(), KEY, ["dev001/s1"], "j", dag_id="d", run_id=None, **WHERE, inputs=inputs)._to_job()
     digest = hashlib.sha256(f"dev001/s1 {SHA}\n".encode()).hexdigest()[:16]
     assert job.tags == {"dag": "d", "run": "", "interval": KEY, "targets": "dev001/s1", "device": "dev001",
                         "sensor": "s1", "code": "batch-scoring-code:1", "environment": "batch-scoring-env:1",
                         "aggregates": "md5:00112233445566778899aabbccddeeff", "models_digest": digest,
                         "model_sha256": SHA, "generation": "1"}
     three = dataclasses.replace(inputs, models=tuple((f"dev00{i}/s1", SHA) for i in (1, 2, 3)))
-    tags = build_scoring_job(config(), KEY, [t for t, _ in three.models], "j", dag_id="d", run_id=None,
+    tags = build_scoring_job(config(), KEY, [t for t, _ in three.models], "j", dag_id="d", run_id=None, **WHERE,
                              inputs=three)._to_job().tags
     assert tags["models"] == "dev001/s1=aaaaaaaaaaaa dev002/s1=aaaaaaaaaaaa dev003/s1=aaaaaaaaaaaa"
     assert "model_sha256" not in tags
     many = dataclasses.replace(inputs, models=tuple((f"dev{i:03d}/s1", SHA) for i in range(40)))
-    tags = build_scoring_job(config(), KEY, [t for t, _ in many.models], "j", dag_id="d", run_id=None,
+    tags = build_scoring_job(config(), KEY, [t for t, _ in many.models], "j", dag_id="d", run_id=None, **WHERE,
                              inputs=many)._to_job().tags
     assert "models" not in tags and tags["models_digest"] == many.models_digest  # too long for a tag: the digest
     assert all(len(v) <= 256 for v in tags.values())
@@ -109,7 +112,8 @@ def test_command_job_entity_yaml_and_rest_form():
 
     from batch_scoring.azure_ml_job import build_scoring_job
 
-    spec = build_scoring_job(config(), KEY, ["dev001/s1"], "job-x", dag_id="batch_scoring", run_id="scheduled__2026")
+    spec = build_scoring_job(config(), KEY, ["dev001/s1"], "job-x", dag_id="batch_scoring", run_id="scheduled__2026",
+                             **WHERE)
     job = spec._to_job()
     assert isinstance(job, CommandJob)
     y = json.loads(json.dumps(job._to_dict(), default=str))
@@ -120,7 +124,9 @@ def test_command_job_entity_yaml_and_rest_form():
                          "targets": "dev001/s1", "device": "dev001", "sensor": "s1"}
     assert y["compute"] == "azureml:cpu-scoring"
     assert y["environment"] == "azureml:batch-scoring-env:1"
-    assert y["code"] == "azureml:batch-scoring-code:1"
+    assert y["code"] == f"azureml:{WS}/codes/batch-scoring-code/versions/1"  # the SDK's YAML form of an ARM id
+    assert y["identity"] == {"type": "managed_identity"}
+    assert y["limits"] == {"timeout": 7200}
     assert y["command"] == ("python -m scoring.score --aggregates ${{inputs.aggregates}} --models ${{inputs.models}} "
                             "--out ${{outputs.predictions}} --targets dev001/s1")
     assert y["inputs"] == {
@@ -135,7 +141,9 @@ def test_command_job_entity_yaml_and_rest_form():
     assert rest["jobType"] == "Command" and rest["experimentName"] == "batch-scoring"
     assert rest["computeId"] == "cpu-scoring"
     assert rest["environmentId"] == "azureml:batch-scoring-env:1"
-    assert rest["codeId"] == "azureml:batch-scoring-code:1"
+    assert rest["codeId"] == f"{WS}/codes/batch-scoring-code/versions/1"  # what the service is sent
+    assert rest["identity"] == {"identityType": "Managed"}
+    assert rest["limits"] == {"jobLimitsType": "Command", "timeout": "PT2H"}
     assert rest["inputs"]["aggregates"] == {"jobInputType": "uri_file", "mode": "ReadOnlyMount",
                                             "uri": f"azureml://datastores/scoring_aggregates/paths/{KEY}/aggregates.parquet"}
     assert rest["inputs"]["models"]["mode"] == "ReadOnlyMount" and rest["inputs"]["models"]["jobInputType"] == "uri_folder"
@@ -147,7 +155,7 @@ def test_batched_unit_lists_targets_and_skips_device_tags():
     from batch_scoring.azure_ml_job import build_scoring_job
 
     unit = ["dev001/s1", "dev001/s2", "dev002/s1"]
-    job = build_scoring_job(config(), KEY, unit, "j", dag_id="d", run_id=None)._to_job()
+    job = build_scoring_job(config(), KEY, unit, "j", dag_id="d", run_id=None, **WHERE)._to_job()
     assert job.command.endswith("--targets dev001/s1 dev001/s2 dev002/s1")
     assert job.tags["targets"] == "dev001/s1 dev001/s2 dev002/s1" and "device" not in job.tags
     assert job.display_name == f"score dev001/s1 .. dev002/s1 (3) {KEY}"
@@ -160,9 +168,30 @@ def test_settings_switch_asset_references(monkeypatch):
     monkeypatch.setenv("BATCH_SCORING_AZUREML_ENVIRONMENT", arm)
     monkeypatch.setenv("BATCH_SCORING_AZUREML_CODE", "azureml:code:7")
     monkeypatch.setenv("BATCH_SCORING_AZUREML_PREDICTIONS_DATASTORE", "preds")
-    job = build_scoring_job(config(), KEY, ["a/b"], "j", dag_id="d", run_id=None)._to_job()
-    assert job.environment == arm and job.code == "azureml:code:7"
+    job = build_scoring_job(config(), KEY, ["a/b"], "j", dag_id="d", run_id=None, **WHERE)._to_job()
+    assert job.environment == arm and job.code == f"{WS}/codes/code/versions/7"
     assert job.outputs["predictions"].path == f"azureml://datastores/preds/paths/{KEY}/"
+
+
+def test_code_asset_id_forms():
+    from batch_scoring.azure_ml_job import code_asset_id
+
+    for ref in ("batch-scoring-code:3", "azureml:batch-scoring-code:3"):
+        assert code_asset_id(WS, ref) == f"{WS}/codes/batch-scoring-code/versions/3"
+    arm = "/subscriptions/x/resourceGroups/y/providers/Microsoft.MachineLearningServices/workspaces/z/codes/c/versions/9"
+    assert code_asset_id(WS, arm) == code_asset_id(WS, f"azureml:{arm}") == arm
+    with pytest.raises(ValueError, match="expected name:version"):
+        code_asset_id(WS, "batch-scoring-code")
+
+
+def test_job_server_side_timeout_follows_the_wait():
+    """A job whose Airflow task is cleared (nobody waits) still ends: its limit is the wait, or a day for an endless wait."""
+    from batch_scoring.azure_ml_job import MAX_JOB_SECONDS, build_scoring_job, job_timeout
+
+    assert job_timeout(7200.0) == 7200 and job_timeout(90.2) == 91 and job_timeout(0) == MAX_JOB_SECONDS == 86400
+    job = build_scoring_job(config(), KEY, ["a/b"], "j", dag_id="d", run_id=None, workspace_id=WS,
+                            timeout_seconds=0)._to_job()
+    assert job._to_rest_object().properties.as_dict()["limits"]["timeout"] == "P1D"
 
 
 def test_plugin_modules_import_no_azure_sdk():

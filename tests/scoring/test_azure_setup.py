@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,24 @@ def test_compute_cluster_scales_to_zero():
     assert props.scale_settings.min_node_count == 0 and props.scale_settings.max_node_count == 8
     assert props.scale_settings.node_idle_time_before_scale_down.total_seconds() == 300
     assert props.vm_priority == "LowPriority"
+    # the jobs run as the cluster's managed identity (identity=managed): system-assigned by default
+    assert d["identity"] == {"type": "system_assigned"}
+    assert c._to_rest_object().identity.type == "SystemAssigned"
+
+
+def test_compute_cluster_with_a_user_assigned_identity():
+    uai = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/scoring"
+    c = setup.build_compute("cpu-scoring", "Standard_DS3_v2", 0, 4, 300, "dedicated", identity=uai)
+    d = json.loads(json.dumps(c._to_dict(), default=str))
+    assert d["identity"] == {"type": "user_assigned", "user_assigned_identities": [{"resource_id": uai}]}
+    rest = c._to_rest_object().identity
+    assert rest.type == "UserAssigned" and list(rest.user_assigned_identities) == [uai]
+
+
+def test_base_image_is_pinned():
+    image, _, tag = setup.BASE_IMAGE.rpartition(":")
+    assert image == "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"
+    assert re.fullmatch(r"\d{8}\.v\d+", tag), tag  # a dated tag, never "latest"
 
 
 def test_environment_pins_come_from_the_lock(tmp_path):
@@ -99,9 +118,17 @@ def test_dry_run_prints_every_entity_as_yaml_without_azure(tmp_path):
     docs = {}
     for block in proc.stdout.split("# --- ")[1:]:
         head, _, body = block.partition("\n")
-        docs[head.split(":")[0]] = yaml.safe_load(body) if body.strip() else head
+        kind = head.split(":")[0]
+        docs[kind] = body if kind == "roles" else yaml.safe_load(body) if body.strip() else head
     assert set(docs) == {"compute", "environment", "code", "datastore/aggregates", "datastore/models",
-                         "datastore/predictions", "models"}
+                         "datastore/predictions", "models", "roles"}
+    assert docs["compute"]["identity"] == {"type": "system_assigned"}
+    assert docs["environment"]["image"] == setup.BASE_IMAGE
+    roles = [line for line in docs["roles"].splitlines() if line.startswith("az role assignment create")]
+    assert len(roles) == 5 and all("<principal id" in r for r in roles)
+    assert '--role "Storage Blob Data Contributor" --scope /subscriptions/<subscription-id>/resourceGroups/' \
+           '<resource-group>/providers/Microsoft.Storage/storageAccounts/acct/blobServices/default/containers/predictions' \
+           in docs["roles"]
     assert docs["compute"]["max_instances"] == 6 and docs["compute"]["min_instances"] == 0
     assert docs["compute"]["idle_time_before_scale_down"] == 120
     assert docs["environment"]["conda_file"]["dependencies"][0] == "python=3.11"
@@ -132,7 +159,7 @@ def test_dry_run_yaml_loads_back_through_the_sdk_schemas(tmp_path):
     for block in proc.stdout.split("# --- ")[1:]:
         head, _, body = block.partition("\n")
         kind = head.split(":")[0].split("/")[0]
-        if kind in loaders:
+        if kind in loaders:  # (roles: az commands, not an entity)
             path = tmp_path / f"{head.split(':')[0].replace('/', '_')}.yaml"
             path.write_text(body)
             loaded[head.split(":")[0]] = loaders[kind](source=path)
@@ -140,3 +167,30 @@ def test_dry_run_yaml_loads_back_through_the_sdk_schemas(tmp_path):
     assert loaded["compute"].min_instances == 0 and loaded["compute"].type == "amlcompute"
     assert loaded["environment"].conda_file["dependencies"][0] == "python=3.11"
     assert {loaded[f"datastore/{c}"].container_name for c in ("aggregates", "models", "predictions")} == {"aggregates", "models", "predictions"}
+
+
+def test_apply_creates_each_entity_and_prints_the_roles_with_the_clusters_principal(monkeypatch, tmp_path):
+    import io
+    from types import SimpleNamespace
+
+    calls = []
+
+    def op(kind, result=None):
+        return SimpleNamespace(create_or_update=lambda e: calls.append((kind, e.name)),
+                               begin_create_or_update=lambda e: calls.append((kind, e.name)) or SimpleNamespace(
+                                   result=lambda: result))
+
+    created = SimpleNamespace(identity=SimpleNamespace(principal_id="11111111-aaaa"))
+    client = SimpleNamespace(compute=op("compute", created), environments=op("environment"), _code=op("code"),
+                             datastores=op("datastore"))
+    monkeypatch.setattr(setup, "ml_client", lambda args: client)
+    args = setup.parser().parse_args(["--subscription-id", "sub", "--resource-group", "rg", "--workspace", "ws",
+                                      "--storage-account", "acct"])
+    out = io.StringIO()
+    setup.apply(args, setup.build_all(args, setup.stage_code(tmp_path / "code")), out=out)
+    assert [k for k, _ in calls] == ["compute", "environment", "code", "datastore", "datastore", "datastore"]
+    text = out.getvalue()
+    assert "# --- roles: grant these (Azure ML does not) ---" in text
+    assert text.count("--assignee-object-id 11111111-aaaa ") == 3  # the cluster's identity, on the 3 containers
+    assert ('--role "AzureML Data Scientist" --scope /subscriptions/sub/resourceGroups/rg/providers/'
+            'Microsoft.MachineLearningServices/workspaces/ws') in text

@@ -1,17 +1,34 @@
 """Azure ML workspace client (``MLClient``) from an Airflow connection.
 
-The microsoft-azure provider has no Azure ML hook, so this one follows its
-conventions. Connection (any ``conn_type``, e.g. ``generic``)::
+The microsoft-azure provider has no Azure ML hook, so this one follows the
+conventions of its ``AzureBaseHook`` connection and builds credentials with its
+helpers (``airflow.providers.microsoft.azure.utils``). Connection (any
+``conn_type``, e.g. ``generic``; every extra may also carry the provider's
+back-compat prefix ``extra__azure_ml__``)::
 
     login     service principal client id      (optional)
     password  service principal secret         (optional)
     extra     {"subscription_id": "...", "resource_group": "...", "workspace_name": "...",
-               "tenant_id": "...",                       # with login/password
-               "managed_identity_client_id": "..."}     # optional, user-assigned identity
+               "tenant_id": "...",                     # with login/password (or the provider's "tenantId")
+               "managed_identity_client_id": "...",    # user-assigned managed identity / workload identity
+               "workload_identity_tenant_id": "...",   # with the above: workload identity on AKS
+               "cloud_environment": "AzurePublicCloud"}  # | AzureUSGovernment | AzureChinaCloud
 
-With login/password (and tenant_id) the hook uses ``ClientSecretCredential``;
-otherwise ``DefaultAzureCredential`` (workload identity on AKS, managed
-identity on a VM, the Azure CLI login on a laptop).
+Which credential (``credential_kind`` decides, ``get_credential`` builds):
+
+* ``service_principal``: login + password (+ tenant) -> ``ClientSecretCredential`` with the cloud's authority;
+* ``workload_identity``: managed_identity_client_id + workload_identity_tenant_id -> the provider's
+  ``get_sync_default_azure_credential`` (``DefaultAzureCredential`` with both, the tenant allowed);
+* ``managed_identity``: managed_identity_client_id alone -> ``ManagedIdentityCredential(client_id=...)``
+  (IMDS on a VM/cluster; on AKS with the workload-identity webhook it exchanges the federated token);
+* ``default``: nothing of the above -> the provider's ``get_sync_default_azure_credential()``, i.e.
+  ``DefaultAzureCredential()`` (environment variables, workload identity, managed identity, the Azure CLI
+  login on a laptop).
+
+``cloud_environment`` (the provider's names) picks the sovereign cloud: the service principal's
+authority host and the ``MLClient``'s ``cloud``. The default chain takes its authority from the
+environment as the provider's does (``AZURE_AUTHORITY_HOST``, set by the AKS workload-identity webhook;
+``az cloud set`` for the CLI; managed identity needs none).
 
 ``azure.ai.ml`` costs ~1.5 s to import: it is imported inside methods only,
 never when a DAG file is parsed.
@@ -86,39 +103,92 @@ class AzureMLHook(BaseHook):
     hook_name = "Azure ML workspace"
 
     REQUIRED_EXTRAS = ("subscription_id", "resource_group", "workspace_name")
+    #: The provider's field name where it differs from ours (AzureBaseHook's camelCase extras).
+    PROVIDER_ALIASES = {"subscription_id": "subscriptionId", "tenant_id": "tenantId"}
+    #: ``cloud_environment`` (the provider's names) -> (``azure.identity`` authority host, ``MLClient`` cloud).
+    CLOUDS = {
+        "AzurePublicCloud": ("login.microsoftonline.com", "AzureCloud"),
+        "AzureUSGovernment": ("login.microsoftonline.us", "AzureUSGovernment"),
+        "AzureChinaCloud": ("login.chinacloudapi.cn", "AzureChinaCloud"),
+    }
 
     def __init__(self, azureml_conn_id: str = default_conn_name):
         super().__init__()
         self.azureml_conn_id = azureml_conn_id
 
-    @staticmethod
-    def _extra(conn) -> dict:
-        extra = dict(conn.extra_dejson or {})
-        # Accept the provider-style prefixed keys too (extra__azure_ml__subscription_id).
-        for key in list(extra):
-            if key.startswith("extra__azure_ml__"):
-                extra.setdefault(key[len("extra__azure_ml__"):], extra[key])
-        return extra
+    def _field(self, conn, name: str) -> str | None:
+        """Extra ``name`` (or its provider alias), plain or ``extra__azure_ml__``-prefixed; "" counts as unset."""
+        from airflow.providers.microsoft.azure.utils import get_field
+
+        extras = conn.extra_dejson or {}
+        for key in (name, self.PROVIDER_ALIASES.get(name)):
+            if key and (value := get_field(conn_id=self.azureml_conn_id, conn_type="azure_ml", extras=extras,
+                                           field_name=key)):
+                return value
+        return None
+
+    def cloud(self, conn=None) -> tuple[str, str]:
+        """``(authority host, MLClient cloud name)`` of the connection's ``cloud_environment`` (default public).
+
+        :raises ValueError: for a name not in ``CLOUDS``.
+        """
+        conn = conn or self.get_connection(self.azureml_conn_id)
+        name = self._field(conn, "cloud_environment") or "AzurePublicCloud"
+        if name not in self.CLOUDS:
+            raise ValueError(f"connection {self.azureml_conn_id!r}: cloud_environment {name!r} is not one of "
+                             f"{sorted(self.CLOUDS)}")
+        return self.CLOUDS[name]
+
+    def credential_kind(self, conn=None) -> str:
+        """``service_principal``, ``workload_identity``, ``managed_identity`` or ``default`` (module docstring).
+
+        :raises ValueError: login/password without a tenant (extra ``tenant_id`` or ``tenantId``).
+        """
+        conn = conn or self.get_connection(self.azureml_conn_id)
+        if conn.login and conn.password:
+            if not self._field(conn, "tenant_id"):
+                raise ValueError(f"connection {self.azureml_conn_id!r}: a service principal (login/password) needs extra 'tenant_id'")
+            return "service_principal"
+        if self._field(conn, "managed_identity_client_id"):
+            return "workload_identity" if self._field(conn, "workload_identity_tenant_id") else "managed_identity"
+        return "default"
 
     def get_credential(self, conn=None):
-        """``ClientSecretCredential`` with login/password (needs extra ``tenant_id``: ValueError without),
-        else ``DefaultAzureCredential`` (with ``managed_identity_client_id`` when the extra names one)."""
+        """The connection's ``azure.identity`` credential, by ``credential_kind`` (see the module docstring).
+
+        :raises ValueError: as ``credential_kind`` and ``cloud``.
+        """
         conn = conn or self.get_connection(self.azureml_conn_id)
-        extra = self._extra(conn)
-        if conn.login and conn.password:
+        kind, (authority, _) = self.credential_kind(conn), self.cloud(conn)
+        if kind == "service_principal":
             from azure.identity import ClientSecretCredential
 
-            tenant = extra.get("tenant_id")
-            if not tenant:
-                raise ValueError(f"connection {self.azureml_conn_id!r}: a service principal (login/password) needs extra 'tenant_id'")
-            return ClientSecretCredential(tenant_id=tenant, client_id=conn.login, client_secret=conn.password)
-        from azure.identity import DefaultAzureCredential
+            return ClientSecretCredential(tenant_id=self._field(conn, "tenant_id"), client_id=conn.login,
+                                          client_secret=conn.password, authority=authority)
+        if kind == "managed_identity":
+            from azure.identity import ManagedIdentityCredential
 
-        kwargs = {}
-        if extra.get("managed_identity_client_id"):
-            kwargs["managed_identity_client_id"] = extra["managed_identity_client_id"]
-            kwargs["workload_identity_client_id"] = extra["managed_identity_client_id"]
-        return DefaultAzureCredential(**kwargs)
+            return ManagedIdentityCredential(client_id=self._field(conn, "managed_identity_client_id"))
+        from airflow.providers.microsoft.azure.utils import get_sync_default_azure_credential
+
+        return get_sync_default_azure_credential(
+            managed_identity_client_id=self._field(conn, "managed_identity_client_id"),
+            workload_identity_tenant_id=self._field(conn, "workload_identity_tenant_id"))
+
+    def workspace_id(self, conn=None) -> str:
+        """The workspace's ARM id, ``/subscriptions/<s>/resourceGroups/<rg>/providers/Microsoft.MachineLearningServices/workspaces/<ws>``.
+
+        Read from the connection only (no call, no ``azure.ai.ml`` import). ValueError when an extra is missing.
+        """
+        sub, rg, ws = self._scope(conn or self.get_connection(self.azureml_conn_id))
+        return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{ws}"
+
+    def _scope(self, conn) -> tuple[str, str, str]:
+        values = {k: self._field(conn, k) for k in self.REQUIRED_EXTRAS}
+        missing = [k for k, v in values.items() if not v]
+        if missing:
+            raise ValueError(f"connection {self.azureml_conn_id!r} lacks extra {missing} (see docs/azure_ml.md)")
+        return values["subscription_id"], values["resource_group"], values["workspace_name"]
 
     def get_conn(self):
         """The workspace's ``MLClient``, built once per hook instance (``client``)."""
@@ -126,20 +196,14 @@ class AzureMLHook(BaseHook):
 
     @cached_property
     def client(self):
-        """The workspace's ``MLClient``; ValueError when the connection lacks a required extra."""
+        """The workspace's ``MLClient`` in the connection's cloud; ValueError when the connection lacks a required extra."""
         from azure.ai.ml import MLClient
 
         conn = self.get_connection(self.azureml_conn_id)
-        extra = self._extra(conn)
-        missing = [k for k in self.REQUIRED_EXTRAS if not extra.get(k)]
-        if missing:
-            raise ValueError(f"connection {self.azureml_conn_id!r} lacks extra {missing} (see docs/azure_ml.md)")
-        return MLClient(
-            credential=self.get_credential(conn),
-            subscription_id=extra["subscription_id"],
-            resource_group_name=extra["resource_group"],
-            workspace_name=extra["workspace_name"],
-        )
+        sub, rg, ws = self._scope(conn)
+        _, cloud = self.cloud(conn)
+        return MLClient(credential=self.get_credential(conn), subscription_id=sub, resource_group_name=rg,
+                        workspace_name=ws, **({} if cloud == "AzureCloud" else {"cloud": cloud}))
 
     def test_connection(self) -> tuple[bool, str]:
         """``(ok, message)`` for the UI's Test button; never raises."""

@@ -151,7 +151,7 @@ class AzureMLScoringJob:
                 raise AzureMLJobError(f"{MAX_RESUBMITS + 1} jobs named {base}[-rN] all failed: not submitting another")
         name = attempt_name(base, last + 1)
         spec = build_scoring_job(cfg, interval.key, unit, name, dag_id=dag_id, run_id=context.get("run_id"),
-                                 inputs=inputs)
+                                 workspace_id=hook.workspace_id(), timeout_seconds=self.timeout_seconds, inputs=inputs)
         if job is None:
             self._log_what_changed(store, interval, unit, dag_id, inputs, name)
         self.log.info("submitting Azure ML job %s for %s (code %s, environment %s, aggregates %s, models %s)",

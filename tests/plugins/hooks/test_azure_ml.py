@@ -14,22 +14,50 @@ EXTRA = {"subscription_id": "sub-1", "resource_group": "rg-1", "workspace_name":
 
 
 def test_hook_service_principal(monkeypatch):
+    """login/password + tenant -> ClientSecretCredential on the public cloud (the provider's tenantId works too)."""
     from azure.identity import ClientSecretCredential
 
     from batch_scoring.hooks.azure_ml import AzureMLHook
 
-    _conn(monkeypatch, login="client-1", password="secret-1", extra={**EXTRA, "tenant_id": "tenant-1"})
-    client = AzureMLHook("aml_test").get_conn()
-    assert (client.subscription_id, client.resource_group_name, client.workspace_name) == ("sub-1", "rg-1", "ws-1")
-    cred = client._credential
-    assert isinstance(cred, ClientSecretCredential)
-    assert cred._client_id == "client-1" and cred._tenant_id == "tenant-1"
+    for tenant_key in ("tenant_id", "tenantId", "extra__azure_ml__tenant_id"):
+        _conn(monkeypatch, login="client-1", password="secret-1", extra={**EXTRA, tenant_key: "tenant-1"})
+        hook = AzureMLHook("aml_test")
+        assert hook.credential_kind() == "service_principal"
+        client = hook.get_conn()
+        assert (client.subscription_id, client.resource_group_name, client.workspace_name) == ("sub-1", "rg-1", "ws-1")
+        cred = client._credential
+        assert isinstance(cred, ClientSecretCredential)
+        assert cred._client_id == "client-1" and cred._tenant_id == "tenant-1"
+        assert cred._authority == "https://login.microsoftonline.com"
+        assert client._cloud == "AzureCloud"
 
 
-def test_hook_default_credential_with_user_assigned_identity(monkeypatch):
-    import azure.identity
-
+@pytest.mark.parametrize("cloud,authority,aml_cloud,arm", [
+    ("AzureUSGovernment", "https://login.microsoftonline.us", "AzureUSGovernment", "https://management.usgovcloudapi.net"),
+    ("AzureChinaCloud", "https://login.chinacloudapi.cn", "AzureChinaCloud", "https://management.chinacloudapi.cn"),
+])
+def test_hook_sovereign_cloud(monkeypatch, cloud, authority, aml_cloud, arm):
+    """The provider's cloud_environment extra -> the service principal's authority and the MLClient's cloud."""
     from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    _conn(monkeypatch, login="c", password="p", extra={**EXTRA, "tenant_id": "t", "cloud_environment": cloud})
+    client = AzureMLHook("aml_test").get_conn()
+    assert client._credential._authority == authority
+    assert client._cloud == aml_cloud and client._base_url.startswith(arm)
+
+
+def test_hook_refuses_an_unknown_cloud(monkeypatch):
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    _conn(monkeypatch, extra={**EXTRA, "cloud_environment": "AzureGermanCloud"})
+    with pytest.raises(ValueError, match="cloud_environment 'AzureGermanCloud' is not one of"):
+        AzureMLHook("aml_test").get_conn()
+
+
+def _spy_default(monkeypatch):
+    """Record the keyword arguments of every DefaultAzureCredential the provider's helper builds."""
+    import azure.identity
+    from airflow.providers.microsoft.azure import utils
 
     made = []
 
@@ -38,13 +66,57 @@ def test_hook_default_credential_with_user_assigned_identity(monkeypatch):
             made.append(kwargs)
             super().__init__(**kwargs)
 
-    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", Spy)
+    monkeypatch.setattr(utils, "DefaultAzureCredential", Spy)
+    return Spy, made
+
+
+def test_hook_managed_identity(monkeypatch):
+    """managed_identity_client_id alone (a user-assigned identity on a VM/cluster) -> ManagedIdentityCredential."""
+    from azure.identity import ManagedIdentityCredential
+
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
     _conn(monkeypatch, extra={**EXTRA, "managed_identity_client_id": "mi-1"})
-    assert isinstance(AzureMLHook("aml_test").get_credential(), Spy)
-    assert made == [{"managed_identity_client_id": "mi-1", "workload_identity_client_id": "mi-1"}]
-    _conn(monkeypatch, extra=EXTRA)  # no identity named: the credential chain decides
-    AzureMLHook("aml_test").get_credential()
-    assert made[-1] == {}
+    hook = AzureMLHook("aml_test")
+    assert hook.credential_kind() == "managed_identity"
+    cred = hook.get_conn()._credential
+    assert isinstance(cred, ManagedIdentityCredential)
+    assert cred._credential._settings["client_id"] == "mi-1"  # IMDS here; the AKS webhook's token file would switch it
+
+
+def test_hook_workload_identity_uses_the_providers_helper(monkeypatch):
+    """managed_identity_client_id + workload_identity_tenant_id (AKS) -> the provider's DefaultAzureCredential."""
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    spy, made = _spy_default(monkeypatch)
+    _conn(monkeypatch, extra={**EXTRA, "managed_identity_client_id": "mi-1", "workload_identity_tenant_id": "ten-1"})
+    hook = AzureMLHook("aml_test")
+    assert hook.credential_kind() == "workload_identity"
+    assert isinstance(hook.get_conn()._credential, spy)
+    assert made == [{"managed_identity_client_id": "mi-1", "workload_identity_tenant_id": "ten-1",
+                     "additionally_allowed_tenants": ["ten-1"]}]
+
+
+def test_hook_default_credential_chain(monkeypatch):
+    """No login, no identity named (the Azure CLI on a laptop, env vars, ...) -> DefaultAzureCredential()."""
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    spy, made = _spy_default(monkeypatch)
+    for extra in (EXTRA, {**EXTRA, "workload_identity_tenant_id": "ten-1"}, {**EXTRA, "managed_identity_client_id": ""}):
+        _conn(monkeypatch, extra=extra)
+        hook = AzureMLHook("aml_test")
+        assert hook.credential_kind() == "default"
+        assert isinstance(hook.get_credential(), spy)
+    assert made == [{}, {}, {}]
+
+
+def test_hook_workspace_id_needs_no_client(monkeypatch):
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    _conn(monkeypatch, extra={"subscriptionId": "sub-1", "extra__azure_ml__resource_group": "rg-1",
+                              "workspace_name": "ws-1"})
+    assert AzureMLHook("aml_test").workspace_id() == (
+        "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.MachineLearningServices/workspaces/ws-1")
 
 
 def test_hook_refuses_incomplete_connections(monkeypatch):

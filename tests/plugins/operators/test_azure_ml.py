@@ -231,7 +231,8 @@ def test_fake_refuses_to_recreate_an_existing_name(fake_azureml, aml_world):
     from batch_scoring.azure_ml_job import AzureMLJobConfig, build_scoring_job
 
     hook = AzureMLHook()
-    spec = build_scoring_job(AzureMLJobConfig.from_settings(settings()), KEY, ["dev001/s1"], "dup", dag_id="d", run_id=None)
+    spec = build_scoring_job(AzureMLJobConfig.from_settings(settings()), KEY, ["dev001/s1"], "dup", dag_id="d", run_id=None,
+                             workspace_id=hook.workspace_id(), timeout_seconds=60)
     hook.submit_job(spec)
     with pytest.raises(HttpResponseError, match="already exists"):
         hook.submit_job(spec)
