@@ -10,7 +10,7 @@ UV_VERSION := $(shell sed -n 's/^uv==//p' requirements.lock)
 APT_PACKAGES := unixodbc libsqliteodbc odbc-postgresql postgresql python3-venv nodejs npm docker-compose chromium
 PYTEST_ARGS ?=
 # this checkout's code first (a git worktree shares the venv, whose editable install points at another checkout)
-export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins$(if $(PYTHONPATH),:$(PYTHONPATH))
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help setup system demo airflow test test-fast test-slow clean bench
 

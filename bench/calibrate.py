@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scoring.cli import make_parser
-from scoring.planner import Params, estimate
+from batch_scoring.scoring.cli import make_parser
+from batch_scoring.scoring.planner import Params, estimate
 
 RESULTS = Path(__file__).resolve().parent.parent / ".local" / "bench" / "results.json"
 

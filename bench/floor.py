@@ -22,10 +22,10 @@ T_IMPORT = time.perf_counter()
 import pandas as pd  # noqa: E402
 
 from batch_scoring.hooks.blob_storage import BlobStore  # noqa: E402
-from scoring.layout import (SNAPSHOT_FILE, model_blob, model_manifest_blob, prediction_blob,  # noqa: E402
+from batch_scoring.scoring.layout import (SNAPSHOT_FILE, model_blob, model_manifest_blob, prediction_blob,  # noqa: E402
                             prediction_name, receipt_blob, receipt_name, snapshot_blob)
-from scoring.score import score_targets  # noqa: E402
-from scoring.cli import make_parser  # noqa: E402
+from batch_scoring.scoring.score import score_targets  # noqa: E402
+from batch_scoring.scoring.cli import make_parser  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - T_IMPORT
 

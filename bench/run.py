@@ -39,9 +39,9 @@ from pathlib import Path
 
 from devstack import services
 from devstack.services import REPO
-from scoring.cli import make_parser
-from scoring.layout import manifest_blob
-from scoring.times import utc_naive
+from batch_scoring.scoring.cli import make_parser
+from batch_scoring.scoring.layout import manifest_blob
+from batch_scoring.scoring.times import utc_naive
 
 WORK = REPO / ".local" / "bench"
 DAY = dt.datetime(2026, 1, 1)
@@ -63,8 +63,8 @@ def build_world(T: int, store, conn_str_sql: str, workdir: Path, settings) -> li
     (one ``device/sensor`` a line); returns the target names, sorted.
     """
     from bench.world import synthetic_aggregates, target_names, train_template, write_models
-    from sensor_db.schema import connect, create_schema
-    from ingest_sim.loads import upsert_aggregates
+    from batch_scoring.sensor_db.schema import connect, create_schema
+    from batch_scoring.ingest_sim.loads import upsert_aggregates
 
     t0 = time.perf_counter()
     targets = target_names(T)
@@ -106,9 +106,9 @@ def _ensure_containers(store, names, attempts: int = 30) -> None:
 def write_snapshot(store, conn_str_sql: str, settings, interval) -> None:
     """The same snapshot blob the DAG's snapshot task writes (the floor reads it)."""
     from batch_scoring.snapshot import frame_to_parquet_bytes
-    from scoring.layout import snapshot_blob
-    from sensor_db.schema import connect
-    from sensor_db.reads import read_aggregates
+    from batch_scoring.scoring.layout import snapshot_blob
+    from batch_scoring.sensor_db.schema import connect
+    from batch_scoring.sensor_db.reads import read_aggregates
 
     conn = connect(conn_str_sql)
     try:
@@ -280,7 +280,7 @@ def main(argv=None) -> int:
 
     from batch_scoring.config import settings as get_settings
     from batch_scoring.hooks.blob_storage import BlobStore
-    from scoring.layout import Interval
+    from batch_scoring.scoring.layout import Interval
     from devstack.standalone import running_standalone
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

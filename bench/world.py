@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES, target_name
-from scoring.layout import MODEL_FILE, MODEL_MANIFEST, model_blob, model_manifest_blob
+from batch_scoring.scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES, target_name
+from batch_scoring.scoring.layout import MODEL_FILE, MODEL_MANIFEST, model_blob, model_manifest_blob
 
 WINDOWS_PER_DAY = 24 * 60 // WINDOW_MINUTES  # 288
 SENSORS_PER_DEVICE = 4
@@ -76,7 +76,7 @@ def synthetic_aggregates(targets: list[str], day_start: dt.datetime, seed: int =
 
 def train_template(work: Path, day_start: dt.datetime) -> Path:
     """Train one real model on a normal synthetic day; returns its folder (model.joblib + manifest.json)."""
-    from scoring.train import train_models
+    from batch_scoring.scoring.train import train_models
 
     template = "tpl/s1"
     history = synthetic_aggregates([template], day_start - dt.timedelta(days=1), seed=99, anomalies=False)

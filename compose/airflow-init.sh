@@ -33,7 +33,7 @@ PY
 
 say "SQL Server: database ${SENSOR_SQL_DATABASE} and schema"
 python -m devstack.compose_init --odbc "${SENSOR_ODBC}" create-database
-python -m ingest_sim --odbc "${SENSOR_ODBC}" init-db
+python -m batch_scoring.ingest_sim --odbc "${SENSOR_ODBC}" init-db
 
 say "blob containers on Azurite"
 python -m devstack.compose_init --blob "${AZURITE_CONNECTION_STRING}" containers

@@ -29,12 +29,12 @@ def blob_connection_json(connection_string: str) -> str:
 
 
 def airflow_env(home: Path, sql_odbc: str, blob_connection_string: str, parallelism: int = 4) -> dict[str, str]:
-    """Environment variables for an Airflow home wired to our DAG, plugins and services."""
+    """Environment variables for an Airflow home wired to our DAG file, the installed package and our services."""
     home = Path(home)
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),  # none: the package registers as a provider
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from scoring.cli import HelpFormatter, make_parser
+from batch_scoring.scoring.cli import HelpFormatter, make_parser
 
 # What the CLI reads from the environment (through batch_scoring.config): (name, default, what).
 ENV = (("BATCH_SCORING_AGGREGATES_CONTAINER", "aggregates", "blob container of the snapshots"),
@@ -79,7 +79,7 @@ def create_database(odbc: str) -> str:
     server_odbc, database = _without_database(odbc)
     conn = wait_for_sql(odbc if _is_file_database(odbc) else server_odbc)
     try:
-        from sensor_db.schema import dialect
+        from batch_scoring.sensor_db.schema import dialect
 
         if dialect(conn) != "mssql" or not database:
             return f"server reachable ({dialect(conn)}); nothing to create"
@@ -123,7 +123,7 @@ def demo_data(odbc: str, blob: str, devices: int, sensors: int, models_dir: Path
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
     from devstack.world import current_hour, simulate_world
-    from sensor_db.schema import connect
+    from batch_scoring.sensor_db.schema import connect
 
     s = settings()
     store = BlobStore.from_connection_string(blob)

@@ -23,7 +23,7 @@ from devstack import services
 from devstack.airflow_env import airflow_env
 from devstack.services import REPO
 from devstack.world import current_hour
-from scoring.cli import make_parser, progress
+from batch_scoring.scoring.cli import make_parser, progress
 
 LOCAL = REPO / ".local"
 AIRFLOW_HOME = LOCAL / "airflow"
@@ -64,7 +64,7 @@ def prepare_data(args, end: dt.datetime):
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
     from devstack.world import simulate_world
-    from sensor_db.schema import connect
+    from batch_scoring.sensor_db.schema import connect
 
     # Start from scratch: a new SQL database, empty containers, a new Airflow metadata DB.
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
@@ -144,10 +144,10 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
     from devstack.standalone import run_interval_start
-    from sensor_db.reads import read_labels
-    from sensor_db.schema import connect
-    from scoring.evaluate import precision_recall
-    from scoring.layout import Interval, manifest_blob, report_blob
+    from batch_scoring.sensor_db.reads import read_labels
+    from batch_scoring.sensor_db.schema import connect
+    from batch_scoring.scoring.evaluate import precision_recall
+    from batch_scoring.scoring.layout import Interval, manifest_blob, report_blob
 
     s = settings()
     store = BlobStore.from_connection_string(services.azurite_connection_string(AZURITE_PORT))

@@ -2,7 +2,7 @@
 
 Replaces every model in the ``models`` container with ``DIR/<device>/<sensor>/``
 (model.joblib + manifest.json), starting Azurite on the demo port if it is not
-running. Production deploys with `python -m scoring.azure_setup` or any blob upload.
+running. Production deploys with `python -m batch_scoring.scoring.azure_setup` or any blob upload.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from devstack import demo, services
-from scoring.cli import input_path, make_parser, run
+from batch_scoring.scoring.cli import input_path, make_parser, run
 
 ENV = (("BATCH_SCORING_MODELS_CONTAINER", "models", "the blob container the models replace"),)
 
@@ -19,13 +19,13 @@ def main(argv=None) -> int:
     """The CLI (see the module docstring); returns 0, or 2 when DIR is missing (one ``error:`` line);
     exits with a usage error when DIR holds no models."""
     parser = make_parser("python -m devstack.deploy_models", __doc__, env=ENV)
-    parser.add_argument("models", type=Path, help="folder written by `python -m scoring.train`")
+    parser.add_argument("models", type=Path, help="folder written by `python -m batch_scoring.scoring.train`")
     args = parser.parse_args(argv)
     return run(_deploy, parser, args)
 
 
 def _deploy(parser, args) -> int:
-    input_path(args.models, "a models folder written by `python -m scoring.train`", directory=True)
+    input_path(args.models, "a models folder written by `python -m batch_scoring.scoring.train`", directory=True)
     if not any(args.models.glob("*/*/manifest.json")):
         parser.error(f"{args.models}: no <device>/<sensor>/manifest.json inside; train models first")
 

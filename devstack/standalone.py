@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from devstack.airflow_env import write_local_settings, write_passwords_file
 from devstack.services import stop, wait_for_port, wait_until
-from scoring.times import utc_naive
+from batch_scoring.scoring.times import utc_naive
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 FINISHED = ("success", "failed")  # dag run states after which a run no longer changes

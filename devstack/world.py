@@ -13,7 +13,7 @@ from pathlib import Path
 
 def current_hour() -> dt.datetime:
     """The start of the current hour, naive UTC: where the demo worlds end, so the latest interval is fresh."""
-    from scoring.times import utc_naive
+    from batch_scoring.scoring.times import utc_naive
 
     return utc_naive(dt.datetime.now(dt.timezone.utc)).replace(minute=0, second=0, microsecond=0)
 
@@ -41,8 +41,8 @@ def train_and_deploy(conn, store, settings, models_dir: Path, history) -> int:
     """Train one model per target on the aggregates of ``history`` ([start, end) naive UTC) into
     ``models_dir`` (emptied first), create the containers, deploy the models; returns how many were trained.
     """
-    from sensor_db.reads import read_aggregates
-    from scoring.train import train_models
+    from batch_scoring.sensor_db.reads import read_aggregates
+    from batch_scoring.scoring.train import train_models
 
     shutil.rmtree(models_dir, ignore_errors=True)
     manifests = train_models(read_aggregates(conn, *history), models_dir, *history)
@@ -59,9 +59,9 @@ def simulate_world(conn, store, settings, models_dir: Path, *, devices: int, sen
     ``devices`` x ``sensors`` targets. Replaces the readings of both periods and the labels;
     the models go to ``models_dir`` and the settings' models container.
     """
-    from sensor_db.schema import create_schema
-    from ingest_sim.simulator import simulate
-    from ingest_sim.loads import aggregate_range, replace_labels, replace_readings_range
+    from batch_scoring.sensor_db.schema import create_schema
+    from batch_scoring.ingest_sim.simulator import simulate
+    from batch_scoring.ingest_sim.loads import aggregate_range, replace_labels, replace_readings_range
 
     create_schema(conn)
     n_readings = n_labels = 0

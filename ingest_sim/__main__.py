@@ -1,4 +1,4 @@
-"""``python -m ingest_sim``: load readings into SQL and aggregate them.
+"""``python -m batch_scoring.ingest_sim``: load readings into SQL and aggregate them.
 
 Subcommands (global option ``--odbc CONNSTR``, default ``$SENSOR_SQL_ODBC`` or a
 SQLite file under ``.local/``):
@@ -21,9 +21,9 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from scoring.cli import HelpFormatter, input_path, make_parser
-from scoring.config import WINDOW_MINUTES, parse_target
-from scoring.times import utc_now
+from batch_scoring.scoring.cli import HelpFormatter, input_path, make_parser
+from batch_scoring.scoring.config import WINDOW_MINUTES, parse_target
+from batch_scoring.scoring.times import utc_now
 
 
 # What the CLI reads from the environment: (name, default, what).
@@ -39,7 +39,7 @@ class CliError(Exception):
 
 
 def _utc(text: str) -> dt.datetime:
-    from scoring.times import utc_naive
+    from batch_scoring.scoring.times import utc_naive
 
     try:
         return utc_naive(text)
@@ -60,7 +60,7 @@ def _fmt(ts) -> str:
 
 
 def _connect(args):
-    from sensor_db import schema
+    from batch_scoring.sensor_db import schema
 
     conn_str = args.odbc or schema.default_conn_str()
     schema.ensure_sqlite_folder(conn_str)  # a new SQLite database in a folder not made yet (e.g. .local/)
@@ -76,7 +76,7 @@ def cmd_init_db(args) -> str:
     naming the dialect and the tables; ``pyodbc.Error`` when the database cannot
     be reached.
     """
-    from sensor_db import schema
+    from batch_scoring.sensor_db import schema
 
     conn = _connect(args)
     try:
@@ -99,8 +99,8 @@ def cmd_load_csv(args) -> str:
     file, the CSV loader's ``ValueError`` for a malformed
     file, ``pyodbc.Error`` for database failures.
     """
-    from ingest_sim import loads
-    from ingest_sim.csv_loader import load_csv
+    from batch_scoring.ingest_sim import loads
+    from batch_scoring.ingest_sim.csv_loader import load_csv
 
     _dag_settings(args)  # a bad --schedule is refused before anything is loaded
     df = load_csv(input_path(args.path, "a TS,Device,Sensor,Value CSV file"))
@@ -129,7 +129,7 @@ def cmd_load_csv(args) -> str:
 
 def _late_data_message(args, late, what: str = "this load") -> str:
     """What a change of windows behind the watermark means for predictions, and the command that rescores."""
-    from ingest_sim.late_data import backfill_command, describe_windows, intervals_between, intervals_of
+    from batch_scoring.ingest_sim.late_data import backfill_command, describe_windows, intervals_between, intervals_of
 
     dag_id, schedule = _dag_settings(args)
     intervals = intervals_of([t.to_pydatetime() for t in late["window_start"]], schedule)
@@ -145,7 +145,7 @@ def _late_data_message(args, late, what: str = "this load") -> str:
 
 
 def _revisions_table() -> str:
-    from sensor_db import schema
+    from batch_scoring.sensor_db import schema
 
     return schema.REVISIONS
 
@@ -155,7 +155,7 @@ def _dag_settings(args) -> tuple[str, str]:
     try:
         from batch_scoring.config import Settings, SettingsError
     except ImportError:  # the loader installed without the DAG package
-        from ingest_sim.late_data import DEFAULT_SCHEDULE
+        from batch_scoring.ingest_sim.late_data import DEFAULT_SCHEDULE
 
         dag_id, schedule = "batch_scoring", DEFAULT_SCHEDULE
     else:
@@ -184,10 +184,10 @@ def cmd_simulate(args) -> str:
     Raises ``CliError`` when the simulator cannot be imported or ``--end`` is
     not after ``--start``; ``pyodbc.Error`` for database failures.
     """
-    from ingest_sim import loads
+    from batch_scoring.ingest_sim import loads
 
     try:
-        from ingest_sim.simulator import simulate
+        from batch_scoring.ingest_sim.simulator import simulate
     except ImportError as exc:
         raise CliError(f"simulator not available: {exc}") from None
     if args.end <= args.start:
@@ -228,8 +228,8 @@ def cmd_aggregate(args) -> str:
     Raises ``CliError`` when ``--end`` is not after ``--start`` or the schedule
     is not a cron expression; ``pyodbc.Error`` for database failures.
     """
-    from ingest_sim import loads
-    from sensor_db import reads
+    from batch_scoring.ingest_sim import loads
+    from batch_scoring.sensor_db import reads
 
     if args.end <= args.start:
         raise CliError(f"--end {_fmt(args.end)} is not after --start {_fmt(args.start)}")
@@ -255,7 +255,7 @@ def cmd_export(args) -> str:
     Raises ``CliError`` when ``--end`` is not after ``--start``; ``OSError``
     when the file cannot be written; ``pyodbc.Error`` for database failures.
     """
-    from sensor_db import reads
+    from batch_scoring.sensor_db import reads
 
     if args.end <= args.start:
         raise CliError(f"--end {_fmt(args.end)} is not after --start {_fmt(args.start)}")
@@ -274,8 +274,8 @@ def cmd_export(args) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m ingest_sim`` argument parser: ``init-db``, ``load-csv``, ``simulate``, ``aggregate``, ``export``; each sub-command's ``func`` is its ``cmd_*``."""
-    p = make_parser("python -m ingest_sim", __doc__.split("\n\n")[0], env=ENV)
+    """The ``python -m batch_scoring.ingest_sim`` argument parser: ``init-db``, ``load-csv``, ``simulate``, ``aggregate``, ``export``; each sub-command's ``func`` is its ``cmd_*``."""
+    p = make_parser("python -m batch_scoring.ingest_sim", __doc__.split("\n\n")[0], env=ENV)
     p.add_argument("--odbc", metavar="CONNSTR", default=None, help="ODBC connection string (default: $SENSOR_SQL_ODBC or .local/sensors.db)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # --odbc is also accepted after the subcommand

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES
+from batch_scoring.scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES
 
 
 def aggregate_readings(readings: pd.DataFrame, window_minutes: int = WINDOW_MINUTES) -> pd.DataFrame:

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ingest_sim.readings import describe_conflicts, find_duplicates
-from scoring.config import ID_PATTERN
-from scoring.times import utc_naive_series
+from batch_scoring.ingest_sim.readings import describe_conflicts, find_duplicates
+from batch_scoring.scoring.config import ID_PATTERN
+from batch_scoring.scoring.times import utc_naive_series
 
 HEADER = ("TS", "Device", "Sensor", "Value")
 COLUMNS = ("ts", "device_id", "sensor_id", "value")

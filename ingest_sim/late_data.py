@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterable
 
-from scoring.times import utc_naive
+from batch_scoring.scoring.times import utc_naive
 
 DEFAULT_SCHEDULE = "0 * * * *"
 

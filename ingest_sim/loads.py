@@ -1,6 +1,6 @@
 """Loads into the sensor database: readings upserts, simulated-range replaces, aggregation, labels.
 
-Used by the ``python -m ingest_sim`` CLI, devstack and bench; no Airflow
+Used by the ``python -m batch_scoring.ingest_sim`` CLI, devstack and bench; no Airflow
 import. Every function takes an open pyodbc connection; each writer runs as
 one transaction (commit on success, rollback on error). Times are naive UTC
 (aware inputs are converted); intervals are half-open ``[start, end)``. What
@@ -15,18 +15,18 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ingest_sim.aggregator import aggregate_readings
-from scoring.cli import progress
-from ingest_sim.readings import describe_conflicts, find_duplicates
-from ingest_sim.revisions import changed_aggregates, insert_aggregates, late_upserts, revision_time, write_aggregates
-from ingest_sim.sql_writes import (delete_keys, delete_pairs_in_range, empty_windows, frame_rows, read_spans,
+from batch_scoring.ingest_sim.aggregator import aggregate_readings
+from batch_scoring.scoring.cli import progress
+from batch_scoring.ingest_sim.readings import describe_conflicts, find_duplicates
+from batch_scoring.ingest_sim.revisions import changed_aggregates, insert_aggregates, late_upserts, revision_time, write_aggregates
+from batch_scoring.ingest_sim.sql_writes import (delete_keys, delete_pairs_in_range, empty_windows, frame_rows, read_spans,
                                    require_columns, target_spans, transaction)
-from scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES
-from scoring.times import utc_naive
-from sensor_db import schema
-from sensor_db.frames import interval, target_pairs
-from sensor_db.reads import read_readings, window_bounds
-from sensor_db.schema import stored_ts_series
+from batch_scoring.scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES
+from batch_scoring.scoring.times import utc_naive
+from batch_scoring.sensor_db import schema
+from batch_scoring.sensor_db.frames import interval, target_pairs
+from batch_scoring.sensor_db.reads import read_readings, window_bounds
+from batch_scoring.sensor_db.schema import stored_ts_series
 
 
 @dataclass

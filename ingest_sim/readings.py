@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sensor_db.schema import stored_ts_series
+from batch_scoring.sensor_db.schema import stored_ts_series
 
 KEY = ("ts", "device_id", "sensor_id")
 

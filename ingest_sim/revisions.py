@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ingest_sim.sql_writes import delete_keys, empty_windows, frame_rows, read_spans, target_spans
-from scoring.config import AGGREGATE_COLUMNS, target_name
-from scoring.times import utc_naive
-from sensor_db import schema
-from sensor_db.reads import target_watermarks
-from sensor_db.schema import stored_ts_series
+from batch_scoring.ingest_sim.sql_writes import delete_keys, empty_windows, frame_rows, read_spans, target_spans
+from batch_scoring.scoring.config import AGGREGATE_COLUMNS, target_name
+from batch_scoring.scoring.times import utc_naive
+from batch_scoring.sensor_db import schema
+from batch_scoring.sensor_db.reads import target_watermarks
+from batch_scoring.sensor_db.schema import stored_ts_series
 
 
 def revision_time(value: Any) -> dt.datetime:

@@ -50,8 +50,8 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from scoring.config import WINDOW_MINUTES
-from scoring.times import utc_timestamp
+from batch_scoring.scoring.config import WINDOW_MINUTES
+from batch_scoring.scoring.times import utc_timestamp
 
 KINDS = ("spike", "level_shift", "drift", "stuck", "dropout")
 NORMAL_LOSS = 0.02  # fraction of readings lost at random in normal operation

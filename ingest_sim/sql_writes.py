@@ -11,9 +11,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from sensor_db import schema
-from sensor_db.frames import select, select_for_targets
-from sensor_db.schema import stored_ts_series
+from batch_scoring.sensor_db import schema
+from batch_scoring.sensor_db.frames import select, select_for_targets
+from batch_scoring.sensor_db.schema import stored_ts_series
 
 
 def frame_rows(df: pd.DataFrame, columns: Sequence[str], types: dict[str, str]) -> list[tuple]:

@@ -1,6 +1,6 @@
 """Provision an Azure ML workspace for the batch_scoring DAG (no Airflow here).
 
-    python -m scoring.azure_setup --subscription-id S --resource-group RG --workspace WS \\
+    python -m batch_scoring.scoring.azure_setup --subscription-id S --resource-group RG --workspace WS \\
         --storage-account ACCOUNT [--models DIR] [--dry-run]
 
 Creates or updates, idempotently:
@@ -8,10 +8,12 @@ Creates or updates, idempotently:
 1. the ``AmlCompute`` cluster the scoring jobs run on (scales to zero by default),
    with a managed identity (system-assigned, or ``--compute-identity <ARM id>`` of a
    user-assigned one): every job runs as it;
-2. the environment: a conda spec (python 3.11 + pip pins copied from
-   ``requirements.lock`` for exactly the packages ``scoring/`` imports) on
-   Microsoft's Ubuntu base image: Azure ML builds the image once per version;
-3. the code asset: a staged copy of the ``scoring/`` package, registered once
+2. the environment: a conda spec (python 3.11 + pip pins of exactly the packages
+   ``batch_scoring.scoring`` imports, at the versions installed where this runs, or
+   those of ``--lock FILE``) on Microsoft's Ubuntu base image: Azure ML builds the
+   image once per version. Models are unpickled by the job, so its scikit-learn
+   must be the one that trained them (``model_store`` refuses any other);
+3. the code asset: a staged copy of the ``batch_scoring.scoring`` package, registered once
    per version so parallel jobs reference it instead of racing to upload a
    snapshot each (bump ``--code`` when scoring changes: a registered version is
    immutable; the content hash is in its tags);
@@ -36,12 +38,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scoring.azure_roles import roles_text
-from scoring.cli import input_path, make_parser, progress, run
+from batch_scoring.scoring.azure_roles import roles_text
+from batch_scoring.scoring.cli import input_path, make_parser, progress, run
 
+#: This package's folder (installed or checked out): the code asset is staged from it.
 SCORING_DIR = Path(__file__).resolve().parent
-REPO = SCORING_DIR.parent
-LOCK = REPO / "requirements.lock"
 # Pinned: a dated tag of Microsoft's Azure ML base image (tags listed at
 # https://mcr.microsoft.com/v2/azureml/openmpi4.1.0-ubuntu22.04/tags/list). ":latest" would give
 # each new environment version, and each node that rebuilds it, whatever was pushed last. Moving it is a
@@ -115,10 +116,28 @@ def _name_version(ref: str) -> tuple[str, str]:
 
 # --- entities -----------------------------------------------------------------------
 
-def lock_pins(lock: Path = LOCK, packages=JOB_PACKAGES) -> list[str]:
-    """``pkg==version`` lines from the lock for the job's packages (fails if one is missing)."""
+def installed_pins(packages=JOB_PACKAGES) -> list[str]:
+    """``pkg==version`` for the job's packages at the versions installed in this interpreter.
+
+    :raises SystemExit: naming the packages that are not installed.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins, missing = [], []
+    for p in packages:
+        try:
+            pins.append(f"{p}=={version(p)}")
+        except PackageNotFoundError:
+            missing.append(p)
+    if missing:
+        raise SystemExit(f"not installed here, so no version to pin: {missing} (or give --lock FILE)")
+    return pins
+
+
+def lock_pins(lock: Path, packages=JOB_PACKAGES) -> list[str]:
+    """``pkg==version`` lines from the lock file ``lock`` for the job's packages (fails if one is missing)."""
     pins = {}
-    for line in lock.read_text().splitlines():
+    for line in Path(lock).read_text().splitlines():
         m = re.match(r"^([A-Za-z0-9_.-]+)==([^\s;#]+)", line)
         if m:
             pins[m.group(1).lower()] = m.group(2)
@@ -128,12 +147,15 @@ def lock_pins(lock: Path = LOCK, packages=JOB_PACKAGES) -> list[str]:
     return [f"{p}=={pins[p]}" for p in packages]
 
 
-def conda_spec(lock: Path = LOCK) -> dict:
-    """The environment's conda file as a dict: Python 3.11 and pip with the pins of ``lock`` (``SystemExit`` when one is missing)."""
+def conda_spec(lock: Path | None = None) -> dict:
+    """The environment's conda file as a dict: Python 3.11 and pip with the job's pins.
+
+    Pins from ``lock`` when given, else the installed versions (``installed_pins``); ``SystemExit`` when one is missing.
+    """
     return {
         "name": "batch-scoring",
         "channels": ["conda-forge"],
-        "dependencies": ["python=3.11", "pip", {"pip": lock_pins(lock)}],
+        "dependencies": ["python=3.11", "pip", {"pip": lock_pins(lock) if lock else installed_pins()}],
     }
 
 
@@ -163,36 +185,43 @@ def build_compute(name: str, size: str, min_instances: int, max_instances: int, 
     )
 
 
-def build_environment(ref: str, lock: Path = LOCK):
-    """The ``Environment`` entity ``ref`` (``name:version``) on ``BASE_IMAGE`` with the pins of ``lock``.
+def build_environment(ref: str, lock: Path | None = None):
+    """The ``Environment`` entity ``ref`` (``name:version``) on ``BASE_IMAGE`` with the job's pins.
 
-    Tagged with the first 16 hex digits of the lock's SHA-256. Raises
-    ``SystemExit`` when the lock lacks a pin, ``OSError`` when it cannot be read.
+    Pins from ``lock`` when given, else the versions installed here (see ``conda_spec``); tagged
+    ``pins_sha256``, the first 16 hex digits of the SHA-256 of the pin lines. Raises ``SystemExit``
+    when a pin is missing, ``OSError`` when ``lock`` cannot be read.
     """
     from azure.ai.ml.entities import Environment
 
     name, version = _name_version(ref)
+    conda = conda_spec(lock)
+    pins = "\n".join(conda["dependencies"][2]["pip"])
     return Environment(
         name=name,
         version=version,
         image=BASE_IMAGE,
-        conda_file=conda_spec(lock),
-        description="Scoring runtime: pins copied from requirements.lock",
-        tags={"lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest()[:16]},
+        conda_file=conda,
+        description=f"Scoring runtime: pins from {Path(lock).name if lock else 'the installed packages'}",
+        tags={"pins_sha256": hashlib.sha256(pins.encode()).hexdigest()[:16]},
     )
 
 
 def stage_code(dest: Path) -> Path:
-    """Copy the ``scoring`` package (sources only) to ``dest/scoring``; returns ``dest``.
+    """Copy ``batch_scoring/__init__.py`` and the ``batch_scoring.scoring`` sources to ``dest/batch_scoring/``; returns ``dest``.
 
-    The job runs ``python -m scoring.score`` from the code folder's root.
+    The job runs ``python -m batch_scoring.scoring.score`` from the code folder's root; nothing
+    else of the package (no Airflow side) is uploaded.
     """
+    import batch_scoring
+
     dest = Path(dest)
-    if (dest / "scoring").exists():
-        shutil.rmtree(dest / "scoring")
-    (dest / "scoring").mkdir(parents=True)
+    if (dest / "batch_scoring").exists():
+        shutil.rmtree(dest / "batch_scoring")
+    (dest / "batch_scoring" / "scoring").mkdir(parents=True)
+    shutil.copy2(batch_scoring.__file__, dest / "batch_scoring" / "__init__.py")
     for src in sorted(SCORING_DIR.glob("*.py")):
-        shutil.copy2(src, dest / "scoring" / src.name)
+        shutil.copy2(src, dest / "batch_scoring" / "scoring" / src.name)
     return dest
 
 
@@ -211,7 +240,7 @@ def build_code(ref: str, folder: Path):
     from azure.ai.ml.entities._assets._artifacts.code import Code
 
     name, version = _name_version(ref)
-    return Code(name=name, version=version, path=str(folder), description="scoring/ package for python -m scoring.score",
+    return Code(name=name, version=version, path=str(folder), description="batch_scoring.scoring for python -m batch_scoring.scoring.score",
                 tags={"sha256": code_hash(folder)[:16]})
 
 
@@ -243,7 +272,7 @@ def build_all(args, code_dir: Path) -> list[tuple[str, object]]:
     entities = [
         ("compute", build_compute(args.compute, args.vm_size, args.min_instances, args.max_instances, args.idle_seconds, args.tier,
                                   args.compute_identity)),
-        ("environment", build_environment(args.environment, Path(args.lock))),
+        ("environment", build_environment(args.environment, Path(args.lock) if args.lock else None)),
         ("code", build_code(args.code, code_dir)),
     ]
     key = os.environ.get("AZURE_STORAGE_ACCOUNT_KEY") if args.datastore_auth == "account-key" else None
@@ -333,9 +362,9 @@ def apply(args, entities, out=sys.stdout) -> None:
 
 
 def parser():
-    """The ``python -m scoring.azure_setup`` argument parser; defaults from the environment and the DAG's settings."""
+    """The ``python -m batch_scoring.scoring.azure_setup`` argument parser; defaults from the environment and the DAG's settings."""
     d = defaults()
-    p = make_parser("python -m scoring.azure_setup",
+    p = make_parser("python -m batch_scoring.scoring.azure_setup",
                     __doc__.split("\n\n")[0] + ": cluster, environment, code, datastores, models.",
                     env=ENV, epilog=COST_HELP)
     p.add_argument("--subscription-id", default=os.environ.get("AZURE_SUBSCRIPTION_ID"))
@@ -355,7 +384,8 @@ def parser():
                         "identity's ARM id (/subscriptions/.../userAssignedIdentities/NAME)")
     p.add_argument("--environment", default=d["environment"], help="name:version")
     p.add_argument("--code", default=d["code"], help="name:version of the scoring code asset")
-    p.add_argument("--lock", default=str(LOCK), help="pinned lock the environment's versions come from")
+    p.add_argument("--lock", default=None, metavar="FILE",
+                   help="pip lock (name==version lines) to take the job's pins from (default: the versions installed here)")
     for kind in ("aggregates", "models", "predictions"):
         p.add_argument(f"--{kind}-datastore", default=d[f"{kind}_datastore"])
         p.add_argument(f"--{kind}-container", default=d[f"{kind}_container"])
@@ -377,7 +407,8 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
-    input_path(args.lock, "--lock: the pinned requirements.lock")
+    if args.lock:
+        input_path(args.lock, "--lock: the pinned requirements.lock")
     if args.models:
         input_path(args.models, "--models: folder of <device>/<sensor>/{model.joblib,manifest.json}", directory=True)
     with tempfile.TemporaryDirectory(prefix="scoring-code-") as tmp:

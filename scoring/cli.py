@@ -1,7 +1,7 @@
 """What every ``python -m ...`` of the project shares: its parser, its input checks, its progress bars.
 
 * ``make_parser``: an ``argparse`` parser named for its real invocation
-  (``prog="python -m scoring.train"``), showing each option's default and, in
+  (``prog="python -m batch_scoring.scoring.train"``), showing each option's default and, in
   its epilog, the environment variables the command reads with their defaults;
 * ``input_path`` / ``read_parquet``: an input that is missing or unreadable
   becomes one ``InputError`` naming the path and what it should have been;
@@ -58,7 +58,7 @@ def env_epilog(env) -> str:
 
 
 def make_parser(prog: str, description: str, env=(), epilog: str = "") -> argparse.ArgumentParser:
-    """A parser for ``prog`` (the real invocation, e.g. ``python -m scoring.train``).
+    """A parser for ``prog`` (the real invocation, e.g. ``python -m batch_scoring.scoring.train``).
 
     ``env``: ``(NAME, default, what)`` triples of the environment variables the
     command reads, listed in the epilog after ``epilog``; defaults are shown by

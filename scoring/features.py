@@ -140,7 +140,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scoring.config import FEATURES, LOG_STD_EPS, SCALE_FLOOR_FRACTION, STD_FLOOR_RELATIVE
+from batch_scoring.scoring.config import FEATURES, LOG_STD_EPS, SCALE_FLOOR_FRACTION, STD_FLOOR_RELATIVE
 
 REQUIRED_COLUMNS = ("value_mean", "value_min", "value_max", "value_std", "n_readings")
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from scoring.config import parse_target, target_name
-from scoring.times import utc_naive
+from batch_scoring.scoring.config import parse_target, target_name
+from batch_scoring.scoring.times import utc_naive
 
 INTERVAL_KEY_FORMAT = "%Y%m%dT%H%MZ"
 

@@ -42,9 +42,9 @@ from pathlib import Path
 import sklearn
 from sklearn.exceptions import InconsistentVersionWarning
 
-from scoring.atomic import write_atomic
-from scoring.config import FEATURES, target_name
-from scoring.layout import MODEL_FILE, MODEL_MANIFEST, target_path
+from batch_scoring.scoring.atomic import write_atomic
+from batch_scoring.scoring.config import FEATURES, target_name
+from batch_scoring.scoring.layout import MODEL_FILE, MODEL_MANIFEST, target_path
 
 MANIFEST_VERSION = 1
 
@@ -191,6 +191,6 @@ def _version_message(target: str, path: Path, trained_with, detail: str = "") ->
     return (
         f"{what}, this environment runs scikit-learn {running}: refusing to load {path} (scikit-learn does not "
         f"support loading a model pickled by another version: {PERSISTENCE_DOC}); retrain the target with "
-        f"scikit-learn {running} (python -m scoring.train) and redeploy the model, or score in an environment "
+        f"scikit-learn {running} (python -m batch_scoring.scoring.train) and redeploy the model, or score in an environment "
         f"with {other}"
     )

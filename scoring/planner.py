@@ -2,9 +2,9 @@
 
 CLI::
 
-    python -m scoring.planner --targets 10000 --targets-per-job 100 --max-nodes 4 \\
+    python -m batch_scoring.scoring.planner --targets 10000 --targets-per-job 100 --max-nodes 4 \\
         --node-startup 300 --job-overhead 60 --per-target 0.01 --vm-price 0.20 --period 3600
-    python -m scoring.planner --mode local --targets 1000 --targets-per-job 10 --workers 2 \\
+    python -m batch_scoring.scoring.planner --mode local --targets 1000 --targets-per-job 10 --workers 2 \\
         --job-overhead 1.6 --per-target 0.025 --run-overhead 12 --run-per-target 0.003
 
 The model (every quantity in seconds; a "slot" runs one job at a time)::
@@ -62,7 +62,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass
 
-from scoring.cli import make_parser
+from batch_scoring.scoring.cli import make_parser
 
 MAX_MAP_LENGTH = 1024
 
@@ -205,8 +205,8 @@ def main(argv=None) -> int:
 
     Returns 0; usage errors (including negative or zero counts) exit 2 via argparse.
     """
-    parser = make_parser("python -m scoring.planner", __doc__.splitlines()[0],
-                         epilog="Model and assumptions: see the module docstring (python -c 'import scoring.planner; help(scoring.planner)').")
+    parser = make_parser("python -m batch_scoring.scoring.planner", __doc__.splitlines()[0],
+                         epilog="Model and assumptions: see the module docstring (python -c 'import batch_scoring.scoring.planner; help(batch_scoring.scoring.planner)').")
     d = Params(targets=0)
     parser.add_argument("--targets", type=int, required=True)
     parser.add_argument("--targets-per-job", type=int, default=d.targets_per_job)

@@ -2,7 +2,7 @@
 
 CLI::
 
-    python -m scoring.score --aggregates SNAPSHOT.parquet --models DIR --out DIR \\
+    python -m batch_scoring.scoring.score --aggregates SNAPSHOT.parquet --models DIR --out DIR \\
         --targets d/s [d/s ...]   (or --targets-file FILE)
 
 For each target writes ``<out>/<device>/<sensor>.parquet`` (device_id,
@@ -32,14 +32,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sklearn
 
-from scoring.atomic import write_atomic
-from scoring.cli import InputError, make_parser, progress, read_parquet, read_targets, run
-from scoring.config import FEATURES, parse_target, target_name
-from scoring.features import feature_matrix
-from scoring.layout import prediction_name, receipt_name
-from scoring.model_store import load_model
-from scoring.target_rows import target_ranges
-from scoring.train import normalise_aggregates
+from batch_scoring.scoring.atomic import write_atomic
+from batch_scoring.scoring.cli import InputError, make_parser, progress, read_parquet, read_targets, run
+from batch_scoring.scoring.config import FEATURES, parse_target, target_name
+from batch_scoring.scoring.features import feature_matrix
+from batch_scoring.scoring.layout import prediction_name, receipt_name
+from batch_scoring.scoring.model_store import load_model
+from batch_scoring.scoring.target_rows import target_ranges
+from batch_scoring.scoring.train import normalise_aggregates
 
 OUTPUT_COLUMNS = (
     ("device_id", "sensor_id", "window_start", "window_end") + tuple(FEATURES) + ("decision_score", "is_anomaly", "model_sha256")
@@ -245,14 +245,14 @@ def write_receipt(receipt: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    """Run ``python -m scoring.score`` on ``argv``: score the targets of one snapshot into ``--out``.
+    """Run ``python -m batch_scoring.scoring.score`` on ``argv``: score the targets of one snapshot into ``--out``.
 
     Prints one JSON line per target and a summary on stderr. Returns 0 when
     every target scored, 1 when one failed (its receipt says why), 2 for a
     missing or unreadable ``--aggregates`` or ``--targets-file``, or one with no
     targets (one ``error: <path>: ...`` line); usage errors (no targets) exit 2 via argparse.
     """
-    parser = make_parser("python -m scoring.score", __doc__.splitlines()[0])
+    parser = make_parser("python -m batch_scoring.scoring.score", __doc__.splitlines()[0])
     parser.add_argument("--aggregates", required=True, help="snapshot parquet (the interval's aggregates)")
     parser.add_argument("--models", required=True, help="models directory")
     parser.add_argument("--out", required=True, help="predictions directory (written)")

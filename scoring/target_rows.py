@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scoring.config import target_name
+from batch_scoring.scoring.config import target_name
 
 
 def target_ranges(device_ids, sensor_ids) -> dict[str, tuple[int, int]]:

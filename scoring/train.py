@@ -2,7 +2,7 @@
 
 CLI::
 
-    python -m scoring.train --aggregates FILE.parquet --models DIR \\
+    python -m batch_scoring.scoring.train --aggregates FILE.parquet --models DIR \\
         [--start ISO --end ISO] [--targets d/s ...] [--skip-insufficient]
 
 Training windows are those with ``start <= window_start`` and
@@ -65,7 +65,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
-from scoring.config import (
+from batch_scoring.scoring.config import (
     AGGREGATE_COLUMNS,
     FEATURES,
     MIN_TRAINING_WINDOWS,
@@ -77,7 +77,7 @@ from scoring.config import (
     parse_target,
     target_name,
 )
-from scoring.features import (
+from batch_scoring.scoring.features import (
     SCALE_FLOOR_RULES,
     STD_REF_FLOOR,
     STD_REF_VARIED,
@@ -87,10 +87,10 @@ from scoring.features import (
     std_reference,
     varied_windows,
 )
-from scoring.cli import make_parser, progress, read_parquet, read_targets, run
-from scoring.model_store import save_model
-from scoring.scaler import FlooredStandardScaler
-from scoring.times import utc_naive_series, utc_timestamp
+from batch_scoring.scoring.cli import make_parser, progress, read_parquet, read_targets, run
+from batch_scoring.scoring.model_store import save_model
+from batch_scoring.scoring.scaler import FlooredStandardScaler
+from batch_scoring.scoring.times import utc_naive_series, utc_timestamp
 
 # Features whose ~zero training variance is expected of a healthy sensor: a sensor that delivers every
 # reading has a constant reading count. Recorded (training.constant_features), not warned about.
@@ -330,14 +330,14 @@ def _iso(value) -> str:
 
 
 def main(argv=None) -> int:
-    """Run ``python -m scoring.train`` on ``argv``: train one model per target into ``--models``.
+    """Run ``python -m batch_scoring.scoring.train`` on ``argv``: train one model per target into ``--models``.
 
     Prints one JSON line per manifest, each training warning, and a summary on
     stderr. Returns 0, 1 for a ``TrainingError``/``ValueError`` (printed as
     ``error: ...``), 2 for a missing or unreadable ``--aggregates`` or
     ``--targets-file`` (one ``error: <path>: ...`` line); usage errors exit 2 via argparse.
     """
-    parser = make_parser("python -m scoring.train", __doc__.splitlines()[0])
+    parser = make_parser("python -m batch_scoring.scoring.train", __doc__.splitlines()[0])
     parser.add_argument("--aggregates", required=True, help="parquet file with the aggregate columns")
     parser.add_argument("--models", required=True, help="models directory (written)")
     parser.add_argument("--start", help="training range start (ISO, UTC), inclusive; default: the first window")

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from scoring.config import WINDOW_MINUTES, target_name
+from batch_scoring.scoring.config import WINDOW_MINUTES, target_name
 
 
 def window_problems(frame: pd.DataFrame, start: dt.datetime, end: dt.datetime,

@@ -17,9 +17,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scoring.config import parse_target
-from scoring.times import utc_naive
-from sensor_db import schema
+from batch_scoring.scoring.config import parse_target
+from batch_scoring.scoring.times import utc_naive
+from batch_scoring.sensor_db import schema
 
 
 def interval(start: Any, end: Any) -> tuple[dt.datetime, dt.datetime]:

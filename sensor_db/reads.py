@@ -17,11 +17,11 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES, target_name
-from scoring.times import utc_naive
-from sensor_db import schema
-from sensor_db.checks import window_problems
-from sensor_db.frames import end_read, interval, pair_clause, select, select_for_targets, target_pairs
+from batch_scoring.scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES, target_name
+from batch_scoring.scoring.times import utc_naive
+from batch_scoring.sensor_db import schema
+from batch_scoring.sensor_db.checks import window_problems
+from batch_scoring.sensor_db.frames import end_read, interval, pair_clause, select, select_for_targets, target_pairs
 
 
 # window_end breaks ties between rows sharing a window_start (only possible without the primary key,

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Sequence
 
 import pyodbc
 
-from scoring.times import utc_naive, utc_naive_series
+from batch_scoring.scoring.times import utc_naive, utc_naive_series
 
 # SQL Server: at most 2,100 parameters per request (sp_executesql's own
 # parameters count too, so stay a little under) and 1,000 rows per VALUES list.
@@ -50,7 +50,6 @@ LABEL_COLUMNS = ("device_id", "sensor_id", "kind", "start_ts", "end_ts", "magnit
 REVISION_COLUMNS = ("device_id", "sensor_id", "window_start", "window_end", "revised_at")
 
 ENV_CONN_STR = "SENSOR_SQL_ODBC"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # column name -> logical type, per table (order = table column order)
 _ID = "id"
@@ -127,11 +126,15 @@ def column_types(table: str) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- connection
 def default_conn_str() -> str:
-    """``$SENSOR_SQL_ODBC``, else a SQLite file under ``<repo>/.local/`` (folder created)."""
+    """``$SENSOR_SQL_ODBC``, else the SQLite file ``.local/sensors.db`` below the current directory (folder created).
+
+    The current directory, not the package's: an installed package has no checkout to write into
+    (``make demo`` and the loaders run from the repository's root, so there it is ``<repo>/.local``).
+    """
     env = os.environ.get(ENV_CONN_STR, "").strip()
     if env:
         return env
-    path = REPO_ROOT / ".local" / "sensors.db"
+    path = Path.cwd() / ".local" / "sensors.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"Driver=SQLite3;Database={path}"
 

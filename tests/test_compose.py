@@ -230,7 +230,7 @@ def test_init_script_is_valid_bash_and_does_what_the_compose_file_promises():
     proc = subprocess.run(["bash", "-n", str(INIT_SCRIPT)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     text = INIT_SCRIPT.read_text()
-    for needle in ("airflow db migrate", "python -m ingest_sim --odbc", "init-db",
+    for needle in ("airflow db migrate", "python -m batch_scoring.ingest_sim --odbc", "init-db",
                    "Driver={${ODBC_DRIVER}};Server=mssql,1433;", "TrustServerCertificate=yes",
                    "devstack.compose_init", "containers", "demo-data",
                    "--conn-type odbc", "--conn-type\", \"wasb\"", '\\"driver\\": \\"${ODBC_DRIVER}\\"'):
@@ -246,7 +246,7 @@ def test_compose_init_builds_the_demo_world(sqlite_conn_str, blob_conn_str, tmp_
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
     from devstack import compose_init
-    from sensor_db.schema import connect
+    from batch_scoring.sensor_db.schema import connect
 
     assert "nothing to create" in compose_init.create_database(sqlite_conn_str)
     assert "containers ready" in compose_init.ensure_containers(blob_conn_str)

@@ -25,11 +25,11 @@ import re
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from scoring.layout import interval_prefix, model_manifest_blob, snapshot_blob
+from batch_scoring.scoring.layout import interval_prefix, model_manifest_blob, snapshot_blob
 
 MAX_JOB_NAME = 255
 #: The job's command, before its targets; part of every job name (a new command is a new computation).
-SCORE_COMMAND = ("python -m scoring.score --aggregates ${{inputs.aggregates}} --models ${{inputs.models}} "
+SCORE_COMMAND = ("python -m batch_scoring.scoring.score --aggregates ${{inputs.aggregates}} --models ${{inputs.models}} "
                  "--out ${{outputs.predictions}} --targets ")
 _UNSAFE = re.compile(r"[^a-z0-9_-]+")
 #: Server-side limit (seconds) of a job whose operator waits for ever (``timeout_seconds=0``).
@@ -216,7 +216,7 @@ def read_job_inputs(store, config: AzureMLJobConfig, interval, unit: list[str]) 
         raise AzureMLInputError(
             f"{what}: no usable deployed model for {len(problems)} target(s): {'; '.join(problems[:20])}"
             f"{' ...' if len(problems) > 20 else ''}; redeploy the model (model.joblib and manifest.json under "
-            f"{config.models_container}/<device>/<sensor>/, e.g. python -m scoring.azure_setup --models ...) "
+            f"{config.models_container}/<device>/<sensor>/, e.g. python -m batch_scoring.scoring.azure_setup --models ...) "
             "and clear this task, or, if the model was retired, clear the snapshot task (and its downstream) "
             "so the plan drops the target")
     return JobInputs(code=config.code, environment=config.environment, aggregates=aggregates, models=tuple(models))

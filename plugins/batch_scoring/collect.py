@@ -17,8 +17,8 @@ import io
 import json
 import logging
 
-from scoring.config import parse_target
-from scoring.layout import (
+from batch_scoring.scoring.config import parse_target
+from batch_scoring.scoring.layout import (
     Interval,
     interval_prefix,
     manifest_blob,

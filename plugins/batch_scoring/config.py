@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # --- Azure ML backend (BATCH_SCORING_BACKEND=azureml); see docs/azure_ml.md ------------
     azureml_conn_id: str = _accepts(_CONN_ID, default="azure_ml", pattern=_NO_SPACES)
     azureml_compute: str = _accepts(_NAME, default="cpu-scoring", pattern=_NO_SPACES)
-    # Registered once per version by `python -m scoring.azure_setup` (never per job).
+    # Registered once per version by `python -m batch_scoring.scoring.azure_setup` (never per job).
     azureml_environment: str = _accepts(_NAME, default="batch-scoring-env:1", pattern=_NO_SPACES)
     azureml_code: str = _accepts(_NAME, default="batch-scoring-code:1", pattern=_NO_SPACES)
     # Blob datastores registered over the three containers.

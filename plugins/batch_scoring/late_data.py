@@ -20,8 +20,8 @@ import datetime as dt
 import json
 import logging
 
-from scoring.layout import STALE_MARKER, Interval, manifest_blob, stale_marker_blob
-from scoring.times import utc_naive
+from batch_scoring.scoring.layout import STALE_MARKER, Interval, manifest_blob, stale_marker_blob
+from batch_scoring.scoring.times import utc_naive
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def read_revisions_or_none(sql_conn, **bounds):
     """``sensor_db.reads.read_revisions``; raises :class:`RevisionsUnavailable` when the table is missing."""
     import pyodbc
 
-    from sensor_db.reads import read_revisions
+    from batch_scoring.sensor_db.reads import read_revisions
 
     try:
         return read_revisions(sql_conn, **bounds)
@@ -53,14 +53,14 @@ def interval_revised_at(sql_conn, start, end) -> str | None:
     """The interval's latest late-data revision as ISO text (None: none, or revisions are not tracked here)."""
     import pyodbc
 
-    from sensor_db.reads import interval_revised_at as revised
+    from batch_scoring.sensor_db.reads import interval_revised_at as revised
 
     try:
         return _iso(revised(sql_conn, start, end))
     except pyodbc.Error as exc:
         sql_conn.rollback()
         log.warning("late-data tracking is off: cannot read aggregate_revisions (%s); create the table with "
-                    "`python -m ingest_sim init-db`", " ".join(str(exc).split())[:200])
+                    "`python -m batch_scoring.ingest_sim init-db`", " ".join(str(exc).split())[:200])
         return None
 
 
@@ -74,8 +74,8 @@ def find_stale_intervals(sql_conn, store, settings, dag_id: str, now: dt.datetim
     Looks back ``settings.late_data_lookback_days`` from ``now`` (naive UTC).
     Raises :class:`RevisionsUnavailable` when revisions are not tracked.
     """
-    from ingest_sim.late_data import backfill_command, interval_of
-    from scoring.config import target_name
+    from batch_scoring.ingest_sim.late_data import backfill_command, interval_of
+    from batch_scoring.scoring.config import target_name
 
     from batch_scoring.hooks.blob_storage import read_json
 
@@ -133,7 +133,7 @@ def mark_stale(store, settings, stale: list[dict]) -> None:
 
 def describe(stale: list[dict], dag_id: str) -> str:
     """One warning for the task log: which scored intervals are stale and the one command that rescores them."""
-    from ingest_sim.late_data import backfill_command
+    from batch_scoring.ingest_sim.late_data import backfill_command
 
     keys = [s["interval"] for s in stale]
     intervals = [(Interval.from_key(k).start, Interval.from_key(k).end) for k in keys]

@@ -13,8 +13,8 @@ import logging
 import tempfile
 from pathlib import Path
 
-from scoring.config import parse_target
-from scoring.layout import (
+from batch_scoring.scoring.config import parse_target
+from batch_scoring.scoring.layout import (
     MODEL_MANIFEST,
     Interval,
     interval_prefix,
@@ -50,7 +50,7 @@ def score_unit_local(store, settings, interval: Interval, targets: list[str]) ->
     """
     import pyarrow.parquet as pq
 
-    from scoring.score import score_targets
+    from batch_scoring.scoring.score import score_targets
 
     with tempfile.TemporaryDirectory(prefix="score-unit-") as tmp:
         tmp = Path(tmp)
@@ -96,8 +96,8 @@ def _permanent_error_names() -> frozenset[str]:
     Every ``scoring.model_store.ModelStoreError`` (missing, tampered, corrupt or incompatible model, and
     any subclass added later) and ``UnknownTargetError`` (no rows in the snapshot).
     """
-    from scoring.model_store import ModelStoreError
-    from scoring.score import UnknownTargetError
+    from batch_scoring.scoring.model_store import ModelStoreError
+    from batch_scoring.scoring.score import UnknownTargetError
 
     names, todo = {UnknownTargetError.__name__}, [ModelStoreError]
     while todo:
@@ -132,7 +132,7 @@ def _way_out(permanent: list[dict], settings, interval: Interval) -> str:
 
 def _name_blobs_in_errors(receipts: list[dict], out: Path, local_to_blob: dict[str, str]) -> None:
     """Rewrite each failed receipt's error (returned and written) so it names blobs, not this worker's temp paths."""
-    from scoring.score import receipt_path, write_receipt
+    from batch_scoring.scoring.score import receipt_path, write_receipt
 
     for receipt in receipts:
         error = receipt.get("error")
@@ -155,7 +155,7 @@ def _validate_written(receipts: list[dict], aggregates, models: Path, out: Path)
     downloading and parsing every prediction again. A prediction that fails is
     not uploaded and its target fails, naming why.
     """
-    from scoring.score import prediction_path, receipt_path, write_receipt
+    from batch_scoring.scoring.score import prediction_path, receipt_path, write_receipt
 
     windows = windows_by_target(aggregates)
     for receipt in receipts:

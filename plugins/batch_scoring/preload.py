@@ -14,8 +14,8 @@ import os
 import sys
 
 MODULES = ("pandas", "pyarrow.parquet", "sklearn.pipeline", "sklearn.svm", "sklearn.preprocessing",
-           "joblib", "azure.storage.blob", "airflow.providers.microsoft.azure.hooks.wasb", "scoring.score",
-           "sensor_db.reads")
+           "joblib", "azure.storage.blob", "airflow.providers.microsoft.azure.hooks.wasb", "batch_scoring.scoring.score",
+           "batch_scoring.sensor_db.reads")
 
 
 def wanted(argv=None) -> bool:

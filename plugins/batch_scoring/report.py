@@ -11,7 +11,7 @@ import base64
 import html
 import io
 
-from scoring.layout import heatmap_blob, report_blob
+from batch_scoring.scoring.layout import heatmap_blob, report_blob
 
 MAX_HEATMAP_DEVICES = 60
 
@@ -24,7 +24,7 @@ def anomaly_matrix(flags: dict, interval):
     import numpy as np
     import pandas as pd
 
-    from scoring.config import WINDOW_MINUTES
+    from batch_scoring.scoring.config import WINDOW_MINUTES
 
     if not flags:
         return pd.DataFrame()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import io
 import logging
 
-from scoring.config import target_name
-from scoring.layout import Interval, model_manifest_target, snapshot_blob
+from batch_scoring.scoring.config import target_name
+from batch_scoring.scoring.layout import Interval, model_manifest_target, snapshot_blob
 
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 from batch_scoring.late_data import interval_revised_at
@@ -45,7 +45,7 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     ``PermanentPipelineError`` (retrying cannot fix it) naming every target and window when the aggregates
     are structurally malformed (duplicate, misaligned or straddling windows), before anything is written.
     """
-    from sensor_db.reads import read_interval_aggregates
+    from batch_scoring.sensor_db.reads import read_interval_aggregates
 
     # Structural faults (duplicate, misaligned or straddling windows) mean the
     # upstream aggregation is broken: refuse the whole interval, before writing

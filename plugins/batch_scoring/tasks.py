@@ -1,8 +1,8 @@
 """Task bodies of the DAG: fetch clients from Airflow connections, call the run's steps."""
 from __future__ import annotations
 
-from scoring.layout import Interval, manifest_blob
-from scoring.times import utc_naive
+from batch_scoring.scoring.layout import Interval, manifest_blob
+from batch_scoring.scoring.times import utc_naive
 
 from batch_scoring.collect import collect_interval
 from batch_scoring.config import settings

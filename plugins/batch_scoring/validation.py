@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 
-from scoring.config import parse_target
+from batch_scoring.scoring.config import parse_target
 
 
 PREDICTION_REQUIRED_COLUMNS = ("device_id", "sensor_id", "window_start", "window_end", "decision_score", "is_anomaly", "model_sha256")
@@ -110,7 +110,7 @@ def windows_by_target(snapshot) -> dict:
     ``snapshot``: a DataFrame with at least ``device_id``, ``sensor_id`` and ``window_start`` (any order;
     ids of any type, compared as text). An empty frame gives ``{}``.
     """
-    from scoring.target_rows import target_ranges
+    from batch_scoring.scoring.target_rows import target_ranges
 
     if snapshot.empty:
         return {}

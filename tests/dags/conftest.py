@@ -62,7 +62,7 @@ def build_world(sql_conn_str: str, store, models_dir, **kwargs):
     """Simulate, aggregate, train and deploy a small world on this test's SQL database and Azurite."""
     from batch_scoring.config import settings
     from devstack.world import simulate_world
-    from sensor_db.schema import connect
+    from batch_scoring.sensor_db.schema import connect
 
     conn = connect(sql_conn_str)
     try:

@@ -12,7 +12,7 @@ import pytest
 from devstack.services import REPO
 
 HEAVY = ["pandas", "numpy", "sklearn", "pyarrow", "pyodbc", "azure.ai.ml", "azure.storage.blob",
-         "airflow.providers.microsoft.azure.hooks.wasb", "sensor_db.reads", "ingest_sim.loads", "scoring.score"]
+         "airflow.providers.microsoft.azure.hooks.wasb", "batch_scoring.sensor_db.reads", "batch_scoring.ingest_sim.loads", "batch_scoring.scoring.score"]
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ TARGETS = [f"{d}/{s}" for d in (1, 2, 3) for s in (1, 2, 3, 4, 5)]
 def reference_world(airflow_db, airflow_connections, blob_store, tmp_path):
     from batch_scoring.config import settings
     from devstack.world import train_and_deploy
-    from ingest_sim.csv_loader import load_csv
-    from sensor_db.schema import connect, create_schema
-    from ingest_sim.loads import aggregate_range, load_readings
+    from batch_scoring.ingest_sim.csv_loader import load_csv
+    from batch_scoring.sensor_db.schema import connect, create_schema
+    from batch_scoring.ingest_sim.loads import aggregate_range, load_readings
 
     assert REFERENCE_CSV.exists(), f"reference data missing at {REFERENCE_CSV}"
     readings = load_csv(REFERENCE_CSV)

@@ -10,7 +10,7 @@ def test_missing_models_folder_is_one_line_exit_2(tmp_path, capsys):
     path = tmp_path / "models"
     assert deploy_models.main([str(path)]) == 2
     assert capsys.readouterr().err == (f"error: {path}: No such file or directory "
-                                       "(expected a models folder written by `python -m scoring.train`)\n")
+                                       "(expected a models folder written by `python -m batch_scoring.scoring.train`)\n")
 
 
 def test_help_names_the_real_invocation_and_the_environment(capsys):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ingest_sim.aggregator import aggregate_readings
-from scoring.config import AGGREGATE_COLUMNS
+from batch_scoring.ingest_sim.aggregator import aggregate_readings
+from batch_scoring.scoring.config import AGGREGATE_COLUMNS
 
 
 def frame(rows):

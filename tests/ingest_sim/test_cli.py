@@ -1,4 +1,4 @@
-"""python -m ingest_sim: subprocess smoke on SQLite, plus simulate with a stand-in simulator."""
+"""python -m batch_scoring.ingest_sim: subprocess smoke on SQLite, plus simulate with a stand-in simulator."""
 from __future__ import annotations
 
 import subprocess
@@ -9,15 +9,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ingest_sim import __main__ as cli
-from sensor_db import reads, schema
+from batch_scoring.ingest_sim import __main__ as cli
+from batch_scoring.sensor_db import reads, schema
 
 REFERENCE_CSV = Path(__file__).resolve().parents[3] / "shared" / "reference" / "sensor_data.csv"
 
 
 def run(*args, odbc):
     return subprocess.run(
-        [sys.executable, "-m", "ingest_sim", "--odbc", odbc, *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "batch_scoring.ingest_sim", "--odbc", odbc, *args], capture_output=True, text=True, timeout=120
     )
 
 
@@ -77,7 +77,7 @@ def test_simulate_stores_readings_and_replaces_labels(sqlite_conn_str, monkeypat
                                "start_ts": [ts[60]], "end_ts": [ts[120]], "magnitude": [5.0]})
         return readings, labels.iloc[0:0] if not anomalies else labels
 
-    monkeypatch.setitem(sys.modules, "ingest_sim.simulator", types.SimpleNamespace(simulate=fake_simulate))
+    monkeypatch.setitem(sys.modules, "batch_scoring.ingest_sim.simulator", types.SimpleNamespace(simulate=fake_simulate))
     base = ["--odbc", sqlite_conn_str, "simulate", "--devices", "2", "--sensors", "2",
             "--start", "2024-01-01T00:00:00Z", "--end", "2024-01-01T01:00:00Z", "--reading-seconds", "5", "--seed", "7"]
     assert cli.main(base + ["--aggregate"]) == 0
@@ -126,5 +126,5 @@ def test_help_names_the_real_invocation_and_the_environment(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m ingest_sim ")
+    assert out.startswith("usage: python -m batch_scoring.ingest_sim ")
     assert "SENSOR_SQL_ODBC" in out and "BATCH_SCORING_SCHEDULE" in out

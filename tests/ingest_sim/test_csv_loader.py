@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ingest_sim.csv_loader import CsvFormatError, load_csv
+from batch_scoring.ingest_sim.csv_loader import CsvFormatError, load_csv
 
 REFERENCE_CSV = Path(__file__).resolve().parents[3] / "shared" / "reference" / "sensor_data.csv"
 GOOD = "2018-08-28 23:00:05.000,1,1,10.16\n"

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ingest_sim import loads
-from ingest_sim.aggregator import aggregate_readings
-from ingest_sim.csv_loader import CsvFormatError, load_csv
-from sensor_db import reads, schema
+from batch_scoring.ingest_sim import loads
+from batch_scoring.ingest_sim.aggregator import aggregate_readings
+from batch_scoring.ingest_sim.csv_loader import CsvFormatError, load_csv
+from batch_scoring.sensor_db import reads, schema
 from tests.fixtures.sensor_data import count_rows, readings
 
 T0 = dt.datetime(2024, 1, 1)
@@ -47,7 +47,7 @@ def _count(conn, table, where="", *params):
 
 
 def _cli(odbc, *args):
-    return subprocess.run([sys.executable, "-m", "ingest_sim", "--odbc", odbc, *args],
+    return subprocess.run([sys.executable, "-m", "batch_scoring.ingest_sim", "--odbc", odbc, *args],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -225,7 +225,7 @@ def test_a_stream_completing_its_last_window_is_not_late_but_a_change_to_it_much
 
 
 def test_interval_of_follows_the_cron_schedule():
-    from ingest_sim.late_data import backfill_command, interval_of, intervals_of
+    from batch_scoring.ingest_sim.late_data import backfill_command, interval_of, intervals_of
 
     assert interval_of(dt.datetime(2024, 1, 1, 0, 10)) == (T0, H1)
     assert interval_of(T0) == (T0, H1)
@@ -237,7 +237,7 @@ def test_interval_of_follows_the_cron_schedule():
 
 
 def test_interval_of_takes_a_naive_or_an_aware_time_converted_to_utc():
-    from ingest_sim.late_data import interval_of
+    from batch_scoring.ingest_sim.late_data import interval_of
 
     assert interval_of(dt.datetime(2024, 1, 1, 0, 10)) == (T0, H1)                            # naive: UTC
     assert interval_of(dt.datetime(2024, 1, 1, 0, 10, tzinfo=dt.timezone.utc)) == (T0, H1)   # aware UTC

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pandas.testing as pdt
 
-from ingest_sim.aggregator import aggregate_readings
-from ingest_sim.simulator import KINDS, LABEL_COLUMNS, pair_profile, sensor_band, simulate
+from batch_scoring.ingest_sim.aggregator import aggregate_readings
+from batch_scoring.ingest_sim.simulator import KINDS, LABEL_COLUMNS, pair_profile, sensor_band, simulate
 
 DAY = ("2026-03-02", "2026-03-03")
 

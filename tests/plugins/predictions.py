@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pandas as pd
 
-from scoring.layout import Interval
+from batch_scoring.scoring.layout import Interval
 
 START = dt.datetime(2026, 5, 1, 10)
 INTERVAL = Interval(START, START + dt.timedelta(hours=1))

@@ -43,7 +43,7 @@ def run_interval(dag, start: dt.datetime):
 def simulated_world(monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, models_dir, *, devices: int):
     """Point the DAG's connections at this test's SQLite and Azurite and simulate a world there (seed 11)."""
     from batch_scoring.config import settings
-    from sensor_db.schema import connect
+    from batch_scoring.sensor_db.schema import connect
 
     s = settings()
     monkeypatch.setenv(f"AIRFLOW_CONN_{s.sql_conn_id.upper()}", odbc_connection_uri_json(sqlite_conn_str))
@@ -66,7 +66,7 @@ def predictions(store, key) -> dict[str, bytes]:
 
 
 def run_key(run) -> str:
-    from scoring.layout import interval_key
+    from batch_scoring.scoring.layout import interval_key
 
     return interval_key(run.data_interval_start, run.data_interval_end)
 
@@ -115,9 +115,9 @@ def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite
 def test_azureml_rerun_after_a_redeploy_submits_a_job_for_the_changed_model_only(monkeypatch, sqlite_world, fake_azureml,
                                                                                   blob_store, sqlite_conn_str, tmp_path):
     """Issue 10 item 6, under dag.test(): retrain and redeploy one model, rerun the interval; the collect task validates."""
-    from sensor_db.schema import connect
-    from sensor_db.reads import read_aggregates
-    from scoring.train import train_models
+    from batch_scoring.sensor_db.schema import connect
+    from batch_scoring.sensor_db.reads import read_aggregates
+    from batch_scoring.scoring.train import train_models
     from tests.fixtures.fake_azureml import expected_job_name
 
     dag = parse_dag(monkeypatch, "azureml")

@@ -127,7 +127,7 @@ def test_command_job_entity_yaml_and_rest_form():
     assert y["code"] == f"azureml:{WS}/codes/batch-scoring-code/versions/1"  # the SDK's YAML form of an ARM id
     assert y["identity"] == {"type": "managed_identity"}
     assert y["limits"] == {"timeout": 7200}
-    assert y["command"] == ("python -m scoring.score --aggregates ${{inputs.aggregates}} --models ${{inputs.models}} "
+    assert y["command"] == ("python -m batch_scoring.scoring.score --aggregates ${{inputs.aggregates}} --models ${{inputs.models}} "
                             "--out ${{outputs.predictions}} --targets dev001/s1")
     assert y["inputs"] == {
         "aggregates": {"type": "uri_file", "mode": "ro_mount",

@@ -4,7 +4,7 @@ Environment (see docs/azure_ml.md):
     AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP, AZUREML_WORKSPACE   the workspace
     AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET             a service principal
                                                                       (or omit the secret: DefaultAzureCredential)
-    BATCH_SCORING_LIVE_JOB=1     also submit one scoring job (needs `python -m scoring.azure_setup`
+    BATCH_SCORING_LIVE_JOB=1     also submit one scoring job (needs `python -m batch_scoring.scoring.azure_setup`
                                  run first and the interval in BATCH_SCORING_LIVE_INTERVAL already
                                  snapshotted to the aggregates container; costs cluster minutes)
     AIRFLOW_CONN_SENSOR_BLOB     for that job: a wasb connection to the datastores' storage account
@@ -63,7 +63,7 @@ def test_one_scoring_job_round_trip(live_conn):
 
     from batch_scoring.config import settings
     from batch_scoring.operators.azure_ml import AzureMLScoringOperator, azureml_args
-    from scoring.layout import Interval
+    from batch_scoring.scoring.layout import Interval
 
     interval = Interval.from_key(os.environ.get("BATCH_SCORING_LIVE_INTERVAL", "20180828T2300Z_20180829T0000Z"))
     xcom = {}

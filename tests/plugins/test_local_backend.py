@@ -9,7 +9,7 @@ import pytest
 from batch_scoring.config import settings
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 from batch_scoring.local_backend import UNIT_RECEIPT_KEYS, score_unit_local, upload_outputs
-from scoring.layout import Interval
+from batch_scoring.scoring.layout import Interval
 
 HISTORY = ("2026-03-01 00:00", "2026-03-01 06:00")
 INTERVAL = Interval(dt.datetime(2026, 3, 1, 6), dt.datetime(2026, 3, 1, 7))
@@ -18,9 +18,9 @@ INTERVAL = Interval(dt.datetime(2026, 3, 1, 6), dt.datetime(2026, 3, 1, 7))
 @pytest.fixture(scope="module")
 def models_and_snapshot(tmp_path_factory):
     """Models of dev001..dev002 × s1..s2 trained on simulated history, and the interval's aggregates."""
-    from ingest_sim.aggregator import aggregate_readings
-    from ingest_sim.simulator import simulate
-    from scoring.train import train_models
+    from batch_scoring.ingest_sim.aggregator import aggregate_readings
+    from batch_scoring.ingest_sim.simulator import simulate
+    from batch_scoring.scoring.train import train_models
 
     history, _ = simulate(2, 2, *HISTORY, seed=3, anomalies=False)
     scoring, _ = simulate(2, 2, INTERVAL.start.isoformat(), INTERVAL.end.isoformat(), seed=3)

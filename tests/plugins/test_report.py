@@ -5,7 +5,7 @@ import datetime as dt
 
 import pandas as pd
 
-from scoring.layout import Interval
+from batch_scoring.scoring.layout import Interval
 
 from batch_scoring.report import anomaly_matrix, heatmap_png, report_html
 

@@ -15,8 +15,8 @@ from tests.plugins.predictions import INTERVAL, WINDOWS
 @pytest.fixture
 def seeded(sql_conn_str, blob_store):
     """Aggregates for d1/s1 and d1/s2 over the interval; models for d1/s1 and d9/s9."""
-    from sensor_db.schema import connect, create_schema
-    from ingest_sim.loads import upsert_aggregates
+    from batch_scoring.sensor_db.schema import connect, create_schema
+    from batch_scoring.ingest_sim.loads import upsert_aggregates
 
     rows = []
     for sensor in ("s1", "s2"):

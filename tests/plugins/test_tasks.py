@@ -7,7 +7,7 @@ import pytest
 
 from batch_scoring.errors import PipelineError
 from batch_scoring.tasks import interval_from_context
-from scoring.layout import Interval
+from batch_scoring.scoring.layout import Interval
 
 START = dt.datetime(2026, 5, 1, 10)
 

@@ -15,7 +15,7 @@ TARGETS = ["dev001/s1", "dev001/s2", "dev002/s1", "dev002/s2"]
 
 
 def interval(start: dt.datetime = SCORING[0]):
-    from scoring.layout import Interval
+    from batch_scoring.scoring.layout import Interval
 
     return Interval(start, start + HOUR)
 
@@ -37,7 +37,7 @@ class World:
     unit_receipts: dict = field(default_factory=dict)
 
     def connect(self):
-        from sensor_db.schema import connect
+        from batch_scoring.sensor_db.schema import connect
 
         return connect(self.sql)
 
@@ -98,7 +98,7 @@ class World:
 def build_world(sql: str, blob: str, store, models_dir: Path, seed: int = 5) -> World:
     from batch_scoring.config import settings
     from devstack.world import simulate_world
-    from sensor_db.schema import connect
+    from batch_scoring.sensor_db.schema import connect
 
     conn = connect(sql)
     try:

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from scoring.times import utc_naive
+from batch_scoring.scoring.times import utc_naive
 from tests.fixtures.standalone import StandaloneStarter
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -34,7 +34,7 @@ INTERVALS = 24
 
 
 def _key(start: dt.datetime) -> str:
-    from scoring.layout import interval_key
+    from batch_scoring.scoring.layout import interval_key
 
     return interval_key(start, start + HOUR)
 
@@ -107,7 +107,7 @@ def test_backfill_24_intervals_rerun_and_scheduled_run_are_byte_identical(tmp_pa
     from batch_scoring.config import settings
     from devstack import services
     from devstack.world import simulate_world
-    from sensor_db.schema import connect
+    from batch_scoring.sensor_db.schema import connect
 
     t0 = time.monotonic()
     starter = StandaloneStarter(tmp_path / "airflow", services.free_port())

@@ -73,7 +73,7 @@ def test_one_crashing_target_others_finish_collector_lists_it_coverage_param_and
 
 
 def test_stale_aggregates_time_the_sensor_out_naming_targets_and_windows(world, monkeypatch, capfd):
-    from ingest_sim.loads import aggregate_range
+    from batch_scoring.ingest_sim.loads import aggregate_range
 
     dag = parse_dag(monkeypatch, FRESHNESS_POKE_SECONDS=1, FRESHNESS_TIMEOUT_SECONDS=2, RETRIES=0)
     earlier = world.run(interval(SCORING[0] + dt.timedelta(hours=1)))  # another interval's good output

@@ -16,7 +16,7 @@ import pytest
 
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 
-from scoring.layout import prediction_blob, snapshot_blob
+from batch_scoring.scoring.layout import prediction_blob, snapshot_blob
 from tests.reliability.conftest import HOUR, SCORING, TARGETS, interval
 
 IV = interval()
@@ -40,7 +40,7 @@ def _sensor():
 # --- freshness ------------------------------------------------------------------------
 
 def test_stale_and_incomplete_aggregates_name_targets_and_missing_windows(world):
-    from ingest_sim.loads import aggregate_range
+    from batch_scoring.ingest_sim.loads import aggregate_range
 
     world.execute("DELETE FROM sensor_aggregates WHERE device_id = 'dev002' AND sensor_id = 's1' "
                   "AND window_start >= ?", dt.datetime(2026, 6, 1, 8, 40))
@@ -231,7 +231,7 @@ def test_corrupt_or_missing_snapshot_is_named_and_rerunning_the_snapshot_recover
 
 @pytest.mark.parametrize("column, value", [("value_mean", None), ("value_min", float("nan")), ("value_max", float("inf"))])
 def test_nan_inf_or_null_values_fail_only_their_target_naming_the_windows(world, column, value):
-    from ingest_sim.loads import aggregate_range
+    from batch_scoring.ingest_sim.loads import aggregate_range
 
     clean = world.run()
     good = world.predictions()

@@ -17,7 +17,7 @@ import pytest
 
 from batch_scoring.errors import PipelineError
 
-from scoring.layout import prediction_blob, receipt_blob
+from batch_scoring.scoring.layout import prediction_blob, receipt_blob
 from devstack import services
 from tests.reliability.conftest import TARGETS, build_world, interval
 
@@ -29,7 +29,7 @@ import json, sys, time
 from batch_scoring.config import settings
 from batch_scoring.hooks.blob_storage import BlobStore
 from batch_scoring.local_backend import score_unit_local
-from scoring.layout import Interval
+from batch_scoring.scoring.layout import Interval
 
 conn_str, key, marker, unit = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 import itertools

@@ -33,7 +33,7 @@ def _sensor():
 
 
 def _late(world, target: str, at: dt.datetime, value: float, revised_at: dt.datetime):
-    from ingest_sim.loads import load_readings
+    from batch_scoring.ingest_sim.loads import load_readings
 
     device, sensor = target.split("/")
     conn = world.connect()
@@ -88,8 +88,8 @@ def test_late_data_for_an_interval_not_yet_scored_or_already_rescored_is_not_sta
 
 def test_reloading_readings_already_stored_is_not_late_data(world):
     """Own case: re-delivering stored readings of a scored interval changes nothing and marks nothing."""
-    from ingest_sim.loads import load_readings
-    from sensor_db.reads import read_readings
+    from batch_scoring.ingest_sim.loads import load_readings
+    from batch_scoring.sensor_db.reads import read_readings
 
     world.run(IV)
     conn = world.connect()

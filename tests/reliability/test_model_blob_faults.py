@@ -131,7 +131,7 @@ def test_the_scoring_cli_keeps_naming_its_own_local_paths(world, tmp_path):
     snapshot.write_bytes(world.store.download_bytes("aggregates", f"{KEY}/aggregates.parquet"))
     (world.models_dir / "dev002" / "s2" / "model.joblib").unlink()
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "scoring.score", "--aggregates", str(snapshot), "--models",
+    done = subprocess.run([sys.executable, "-m", "batch_scoring.scoring.score", "--aggregates", str(snapshot), "--models",
                            str(world.models_dir), "--out", str(out), "--targets", "dev002/s2"],
                           capture_output=True, text=True)
     assert done.returncode == 1

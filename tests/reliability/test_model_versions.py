@@ -16,7 +16,7 @@ import sklearn
 
 from batch_scoring.errors import PipelineError
 
-from scoring.layout import prediction_blob
+from batch_scoring.scoring.layout import prediction_blob
 from tests.reliability.conftest import TARGETS, interval
 
 IV = interval()
@@ -31,7 +31,7 @@ OTHER = {
 @pytest.mark.parametrize("kind", sorted(OTHER))
 def test_a_model_of_another_sklearn_version_fails_its_target_by_name_and_redeploying_recovers(world, kind):
     from batch_scoring.report import write_report
-    from scoring.layout import report_blob
+    from batch_scoring.scoring.layout import report_blob
 
     other = OTHER[kind]
     clean = world.run()
@@ -61,7 +61,7 @@ def test_a_model_of_another_sklearn_version_fails_its_target_by_name_and_redeplo
     assert entry["reason"].endswith(
         "(scikit-learn does not support loading a model pickled by another version: "
         f"https://scikit-learn.org/stable/model_persistence.html); retrain the target with scikit-learn {RUNNING} "
-        f"(python -m scoring.train) and redeploy the model, or score in an environment with scikit-learn {other}")
+        f"(python -m batch_scoring.scoring.train) and redeploy the model, or score in an environment with scikit-learn {other}")
     after = world.predictions()
     assert prediction_blob(IV, "dev001/s2") not in after  # no prediction from a model we refused
     for t in ("dev001/s1", "dev002/s1", "dev002/s2"):

@@ -12,7 +12,7 @@ import pytest
 
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 
-from scoring.layout import prediction_blob, receipt_blob
+from batch_scoring.scoring.layout import prediction_blob, receipt_blob
 from batch_scoring.units import apply_run_params
 from tests.reliability.conftest import interval
 

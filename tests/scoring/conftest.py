@@ -4,8 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ingest_sim.aggregator import aggregate_readings
-from ingest_sim.simulator import simulate
+from batch_scoring.ingest_sim.aggregator import aggregate_readings
+from batch_scoring.ingest_sim.simulator import simulate
 
 HISTORY = ("2026-03-01 00:00", "2026-03-01 06:00")
 SCORING = ("2026-03-01 06:00", "2026-03-01 09:00")
@@ -20,7 +20,7 @@ def small_data():
 
 @pytest.fixture
 def trained(tmp_path, small_data):
-    from scoring.train import train_models
+    from batch_scoring.scoring.train import train_models
 
     train_aggs, score_aggs, labels = small_data
     models = tmp_path / "models"

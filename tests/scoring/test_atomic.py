@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from scoring.atomic import write_atomic
+from batch_scoring.scoring.atomic import write_atomic
 
 
 def test_write_atomic_creates_folders_and_replaces(tmp_path):

@@ -1,7 +1,7 @@
 """scoring.azure_roles: which identity needs which role on which scope, as az commands (no Azure)."""
 from __future__ import annotations
 
-from scoring.azure_roles import format_roles, role_assignments
+from batch_scoring.scoring.azure_roles import format_roles, role_assignments
 
 CONTAINERS = {"aggregates": "aggregates", "models": "models", "predictions": "predictions"}
 WHERE = dict(subscription="sub", resource_group="rg", workspace="ws", storage_account="acct",

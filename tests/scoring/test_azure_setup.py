@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scoring import azure_setup as setup
+from batch_scoring.scoring import azure_setup as setup
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_compute_cluster_scales_to_zero():
@@ -57,24 +59,36 @@ def test_environment_pins_come_from_the_lock(tmp_path):
         setup.build_environment("e:1", lock)
 
 
-def test_environment_matches_the_repo_lock():
-    pins = dict(p.split("==") for p in setup.lock_pins())
+def test_environment_pins_default_to_the_installed_versions():
+    pins = dict(p.split("==") for p in setup.installed_pins())
     import pandas
     import sklearn
 
+    assert list(pins) == list(setup.JOB_PACKAGES)
     assert pins["scikit-learn"] == sklearn.__version__ and pins["pandas"] == pandas.__version__
+    env = setup.build_environment("batch-scoring-env:4")  # no lock file read: the installed versions
+    assert env.conda_file["dependencies"][2]["pip"] == setup.installed_pins()
+    # the repository's lock pins the same versions (the job runs what the tests ran)
+    assert setup.lock_pins(REPO / "requirements.lock") == setup.installed_pins()
+
+
+def test_installed_pins_name_what_is_missing():
+    with pytest.raises(SystemExit, match=r"not installed here.*no-such-package-xyz"):
+        setup.installed_pins(("pandas", "no-such-package-xyz"))
 
 
 def test_code_asset_is_the_scoring_package_alone(tmp_path):
     folder = setup.stage_code(tmp_path / "code")
-    assert sorted(p.name for p in (folder / "scoring").iterdir()) == sorted(p.name for p in setup.SCORING_DIR.glob("*.py"))
-    assert [p.name for p in folder.iterdir()] == ["scoring"]
+    pkg = folder / "batch_scoring"
+    assert sorted(p.name for p in (pkg / "scoring").iterdir()) == sorted(p.name for p in setup.SCORING_DIR.glob("*.py"))
+    assert [p.name for p in folder.iterdir()] == ["batch_scoring"]
+    assert sorted(p.name for p in pkg.iterdir()) == ["__init__.py", "scoring"]  # no Airflow side
     code = setup.build_code("batch-scoring-code:2", folder)
     d = json.loads(json.dumps(code._to_dict(), default=str))
     assert (d["name"], d["version"]) == ("batch-scoring-code", "2") and Path(d["path"]) == folder
     assert d["tags"]["sha256"] == setup.code_hash(folder)[:16]
     # the staged package runs the scoring CLI on its own (what the job does from the code root)
-    out = subprocess.run([sys.executable, "-m", "scoring.score", "--help"], cwd=folder, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "batch_scoring.scoring.score", "--help"], cwd=folder, capture_output=True, text=True)
     assert out.returncode == 0 and "--aggregates" in out.stdout
 
 
@@ -110,7 +124,7 @@ def test_dry_run_prints_every_entity_as_yaml_without_azure(tmp_path):
     (models / "manifest.json").write_text("{}")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no Azure credentials at all
     proc = subprocess.run(
-        [sys.executable, "-m", "scoring.azure_setup", "--dry-run", "--storage-account", "acct",
+        [sys.executable, "-m", "batch_scoring.scoring.azure_setup", "--dry-run", "--storage-account", "acct",
          "--max-instances", "6", "--idle-seconds", "120", "--models", str(tmp_path / "models")],
         capture_output=True, text=True, env=env, timeout=120,
     )
@@ -151,7 +165,7 @@ def test_dry_run_yaml_loads_back_through_the_sdk_schemas(tmp_path):
     import azure.ai.ml as aml
 
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "scoring.azure_setup", "--dry-run", "--storage-account", "acct"],
+    proc = subprocess.run([sys.executable, "-m", "batch_scoring.scoring.azure_setup", "--dry-run", "--storage-account", "acct"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     loaders = {"compute": aml.load_compute, "environment": aml.load_environment, "datastore": aml.load_datastore}

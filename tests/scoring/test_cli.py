@@ -1,4 +1,4 @@
-"""python -m scoring.train / scoring.score as separate processes (how Azure ML runs them)."""
+"""python -m batch_scoring.scoring.train / scoring.score as separate processes (how Azure ML runs them)."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,7 @@ def test_train_then_score_cli(tmp_path, small_data, snapshot):
     history = tmp_path / "history.parquet"
     small_data[0].to_parquet(history, index=False)
     models, out = tmp_path / "models", tmp_path / "out"
-    res = run("scoring.train", "--aggregates", str(history), "--models", str(models),
+    res = run("batch_scoring.scoring.train", "--aggregates", str(history), "--models", str(models),
               "--start", "2026-03-01T00:00:00", "--end", "2026-03-01T06:00:00")
     assert res.returncode == 0, res.stderr
     lines = [json.loads(x) for x in res.stdout.splitlines()]
@@ -26,7 +26,7 @@ def test_train_then_score_cli(tmp_path, small_data, snapshot):
 
     targets_file = tmp_path / "targets.txt"
     targets_file.write_text("# two targets\ndev001/s1\n\ndev002/s2\n")
-    res = run("scoring.score", "--aggregates", str(snapshot), "--models", str(models), "--out", str(out),
+    res = run("batch_scoring.scoring.score", "--aggregates", str(snapshot), "--models", str(models), "--out", str(out),
               "--targets-file", str(targets_file))
     assert res.returncode == 0, res.stderr
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet")) == [
@@ -36,7 +36,7 @@ def test_train_then_score_cli(tmp_path, small_data, snapshot):
     # one tampered model and one unknown target: others still scored, exit code 1
     path = models / "dev001" / "s2" / "model.joblib"
     path.write_bytes(path.read_bytes()[:-1] + b"\0")
-    res = run("scoring.score", "--aggregates", str(snapshot), "--models", str(models), "--out", str(out),
+    res = run("batch_scoring.scoring.score", "--aggregates", str(snapshot), "--models", str(models), "--out", str(out),
               "--targets", "dev001/s2", "nope/s1", "dev002/s1")
     assert res.returncode == 1
     status = {json.loads(x)["target"]: json.loads(x)["status"] for x in res.stdout.splitlines()}
@@ -48,9 +48,9 @@ def test_train_then_score_cli(tmp_path, small_data, snapshot):
 def test_cli_errors(tmp_path, small_data, snapshot):
     history = tmp_path / "h.parquet"
     small_data[0].iloc[:10].to_parquet(history, index=False)
-    res = run("scoring.train", "--aggregates", str(history), "--models", str(tmp_path / "m"))
+    res = run("batch_scoring.scoring.train", "--aggregates", str(history), "--models", str(tmp_path / "m"))
     assert res.returncode == 1 and "too few training windows" in res.stderr
-    res = run("scoring.score", "--aggregates", str(snapshot), "--models", str(tmp_path / "m"),
+    res = run("batch_scoring.scoring.score", "--aggregates", str(snapshot), "--models", str(tmp_path / "m"),
               "--out", str(tmp_path / "o"))
     assert res.returncode == 2 and "--targets" in res.stderr
 
@@ -58,12 +58,12 @@ def test_cli_errors(tmp_path, small_data, snapshot):
 # --- scoring.cli: usage names, defaults, environment, missing inputs, progress ----------------------------
 import pytest  # noqa: E402
 
-from scoring import azure_setup, cli, planner, score, train  # noqa: E402
+from batch_scoring.scoring import azure_setup, cli, planner, score, train  # noqa: E402
 
 
-@pytest.mark.parametrize("main, prog", [(train.main, "python -m scoring.train"), (score.main, "python -m scoring.score"),
-                                        (planner.main, "python -m scoring.planner"),
-                                        (azure_setup.main, "python -m scoring.azure_setup")])
+@pytest.mark.parametrize("main, prog", [(train.main, "python -m batch_scoring.scoring.train"), (score.main, "python -m batch_scoring.scoring.score"),
+                                        (planner.main, "python -m batch_scoring.scoring.planner"),
+                                        (azure_setup.main, "python -m batch_scoring.scoring.azure_setup")])
 def test_help_names_the_real_invocation_its_defaults_and_environment(main, prog, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
@@ -156,10 +156,10 @@ def test_progress_is_silent_when_stderr_is_not_a_terminal(capsys):
 def test_cli_output_has_no_progress_bars(tmp_path, small_data, snapshot):
     history = tmp_path / "history.parquet"
     small_data[0].to_parquet(history, index=False)
-    res = run("scoring.train", "--aggregates", str(history), "--models", str(tmp_path / "m"))
+    res = run("batch_scoring.scoring.train", "--aggregates", str(history), "--models", str(tmp_path / "m"))
     assert res.returncode == 0, res.stderr
     assert "training" not in res.stderr and "\r" not in res.stderr + res.stdout
-    res = run("scoring.score", "--aggregates", str(snapshot), "--models", str(tmp_path / "m"), "--out",
+    res = run("batch_scoring.scoring.score", "--aggregates", str(snapshot), "--models", str(tmp_path / "m"), "--out",
               str(tmp_path / "o"), "--targets", "dev001/s1")
     assert res.returncode == 0 and "\r" not in res.stderr + res.stdout and "it/s" not in res.stderr
 

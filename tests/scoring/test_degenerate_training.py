@@ -30,12 +30,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
-from scoring.config import FEATURES, MIN_TRAINING_WINDOWS, SVM_PARAMS, THRESHOLD_FRACTION
-from scoring.features import compute_features, feature_reference, scale_floor, std_reference
-from scoring.model_store import load_model, save_model
-from scoring.scaler import FlooredStandardScaler
-from scoring.score import score_targets
-from scoring.train import TrainingError, train_models
+from batch_scoring.scoring.config import FEATURES, MIN_TRAINING_WINDOWS, SVM_PARAMS, THRESHOLD_FRACTION
+from batch_scoring.scoring.features import compute_features, feature_reference, scale_floor, std_reference
+from batch_scoring.scoring.model_store import load_model, save_model
+from batch_scoring.scoring.scaler import FlooredStandardScaler
+from batch_scoring.scoring.score import score_targets
+from batch_scoring.scoring.train import TrainingError, train_models
 
 T0 = pd.Timestamp("2026-01-01")
 SCORE_T0 = pd.Timestamp("2026-01-02")
@@ -339,7 +339,7 @@ def test_train_cli_reports_degenerate_targets_on_stdout_and_stderr(tmp_path):
     rows += [window("plain", at(T0, i), list(20 + rng.normal(0, 1, N - int(rng.integers(0, 3))))) for i in range(24)]
     history = tmp_path / "history.parquet"
     pd.DataFrame(rows).to_parquet(history, index=False)
-    res = subprocess.run([sys.executable, "-m", "scoring.train", "--aggregates", str(history),
+    res = subprocess.run([sys.executable, "-m", "batch_scoring.scoring.train", "--aggregates", str(history),
                           "--models", str(tmp_path / "models")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     lines = {x["target"]: x for x in map(json.loads, res.stdout.splitlines())}
@@ -369,7 +369,7 @@ def test_a_sensor_that_always_delivered_every_reading_gets_no_warning(tmp_path, 
     rows = [window("full", at(T0, i), list(20 + rng.normal(0, 1, n))) for i in range(72)]
     history = tmp_path / "history.parquet"
     pd.DataFrame(rows).to_parquet(history, index=False)
-    res = subprocess.run([sys.executable, "-m", "scoring.train", "--aggregates", str(history),
+    res = subprocess.run([sys.executable, "-m", "batch_scoring.scoring.train", "--aggregates", str(history),
                           "--models", str(tmp_path / "models")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     (line,) = map(json.loads, res.stdout.splitlines())

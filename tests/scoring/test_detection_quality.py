@@ -9,11 +9,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ingest_sim.aggregator import aggregate_readings
-from ingest_sim.simulator import KINDS, simulate
-from scoring.evaluate import format_report, precision_recall
-from scoring.score import score_targets
-from scoring.train import train_models
+from batch_scoring.ingest_sim.aggregator import aggregate_readings
+from batch_scoring.ingest_sim.simulator import KINDS, simulate
+from batch_scoring.scoring.evaluate import format_report, precision_recall
+from batch_scoring.scoring.score import score_targets
+from batch_scoring.scoring.train import train_models
 
 HISTORY = ("2026-03-01", "2026-03-02")
 SCORING = ("2026-03-02", "2026-03-03")

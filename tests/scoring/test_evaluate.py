@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from scoring.evaluate import precision_recall, window_labels
+from batch_scoring.scoring.evaluate import precision_recall, window_labels
 
 
 def test_window_labels_and_metrics():

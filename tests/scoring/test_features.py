@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scoring.config import FEATURES
-from scoring.features import compute_features, feature_reference
+from batch_scoring.scoring.config import FEATURES
+from batch_scoring.scoring.features import compute_features, feature_reference
 
 
 def test_features_react_to_each_anomaly_kind():

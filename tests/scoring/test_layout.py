@@ -5,8 +5,8 @@ import datetime as dt
 
 import pytest
 
-from scoring import layout
-from scoring.layout import Interval
+from batch_scoring.scoring import layout
+from batch_scoring.scoring.layout import Interval
 
 IV = Interval(dt.datetime(2026, 1, 1, 0), dt.datetime(2026, 1, 1, 1))
 KEY = "20260101T0000Z_20260101T0100Z"

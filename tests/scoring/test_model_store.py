@@ -8,15 +8,15 @@ import pickle
 import pytest
 import sklearn
 
-from scoring.config import FEATURES, SVM_PARAMS
-from scoring.model_store import (
+from batch_scoring.scoring.config import FEATURES, SVM_PARAMS
+from batch_scoring.scoring.model_store import (
     ModelIntegrityError,
     ModelLoadError,
     ModelNotFoundError,
     load_model,
     save_model,
 )
-from scoring.train import train_models
+from batch_scoring.scoring.train import train_models
 
 
 def test_layout_and_manifest_content(trained):
@@ -142,13 +142,13 @@ def _rewrite_manifest(models, device, sensor, **fields):
 
 @pytest.mark.parametrize("kind", ["minor", "major", "patch", "pre-release"])
 def test_model_pickled_by_another_sklearn_version_is_refused_naming_both_versions(trained, kind, monkeypatch):
-    from scoring.model_store import ModelVersionError
+    from batch_scoring.scoring.model_store import ModelVersionError
 
     models, manifests, _ = trained
     other = _other_versions()[kind]
     _rewrite_manifest(models, "dev001", "s2", sklearn_version=other)
     unpickled = []
-    monkeypatch.setattr("scoring.model_store.pickle.loads", lambda data: unpickled.append(1))
+    monkeypatch.setattr("batch_scoring.scoring.model_store.pickle.loads", lambda data: unpickled.append(1))
     with pytest.raises(ModelVersionError) as info:
         load_model(models, "dev001", "s2")
     assert isinstance(info.value, ModelLoadError) and unpickled == []  # refused before unpickling
@@ -157,13 +157,13 @@ def test_model_pickled_by_another_sklearn_version_is_refused_naming_both_version
         f"model for target dev001/s2 was pickled by scikit-learn {other}, this environment runs scikit-learn "
         f"{sklearn.__version__}: refusing to load {path} (scikit-learn does not support loading a model pickled "
         "by another version: https://scikit-learn.org/stable/model_persistence.html); retrain the target with "
-        f"scikit-learn {sklearn.__version__} (python -m scoring.train) and redeploy the model, or score in an "
+        f"scikit-learn {sklearn.__version__} (python -m batch_scoring.scoring.train) and redeploy the model, or score in an "
         f"environment with scikit-learn {other}"
     )
 
 
 def test_model_whose_manifest_records_no_sklearn_version_is_refused(trained):
-    from scoring.model_store import ModelVersionError
+    from batch_scoring.scoring.model_store import ModelVersionError
 
     models, _, _ = trained
     _rewrite_manifest(models, "dev002", "s1", sklearn_version=None)
@@ -174,7 +174,7 @@ def test_model_whose_manifest_records_no_sklearn_version_is_refused(trained):
 
 def test_pickle_written_by_another_version_is_refused_even_when_its_manifest_names_this_one(tmp_path, trained, monkeypatch):
     """scikit-learn stamps each estimator's pickle with its version: a manifest edited to match does not pass."""
-    from scoring.model_store import ModelVersionError
+    from batch_scoring.scoring.model_store import ModelVersionError
 
     models, _, _ = trained
     model, manifest = load_model(models, "dev001", "s1")
@@ -193,7 +193,7 @@ def test_pickle_written_by_another_version_is_refused_even_when_its_manifest_nam
 
 
 def test_version_mismatch_fails_only_its_target_in_the_receipt(tmp_path, trained):
-    from scoring.score import score_targets
+    from batch_scoring.scoring.score import score_targets
 
     models, _, score_aggs = trained
     other = _other_versions()["minor"]

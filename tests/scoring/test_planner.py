@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from scoring.planner import Params, effective_targets_per_job, estimate, idle_advice, main, recommend
+from batch_scoring.scoring.planner import Params, effective_targets_per_job, estimate, idle_advice, main, recommend
 
 # 1,000 targets, 100 per job, 4 nodes; a price of 3.6 per node-hour = 0.001 per node-second
 BASE = dict(targets=1000, targets_per_job=100, max_nodes=4, node_startup=300, job_overhead=60,

@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ingest_sim.aggregator import aggregate_readings
-from scoring.score import score_targets
-from scoring.train import train_models
+from batch_scoring.ingest_sim.aggregator import aggregate_readings
+from batch_scoring.scoring.score import score_targets
+from batch_scoring.scoring.train import train_models
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "sensor_data.csv"
 

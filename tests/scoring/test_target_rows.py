@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scoring.target_rows import target_ranges
+from batch_scoring.scoring.target_rows import target_ranges
 
 
 def test_target_ranges():

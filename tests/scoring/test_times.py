@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scoring.times import utc_naive, utc_naive_series, utc_timestamp
+from batch_scoring.scoring.times import utc_naive, utc_naive_series, utc_timestamp
 
 UTC_NOON = dt.datetime(2026, 1, 1, 12)
 
@@ -61,7 +61,7 @@ def test_utc_naive_series():
 
 
 def test_utc_now_is_the_current_naive_utc_time():
-    from scoring.times import utc_now
+    from batch_scoring.scoring.times import utc_now
 
     before = dt.datetime.now(dt.timezone.utc)
     got = utc_now()

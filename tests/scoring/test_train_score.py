@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scoring.config import FEATURES, MIN_TRAINING_WINDOWS
-from scoring.score import OUTPUT_COLUMNS, score_targets
-from scoring.train import TrainingError, train_models
+from batch_scoring.scoring.config import FEATURES, MIN_TRAINING_WINDOWS
+from batch_scoring.scoring.score import OUTPUT_COLUMNS, score_targets
+from batch_scoring.scoring.train import TrainingError, train_models
 
 TARGETS = ["dev001/s1", "dev001/s2", "dev002/s1", "dev002/s2"]
 

@@ -10,7 +10,7 @@ import decimal
 import pandas as pd
 import pytest
 
-from sensor_db import frames, schema
+from batch_scoring.sensor_db import frames, schema
 
 
 def _old_typed_frame(rows, description, types, columns) -> pd.DataFrame:

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ingest_sim import loads
-from scoring.config import AGGREGATE_COLUMNS, target_name
-from sensor_db import frames, reads, schema
+from batch_scoring.ingest_sim import loads
+from batch_scoring.scoring.config import AGGREGATE_COLUMNS, target_name
+from batch_scoring.sensor_db import frames, reads, schema
 from tests.fixtures.sensor_data import readings
 
 T0 = dt.datetime(2024, 1, 1)

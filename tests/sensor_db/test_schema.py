@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sensor_db import schema
+from batch_scoring.sensor_db import schema
 
 
 @pytest.fixture
@@ -134,9 +134,11 @@ def test_mssql_ddl_is_guarded_and_uses_datetime2():
         assert "IF NOT EXISTS" in ddl and "TIMESTAMP" in ddl and "FLOAT" in ddl and "REAL" not in ddl
 
 
-def test_default_conn_str(monkeypatch):
+def test_default_conn_str(monkeypatch, tmp_path):
     monkeypatch.setenv(schema.ENV_CONN_STR, "Driver=X;Database=y")
     assert schema.default_conn_str() == "Driver=X;Database=y"
     monkeypatch.delenv(schema.ENV_CONN_STR)
-    s = schema.default_conn_str()
-    assert s.startswith("Driver=SQLite3;Database=") and s.endswith("/.local/sensors.db")
+    # below the current directory, never inside the (possibly installed, read-only) package
+    monkeypatch.chdir(tmp_path)
+    assert schema.default_conn_str() == f"Driver=SQLite3;Database={tmp_path / '.local' / 'sensors.db'}"
+    assert (tmp_path / ".local").is_dir()

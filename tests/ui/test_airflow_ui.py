@@ -43,8 +43,8 @@ def _browser_prerequisites() -> str:
 def test_ui_names_mapped_tasks_device_sensor(standalone_starter, sqlite_conn_str, blob_store, blob_conn_str, tmp_path, capsys):
     from batch_scoring.config import settings
     from devstack.world import current_hour, simulate_world
-    from sensor_db.schema import connect
-    from ingest_sim.simulator import device_ids, sensor_ids
+    from batch_scoring.sensor_db.schema import connect
+    from batch_scoring.ingest_sim.simulator import device_ids, sensor_ids
 
     node = _browser_prerequisites()
     t0 = time.monotonic()

@@ -160,7 +160,7 @@ class AzureMLScoringJob:
 
     def _scored_models(self, store, interval, unit: list[str]) -> dict[str, str]:
         """``target -> model_sha256`` from the unit's prediction receipts in the predictions container (where present)."""
-        from scoring.layout import receipt_blob
+        from batch_scoring.scoring.layout import receipt_blob
 
         container = self.config.predictions_container
         blobs = {t: receipt_blob(interval, t) for t in unit}
@@ -185,7 +185,7 @@ class AzureMLScoringJob:
         used), makes the retry or rerun submit a new job (``-rN``) instead of
         re-attaching to one whose results are lost.
         """
-        from scoring.layout import prediction_blob
+        from batch_scoring.scoring.layout import prediction_blob
 
         container = self.config.predictions_container
         blobs = [prediction_blob(interval, t) for t in unit]

@@ -36,7 +36,7 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         from batch_scoring.hooks.sql import sensor_sql
         from batch_scoring.snapshot import model_targets
         from batch_scoring.tasks import interval_from_context
-        from sensor_db.reads import missing_windows, stale_targets
+        from batch_scoring.sensor_db.reads import missing_windows, stale_targets
 
         interval = interval_from_context(context)
         expected = model_targets(BlobStore.from_conn_id(self.blob_conn_id), self.models_container)
@@ -51,7 +51,7 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         stale = found["stale"]
         if not found["expected"]:
             return f"interval {interval_key}: no targets have a deployed model"
-        from sensor_db.checks import describe_missing_windows
+        from batch_scoring.sensor_db.checks import describe_missing_windows
 
         items = list(stale.items()) if isinstance(stale, dict) else [(t, None) for t in stale]
         missing = found.get("missing") or {}
@@ -87,7 +87,7 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         from batch_scoring.hooks.blob_storage import BlobStore
         from batch_scoring.hooks.sql import sensor_sql
         from batch_scoring.late_data import RevisionsUnavailable, describe, find_stale_intervals, mark_stale
-        from scoring.times import utc_now
+        from batch_scoring.scoring.times import utc_now
 
         s = settings()  # late-data policy: lookback, schedule, predictions container, the deployment's DAG id
         # outside a DAG run (a task run by hand) the rescoring command names the deployment's DAG, as before
@@ -99,7 +99,7 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
                 stale = find_stale_intervals(conn, store, s, dag_id, now)
         except RevisionsUnavailable as exc:
             self.log.warning("late-data check skipped: the table aggregate_revisions cannot be read (%s); create it "
-                             "with `python -m ingest_sim init-db`", exc)
+                             "with `python -m batch_scoring.ingest_sim init-db`", exc)
             return []
         if stale:
             mark_stale(store, s, stale)

@@ -36,15 +36,15 @@ def aml_world(blob_store, sqlite_conn_str, tmp_path):
     s = settings()
     if not _WORLD:
         from batch_scoring.snapshot import snapshot_interval
-        from scoring.layout import Interval
-        from sensor_db.schema import connect
+        from batch_scoring.scoring.layout import Interval
+        from batch_scoring.sensor_db.schema import connect
 
         conn = connect(sqlite_conn_str)
         try:
             simulate_world(conn, blob_store, s, tmp_path / "models", devices=1, sensors=2,
                            history=HISTORY, scoring=SCORING, reading_seconds=60, seed=5)
             _WORLD["plan"] = snapshot_interval(conn, blob_store, s, Interval(*SCORING))
-            from sensor_db.reads import read_aggregates
+            from batch_scoring.sensor_db.reads import read_aggregates
 
             _WORLD["history"] = read_aggregates(conn, *HISTORY)  # to retrain a model in a test
         finally:
@@ -126,7 +126,7 @@ def test_deferrable_job_walks_the_states_and_writes_the_collectors_layout(fake_a
     assert fake_azureml.jobs[name].step == 5
     # the command ran with mounted local paths substituted
     argv = fake_azureml.commands[0]
-    assert argv[1:3] == ["-m", "scoring.score"] and argv[-3:] == ["--targets", "dev001/s1", "dev001/s2"]
+    assert argv[1:3] == ["-m", "batch_scoring.scoring.score"] and argv[-3:] == ["--targets", "dev001/s1", "dev001/s2"]
     assert argv[argv.index("--aggregates") + 1].endswith("/inputs/aggregates/aggregates.parquet")
     names = set(blob_store.list_names("predictions"))
     assert names == {f"{KEY}/dev001/s1.parquet", f"{KEY}/dev001/s1.receipt.json",
@@ -243,7 +243,7 @@ def test_fake_refuses_to_recreate_an_existing_name(fake_azureml, aml_world):
 def retrain_and_deploy(store, target: str, folder, start: dt.datetime) -> str:
     """A real retrain of ``target`` on another training range, deployed as azure_setup does; returns its sha256."""
     from batch_scoring.config import settings
-    from scoring.train import train_models
+    from batch_scoring.scoring.train import train_models
 
     (manifest,) = train_models(_WORLD["history"], folder, start, HISTORY[1], targets=[target])
     store.upload_folder(settings().models_container, "", folder)
@@ -262,7 +262,7 @@ def run_units(units) -> dict[str, str]:
 def collect(store, plan):
     from batch_scoring.config import settings
     from batch_scoring.collect import collect_interval
-    from scoring.layout import Interval
+    from batch_scoring.scoring.layout import Interval
 
     return collect_interval(store, settings(), Interval(*SCORING), plan)
 
@@ -381,7 +381,7 @@ def test_unreadable_job_inputs_fail_at_once_naming_the_blob(fake_azureml, aml_wo
 
     what = f"interval {KEY}: the Azure ML job for dev001/s1 .. dev001/s2 (2) cannot be named or run: "
     model_way_out = ("; redeploy the model (model.joblib and manifest.json under models/<device>/<sensor>/, e.g. "
-                     "python -m scoring.azure_setup --models ...) and clear this task, or, if the model was retired, "
+                     "python -m batch_scoring.scoring.azure_setup --models ...) and clear this task, or, if the model was retired, "
                      "clear the snapshot task (and its downstream) so the plan drops the target")
     if fault == "manifest missing":
         blob_store.delete("models", "dev001/s2/manifest.json")
@@ -410,7 +410,7 @@ def test_snapshot_stored_without_a_content_md5_is_identified_by_the_sha256_of_it
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
     from batch_scoring.azure_ml_job import AzureMLJobConfig, read_job_inputs
-    from scoring.layout import Interval
+    from batch_scoring.scoring.layout import Interval
 
     s, interval, name = AzureMLJobConfig.from_settings(settings()), Interval(*SCORING), f"{KEY}/aggregates.parquet"
     data = blob_store.download_bytes("aggregates", name)

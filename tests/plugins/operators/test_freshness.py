@@ -22,8 +22,8 @@ def _aggregates(device, sensor, until):
 
 @pytest.fixture
 def sensor(airflow_db, airflow_connections, blob_store):
-    from sensor_db.schema import connect, create_schema
-    from ingest_sim.loads import upsert_aggregates
+    from batch_scoring.sensor_db.schema import connect, create_schema
+    from batch_scoring.ingest_sim.loads import upsert_aggregates
 
     conn = connect(airflow_connections[0])
     create_schema(conn)
