@@ -7,9 +7,25 @@
 # (tests/test_compose.py checks they agree). It already carries Airflow's Celery,
 # Redis and PostgreSQL providers and psycopg2, which the compose deployment needs
 # and the project's lock does not list.
+#
+# The project goes in as what it is, a wheel (airflow-provider-batch-scoring), installed
+# the way Airflow's "Building the image" guide says: together with
+# "apache-airflow==${AIRFLOW_VERSION}", so pip cannot up- or downgrade Airflow to suit it.
 ARG AIRFLOW_VERSION=3.3.2
 ARG PYTHON_VERSION=3.11
+
+# --- stage 1: build the wheel from the sources (the image below gets only the wheel) ----------
+FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION} AS wheel
+COPY --chown=airflow:0 pyproject.toml README.md LICENSE /opt/airflow/src/
+COPY --chown=airflow:0 scoring /opt/airflow/src/scoring
+COPY --chown=airflow:0 sensor_db /opt/airflow/src/sensor_db
+COPY --chown=airflow:0 ingest_sim /opt/airflow/src/ingest_sim
+COPY --chown=airflow:0 plugins /opt/airflow/src/plugins
+RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /opt/airflow/dist /opt/airflow/src
+
+# --- stage 2: the image ------------------------------------------------------------------------
 FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
+ARG AIRFLOW_VERSION
 
 # --- Microsoft ODBC Driver 18 for SQL Server (Azure SQL / SQL Server 2022) ---------
 # From Microsoft's Debian repository for the base image's Debian release; the
@@ -31,28 +47,24 @@ RUN set -eux; \
     rm -rf /var/lib/apt/lists/*; \
     install -d -o airflow -g 0 -m 0770 /opt/airflow/auth   # the simple auth manager's password file (a volume)
 
-# --- Python dependencies: exactly the project's pinned lock --------------------------
-# --no-deps: the lock is complete for the project (Airflow's constraint files are
-# not used); packages the image has and the lock does not name stay as shipped.
+# --- The project: the wheel and its declared dependencies -----------------------------------
+# --constraint requirements.lock: every dependency pip installs or changes gets the version the
+# tests ran with (constraints install nothing by themselves: no test tools reach the image).
 # --compile (pip's default, spelled out): every process of the image imports Airflow, pandas,
 # scikit-learn, pyarrow and the blob SDK; without bytecode each one compiles them again (BENCHMARKS.md).
 USER airflow
 COPY --chown=airflow:0 requirements.lock /opt/airflow/project/requirements.lock
-RUN pip install --no-cache-dir --no-deps -r /opt/airflow/project/requirements.lock --compile
+COPY --from=wheel /opt/airflow/dist/ /opt/airflow/dist/
+RUN pip install --no-cache-dir --compile --constraint /opt/airflow/project/requirements.lock \
+        "apache-airflow==${AIRFLOW_VERSION}" /opt/airflow/dist/airflow_provider_batch_scoring-*.whl \
+ && python -c "import batch_scoring.dag, batch_scoring.scoring.score, pyodbc" \
+ && airflow providers list | grep -q airflow-provider-batch-scoring
 
-# --- The project: packages (scoring, sensor_db, ingest_sim, batch_scoring, devstack), DAGs
-COPY --chown=airflow:0 pyproject.toml /opt/airflow/project/
-COPY --chown=airflow:0 scoring /opt/airflow/project/scoring
-COPY --chown=airflow:0 sensor_db /opt/airflow/project/sensor_db
-COPY --chown=airflow:0 ingest_sim /opt/airflow/project/ingest_sim
-COPY --chown=airflow:0 plugins /opt/airflow/project/plugins
-COPY --chown=airflow:0 devstack /opt/airflow/project/devstack
-RUN pip install --no-cache-dir --compile --no-deps /opt/airflow/project \
- && python -c "import batch_scoring, scoring, sensor_db, ingest_sim, devstack.compose_init, pyodbc"
+# The DAG file (one line importing batch_scoring.dag). The compose demo's init service also
+# uses the repository's devstack/ (database, containers, demo data); no Airflow process imports it.
 COPY --chown=airflow:0 dags /opt/airflow/dags
-COPY --chown=airflow:0 plugins /opt/airflow/plugins
+COPY --chown=airflow:0 devstack /opt/airflow/project/devstack
 COPY --chown=airflow:0 compose/airflow-init.sh /opt/airflow/project/compose/airflow-init.sh
 
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
-    AIRFLOW__CORE__PLUGINS_FOLDER=/opt/airflow/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False

@@ -10,6 +10,9 @@ set -euo pipefail
 SENSOR_SQL_DATABASE="${SENSOR_SQL_DATABASE:-sensors}"
 SQL_CONN_ID="${BATCH_SCORING_SQL_CONN_ID:-sensor_sql}"
 BLOB_CONN_ID="${BATCH_SCORING_BLOB_CONN_ID:-sensor_blob}"
+# devstack/ (this demo's database, container and demo-data set-up) is not part of the installed
+# package; the image keeps it beside this script and `python -m devstack...` finds it from here.
+cd /opt/airflow/project
 ODBC_DRIVER="ODBC Driver 18 for SQL Server"
 # The ODBC string the loaders use (the DAG builds the same from the sensor_sql connection).
 # ODBC does not escape PWD: the password must not contain ';', '{' or '}'.

@@ -32,26 +32,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+from batch_scoring.scoring.azure_environment import build_environment, name_version
 from batch_scoring.scoring.azure_roles import roles_text
 from batch_scoring.scoring.cli import input_path, make_parser, progress, run
 
 #: This package's folder (installed or checked out): the code asset is staged from it.
 SCORING_DIR = Path(__file__).resolve().parent
-# Pinned: a dated tag of Microsoft's Azure ML base image (tags listed at
-# https://mcr.microsoft.com/v2/azureml/openmpi4.1.0-ubuntu22.04/tags/list). ":latest" would give
-# each new environment version, and each node that rebuilds it, whatever was pushed last. Moving it is a
-# deliberate change: bump the environment's version (--environment) with it.
-BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:20250601.v1"
-# What scoring/ imports at run time, and what those need (pins taken from the lock).
-JOB_PACKAGES = ("numpy", "pandas", "pyarrow", "scikit-learn", "scipy", "joblib", "threadpoolctl", "python-dateutil", "six", "tzdata",
-                "tqdm")  # tqdm: scoring.cli's progress bars
-
 COST_HELP = """
 cost guidance:
   You pay for cluster nodes while they exist, not per job. With --min-instances 0
@@ -106,58 +97,7 @@ def defaults() -> dict:
     }
 
 
-def _name_version(ref: str) -> tuple[str, str]:
-    ref = ref.removeprefix("azureml:")
-    name, _, version = ref.partition(":")
-    if not name or not version:
-        raise SystemExit(f"expected name:version, got {ref!r}")
-    return name, version
-
-
 # --- entities -----------------------------------------------------------------------
-
-def installed_pins(packages=JOB_PACKAGES) -> list[str]:
-    """``pkg==version`` for the job's packages at the versions installed in this interpreter.
-
-    :raises SystemExit: naming the packages that are not installed.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins, missing = [], []
-    for p in packages:
-        try:
-            pins.append(f"{p}=={version(p)}")
-        except PackageNotFoundError:
-            missing.append(p)
-    if missing:
-        raise SystemExit(f"not installed here, so no version to pin: {missing} (or give --lock FILE)")
-    return pins
-
-
-def lock_pins(lock: Path, packages=JOB_PACKAGES) -> list[str]:
-    """``pkg==version`` lines from the lock file ``lock`` for the job's packages (fails if one is missing)."""
-    pins = {}
-    for line in Path(lock).read_text().splitlines():
-        m = re.match(r"^([A-Za-z0-9_.-]+)==([^\s;#]+)", line)
-        if m:
-            pins[m.group(1).lower()] = m.group(2)
-    missing = [p for p in packages if p not in pins]
-    if missing:
-        raise SystemExit(f"{lock}: no pin for {missing}")
-    return [f"{p}=={pins[p]}" for p in packages]
-
-
-def conda_spec(lock: Path | None = None) -> dict:
-    """The environment's conda file as a dict: Python 3.11 and pip with the job's pins.
-
-    Pins from ``lock`` when given, else the installed versions (``installed_pins``); ``SystemExit`` when one is missing.
-    """
-    return {
-        "name": "batch-scoring",
-        "channels": ["conda-forge"],
-        "dependencies": ["python=3.11", "pip", {"pip": lock_pins(lock) if lock else installed_pins()}],
-    }
-
 
 def build_compute(name: str, size: str, min_instances: int, max_instances: int, idle_seconds: int, tier: str,
                   identity: str = "system_assigned"):
@@ -182,28 +122,6 @@ def build_compute(name: str, size: str, min_instances: int, max_instances: int, 
         idle_time_before_scale_down=idle_seconds,
         identity=managed,
         description="batch_scoring DAG: one command job per scoring unit",
-    )
-
-
-def build_environment(ref: str, lock: Path | None = None):
-    """The ``Environment`` entity ``ref`` (``name:version``) on ``BASE_IMAGE`` with the job's pins.
-
-    Pins from ``lock`` when given, else the versions installed here (see ``conda_spec``); tagged
-    ``pins_sha256``, the first 16 hex digits of the SHA-256 of the pin lines. Raises ``SystemExit``
-    when a pin is missing, ``OSError`` when ``lock`` cannot be read.
-    """
-    from azure.ai.ml.entities import Environment
-
-    name, version = _name_version(ref)
-    conda = conda_spec(lock)
-    pins = "\n".join(conda["dependencies"][2]["pip"])
-    return Environment(
-        name=name,
-        version=version,
-        image=BASE_IMAGE,
-        conda_file=conda,
-        description=f"Scoring runtime: pins from {Path(lock).name if lock else 'the installed packages'}",
-        tags={"pins_sha256": hashlib.sha256(pins.encode()).hexdigest()[:16]},
     )
 
 
@@ -239,7 +157,7 @@ def build_code(ref: str, folder: Path):
     # class below) although the service and CLI (`az ml code create`) support them.
     from azure.ai.ml.entities._assets._artifacts.code import Code
 
-    name, version = _name_version(ref)
+    name, version = name_version(ref)
     return Code(name=name, version=version, path=str(folder), description="batch_scoring.scoring for python -m batch_scoring.scoring.score",
                 tags={"sha256": code_hash(folder)[:16]})
 

@@ -34,6 +34,7 @@ is cheap and deterministic (same data -> same model bytes).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 import warnings
@@ -169,7 +170,7 @@ def load_model(models_dir, device_id: str, sensor_id: str):
         with warnings.catch_warnings():
             # scikit-learn's own check (on every estimator in the pickle): a warning by default, refused here
             warnings.simplefilter("error", InconsistentVersionWarning)
-            model = pickle.loads(data)
+            model = unpickle(data)
     except InconsistentVersionWarning as exc:
         raise ModelVersionError(
             _version_message(target, path, exc.original_sklearn_version,
@@ -178,6 +179,25 @@ def load_model(models_dir, device_id: str, sensor_id: str):
     except Exception as exc:  # truncated/corrupt pickle: EOFError, UnpicklingError, ValueError...
         raise ModelLoadError(f"model file for target {target} is corrupt or truncated: {path}: {exc!r}") from exc
     return model, manifest
+
+
+class _RenamingUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that reads the pre-0.2 module paths (``scoring.scaler``) as ``batch_scoring.scoring.scaler``."""
+
+    def find_class(self, module: str, name: str):
+        """The class ``module.name``, with a ``scoring`` module path of releases before 0.2 moved under ``batch_scoring``."""
+        if module == "scoring" or module.startswith("scoring."):
+            module = f"batch_scoring.{module}"
+        return super().find_class(module, name)
+
+
+def unpickle(data: bytes):
+    """The object pickled in ``data``; models pickled before the package took its one import name
+    (0.2: ``scoring.*`` became ``batch_scoring.scoring.*``) load too, so deployed models need no retraining.
+
+    Raises what ``pickle.loads`` raises for corrupt data (``UnpicklingError``, ``EOFError``, ...).
+    """
+    return _RenamingUnpickler(io.BytesIO(data)).load()
 
 
 def _version_message(target: str, path: Path, trained_with, detail: str = "") -> str:

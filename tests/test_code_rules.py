@@ -4,7 +4,9 @@
 - every public module-level function and class, and every public method of a
   public class, has a docstring;
 - only ``scoring/layout.py`` spells the storage layout's file names;
-- only ``scoring/times.py`` converts time zones.
+- only ``scoring/times.py`` converts time zones;
+- the installed package imports itself by its one name (``batch_scoring.scoring``, never a
+  bare ``scoring``) and never reaches for the repository around it (issue 12).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def _code_strings(path: Path) -> list[tuple[int, str]]:
 
 def test_the_rules_see_the_code():
     names = {p.relative_to(REPO).as_posix() for p in modules()}
-    assert {"scoring/layout.py", "scoring/times.py", "dags/batch_scoring_dag.py"} <= names
+    assert {"scoring/layout.py", "scoring/times.py", "plugins/batch_scoring/dag.py", "dags/batch_scoring_dag.py"} <= names
     assert len(names) > 30
 
 
@@ -97,3 +99,27 @@ def test_the_layout_rule_lets_prose_name_a_file():
 @pytest.mark.parametrize("sample", ['ts.tz_convert("UTC").tz_localize(None)', "t.astimezone(u).replace(tzinfo=None)"])
 def test_the_time_rule_catches_a_conversion(sample):
     assert TZ_CONVERSION.search(sample)
+
+
+BARE_IMPORT = re.compile(r"^\s*(?:from|import) (?:scoring|sensor_db|ingest_sim|plugins)(?:[.\s]|$)", re.M)
+REPO_REACH = re.compile(r"__file__.*(\.parent\.parent|parents\[)|\bREPO\b")
+
+
+def test_the_package_imports_itself_by_its_one_name():
+    """`scoring`, `sensor_db`, `ingest_sim` are folders of the checkout; installed, they exist only under batch_scoring."""
+    found = [f"{p.relative_to(REPO)}:{m.group(0).strip()}" for p in modules() for m in BARE_IMPORT.finditer(p.read_text())]
+    assert found == []
+    assert BARE_IMPORT.search("from scoring.times import utc_naive") and not BARE_IMPORT.search("from batch_scoring.scoring import x")
+
+
+def test_the_package_reads_no_file_of_the_repository():
+    """Nothing installed may find its way to files beside the package (a wheel has no checkout around it)."""
+    found = [f"{p.relative_to(REPO)}:{line} {text!r}" for p in modules()
+             for line, text in enumerate(p.read_text().splitlines(), 1)
+             if REPO_REACH.search(text) and not text.lstrip().startswith("#")]
+    found += [f"{p.relative_to(REPO)}:{line} {text!r}" for p in modules()
+              for line, text in _code_strings(p) if re.fullmatch(r"\S*requirements[^/\s]*\.(lock|txt)", text)]
+    assert found == []
+    assert REPO_REACH.search('LOCK = REPO / "requirements.lock"') and REPO_REACH.search("Path(__file__).resolve().parents[2]")
+    assert REPO_REACH.search("REPO_ROOT = Path(__file__).resolve().parent.parent")
+    assert not REPO_REACH.search("SCORING_DIR = Path(__file__).resolve().parent")

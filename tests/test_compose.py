@@ -220,7 +220,22 @@ def test_dockerfile_matches_the_lock_and_installs_odbc_driver_18():
     assert re.search(r"^ARG PYTHON_VERSION=3\.11$", text, re.M)
     assert re.search(r"^FROM apache/airflow:\$\{AIRFLOW_VERSION\}-python\$\{PYTHON_VERSION\}$", text, re.M)
     assert "ACCEPT_EULA=Y apt-get install" in text and "msodbcsql18" in text
-    assert "pip install --no-cache-dir --no-deps -r /opt/airflow/project/requirements.lock" in text
+
+
+def test_dockerfile_installs_the_wheel_with_the_pinned_airflow_and_no_test_tools():
+    """Airflow's documented way: pip install "apache-airflow==${AIRFLOW_VERSION}" plus the package (a wheel)."""
+    text = DOCKERFILE.read_text()
+    final = text.rsplit("\nFROM ", 1)[1]  # the image's stage; the first only builds the wheel
+    install = re.search(r"^RUN pip install (.*?)(?:&&|$)", final.replace("\\\n", " "), re.M).group(1)
+    assert '"apache-airflow==${AIRFLOW_VERSION}"' in install
+    assert "/opt/airflow/dist/airflow_provider_batch_scoring-*.whl" in install
+    assert "--compile" in install and "--constraint /opt/airflow/project/requirements.lock" in install
+    assert " -r " not in install and "--no-deps" not in install  # dependencies come from the wheel's metadata
+    assert "python -m pip wheel --no-cache-dir --no-deps --wheel-dir /opt/airflow/dist" in text
+    for tool in ("pytest", "requirements-dev", "[test]", "tests"):
+        assert tool not in final, tool
+    assert "airflow providers list | grep -q airflow-provider-batch-scoring" in final
+    assert "PLUGINS_FOLDER" not in text  # the package registers as a provider; no plugins folder
     for src in re.findall(r"^COPY (?:--chown=\S+ )?(\S+) ", text, re.M):
         assert (REPO / src).exists(), f"Dockerfile copies {src}, which does not exist"
     assert INIT_SCRIPT.relative_to(REPO).as_posix() in text

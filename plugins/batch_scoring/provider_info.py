@@ -46,7 +46,7 @@ def get_provider_info() -> dict:
     return {
         "package-name": DISTRIBUTION,
         "name": "Batch scoring (Azure ML)",
-        "description": "Scheduled many-model batch scoring on Azure ML: the batch_scoring DAG, the Azure ML "
+        "description": "Scheduled many-model batch scoring on Azure ML: the batch scoring DAG, the Azure ML "
                        "workspace hook and connection type, the job trigger and its extra link.",
         "versions": versions,
         "integrations": [{"integration-name": INTEGRATION,

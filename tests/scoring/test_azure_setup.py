@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from batch_scoring.scoring import azure_environment as environment
 from batch_scoring.scoring import azure_setup as setup
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,44 +38,6 @@ def test_compute_cluster_with_a_user_assigned_identity():
     assert d["identity"] == {"type": "user_assigned", "user_assigned_identities": [{"resource_id": uai}]}
     rest = c._to_rest_object().identity
     assert rest.type == "UserAssigned" and list(rest.user_assigned_identities) == [uai]
-
-
-def test_base_image_is_pinned():
-    image, _, tag = setup.BASE_IMAGE.rpartition(":")
-    assert image == "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"
-    assert re.fullmatch(r"\d{8}\.v\d+", tag), tag  # a dated tag, never "latest"
-
-
-def test_environment_pins_come_from_the_lock(tmp_path):
-    lock = tmp_path / "requirements.lock"
-    lock.write_text("\n".join(f"{p}==1.{i}  # via x" for i, p in enumerate(setup.JOB_PACKAGES)) + "\nother==9\n")
-    env = setup.build_environment("batch-scoring-env:3", lock)
-    d = json.loads(json.dumps(env._to_dict(), default=str))
-    assert (d["name"], d["version"], d["image"]) == ("batch-scoring-env", "3", setup.BASE_IMAGE)
-    deps = d["conda_file"]["dependencies"]
-    assert deps[:2] == ["python=3.11", "pip"]
-    assert deps[2]["pip"] == [f"{p}==1.{i}" for i, p in enumerate(setup.JOB_PACKAGES)]
-    lock.write_text("numpy==1\n")
-    with pytest.raises(SystemExit, match="no pin for"):
-        setup.build_environment("e:1", lock)
-
-
-def test_environment_pins_default_to_the_installed_versions():
-    pins = dict(p.split("==") for p in setup.installed_pins())
-    import pandas
-    import sklearn
-
-    assert list(pins) == list(setup.JOB_PACKAGES)
-    assert pins["scikit-learn"] == sklearn.__version__ and pins["pandas"] == pandas.__version__
-    env = setup.build_environment("batch-scoring-env:4")  # no lock file read: the installed versions
-    assert env.conda_file["dependencies"][2]["pip"] == setup.installed_pins()
-    # the repository's lock pins the same versions (the job runs what the tests ran)
-    assert setup.lock_pins(REPO / "requirements.lock") == setup.installed_pins()
-
-
-def test_installed_pins_name_what_is_missing():
-    with pytest.raises(SystemExit, match=r"not installed here.*no-such-package-xyz"):
-        setup.installed_pins(("pandas", "no-such-package-xyz"))
 
 
 def test_code_asset_is_the_scoring_package_alone(tmp_path):
@@ -137,7 +100,7 @@ def test_dry_run_prints_every_entity_as_yaml_without_azure(tmp_path):
     assert set(docs) == {"compute", "environment", "code", "datastore/aggregates", "datastore/models",
                          "datastore/predictions", "models", "roles"}
     assert docs["compute"]["identity"] == {"type": "system_assigned"}
-    assert docs["environment"]["image"] == setup.BASE_IMAGE
+    assert docs["environment"]["image"] == environment.BASE_IMAGE
     roles = [line for line in docs["roles"].splitlines() if line.startswith("az role assignment create")]
     assert len(roles) == 5 and all("<principal id" in r for r in roles)
     assert '--role "Storage Blob Data Contributor" --scope /subscriptions/<subscription-id>/resourceGroups/' \

@@ -148,7 +148,7 @@ def test_model_pickled_by_another_sklearn_version_is_refused_naming_both_version
     other = _other_versions()[kind]
     _rewrite_manifest(models, "dev001", "s2", sklearn_version=other)
     unpickled = []
-    monkeypatch.setattr("batch_scoring.scoring.model_store.pickle.loads", lambda data: unpickled.append(1))
+    monkeypatch.setattr("batch_scoring.scoring.model_store.unpickle", lambda data: unpickled.append(1))
     with pytest.raises(ModelVersionError) as info:
         load_model(models, "dev001", "s2")
     assert isinstance(info.value, ModelLoadError) and unpickled == []  # refused before unpickling
@@ -206,3 +206,24 @@ def test_version_mismatch_fails_only_its_target_in_the_receipt(tmp_path, trained
     assert bad["error"].startswith(f"ModelVersionError: model for target dev002/s2 was pickled by scikit-learn {other}, "
                                    f"this environment runs scikit-learn {sklearn.__version__}")
     assert not (tmp_path / "out" / "dev002" / "s2.parquet").exists()
+
+
+def test_a_model_pickled_under_the_old_module_names_still_loads(trained, monkeypatch):
+    """Models deployed before 0.2 name ``scoring.scaler`` (the package's import name before it became batch_scoring)."""
+    import pickle
+    import sys
+
+    from batch_scoring.scoring import scaler
+    from batch_scoring.scoring.model_store import unpickle
+
+    models, _, _ = trained
+    model = load_model(models, "dev001", "s1")[0]
+    monkeypatch.setattr(scaler.FlooredStandardScaler, "__module__", "scoring.scaler")
+    monkeypatch.setitem(sys.modules, "scoring.scaler", scaler)
+    old = pickle.dumps(model, protocol=5)
+    monkeypatch.undo()
+    assert b"scoring.scaler" in old and b"batch_scoring.scoring.scaler" not in old
+    again = unpickle(old)
+    steps = [type(step).__module__ + "." + type(step).__name__ for _, step in again.steps]
+    assert "batch_scoring.scoring.scaler.FlooredStandardScaler" in steps, steps
+    assert pickle.dumps(again, protocol=5) == pickle.dumps(model, protocol=5)
