@@ -2,7 +2,7 @@
 
 Airflow's ``ProvidersManager`` calls :func:`get_provider_info` in every process
 that lists providers (``airflow providers list``, the API server building the
-connection form, the DAG serializer resolving extra links) and validates the
+connection form and testing connections) and validates the
 dict against ``airflow/provider_info.schema.json``. Registered here:
 
 * the ``azure_ml`` connection type (``AzureMLHook``): its form fields
@@ -11,8 +11,9 @@ dict against ``airflow/provider_info.schema.json``. Registered here:
   button calls ``AzureMLHook.test_connection``;
 * the Azure ML trigger module (the triggerer imports it by path from a trigger's
   serialized classpath; listing it documents the package's triggers);
-* the "Azure ML job" extra link, which the DAG serializer only keeps for
-  registered link classes.
+* the "Azure ML job" extra link (``ProvidersManager.extra_links_class_names``;
+  Airflow 3 serializes a task's links by name and XCom key, so the UI shows it
+  from the serialized DAG either way).
 
 Nothing is imported here beyond the standard library: providers are listed in
 every Airflow process.

@@ -128,7 +128,8 @@ def test_installed_wheel_is_a_provider_and_its_dag_scores_an_interval(venv, tmp_
     assert ours and ours[0]["version"] == "0.2.0", providers
     run(bin_ / "airflow", "db", "migrate")
     (work / "check.py").write_text(CHECK)
-    out = run(bin_ / "python", work / "check.py", dags, SCORING[0].isoformat()).stdout
+    # logical date 01:00: the cron timetable's run stamped 01:00 scores 00:00-01:00, the world's scoring hour
+    out = run(bin_ / "python", work / "check.py", dags, (SCORING[0] + dt.timedelta(hours=1)).isoformat()).stdout
     result = json.loads(out.split("RESULT ", 1)[1])
 
     assert result["import_errors"] == {} and result["dags"] == ["batch_scoring"]
