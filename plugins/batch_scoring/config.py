@@ -11,7 +11,9 @@ scoring jobs come from ``scoring.config``.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+import difflib
+import os
+from typing import Literal, NamedTuple
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +28,18 @@ _CONN_ID = "an Airflow connection id (non-empty, no spaces)"
 _NAME = "a non-empty name (no spaces)"
 _CONTAINER_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"  # plus 3-63 characters (min/max_length)
 _NO_SPACES = r"^\S+$"
+#: ``BATCH_SCORING_*`` variables that are not settings of this object: read by other parts
+#: (``batch_scoring.preload``) or by the live Azure tests (``BATCH_SCORING_LIVE_*``).
+OTHER_VARIABLES = ("BATCH_SCORING_PRELOAD",)
+OTHER_PREFIXES = ("BATCH_SCORING_LIVE_",)
+
+
+class Containers(NamedTuple):
+    """The deployment's three blob containers (a tuple, so ``ensure_containers(s.containers)`` takes it whole)."""
+
+    aggregates: str
+    models: str
+    predictions: str
 
 
 class SettingsError(ValueError):
@@ -113,11 +127,20 @@ class Settings(BaseSettings):
     azureml_job_generation: str = _accepts(_NAME, default="1", pattern=_NO_SPACES)
 
     def __init__(self, **values):
-        """Read and check every ``BATCH_SCORING_*`` variable; ``SettingsError`` lists each refused one."""
+        """Read and check every ``BATCH_SCORING_*`` variable; ``SettingsError`` lists each refused one.
+
+        A ``BATCH_SCORING_*`` variable that names no setting (a misspelt name, which would
+        otherwise leave the setting at its default without a word) is refused too, with the
+        closest setting's name.
+        """
+        lines = unknown_variables(os.environ)
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise SettingsError(_describe(exc)) from None
+            lines = _describe(exc) + lines
+        if lines:
+            raise SettingsError(f"{len(lines)} invalid batch_scoring setting{'s' if len(lines) > 1 else ''} "
+                                f"(environment variables):\n  " + "\n  ".join(lines))
 
     @field_validator("schedule")
     @classmethod
@@ -135,12 +158,12 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def containers(self) -> tuple[str, str, str]:
+    def containers(self) -> Containers:
         """The (aggregates, models, predictions) container names."""
-        return (self.aggregates_container, self.models_container, self.predictions_container)
+        return Containers(self.aggregates_container, self.models_container, self.predictions_container)
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError) -> list[str]:
     """One line per refused variable: its name, the value as given and what the setting accepts."""
     lines = []
     for err in exc.errors():
@@ -148,9 +171,23 @@ def _describe(exc: ValidationError) -> str:
         info = Settings.model_fields.get(field)
         accepts = info.description if info is not None and info.description else err["msg"]
         lines.append(f"{PREFIX}{field.upper()}={err['input']!r}: expected {accepts}")
-    bad = len(lines)
-    return (f"{bad} invalid batch_scoring setting{'s' if bad > 1 else ''} "
-            f"(environment variables):\n  " + "\n  ".join(lines))
+    return lines
+
+
+def unknown_variables(environ) -> list[str]:
+    """One line per ``BATCH_SCORING_*`` name in ``environ`` (any case, as pydantic-settings reads them)
+    that is no setting and not in ``OTHER_VARIABLES``/``OTHER_PREFIXES``, with the closest setting's name."""
+    known = [PREFIX + name.upper() for name in Settings.model_fields]
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(PREFIX) and upper not in known and upper not in OTHER_VARIABLES \
+                and not upper.startswith(OTHER_PREFIXES):
+            close = difflib.get_close_matches(upper.removeprefix(PREFIX), [k.removeprefix(PREFIX) for k in known],
+                                              n=1, cutoff=0.6)
+            hint = f"did you mean {PREFIX}{close[0]}?" if close else "see batch_scoring.config.Settings"
+            lines.append(f"{name}: no such setting ({hint})")
+    return lines
 
 
 def settings() -> Settings:

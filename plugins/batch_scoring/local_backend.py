@@ -15,7 +15,6 @@ from pathlib import Path
 
 from batch_scoring.scoring.config import parse_target
 from batch_scoring.scoring.layout import (
-    MODEL_MANIFEST,
     Interval,
     interval_prefix,
     model_blob,
@@ -27,7 +26,9 @@ from batch_scoring.scoring.layout import (
     snapshot_blob,
 )
 
+from batch_scoring.config import Containers
 from batch_scoring.errors import PermanentPipelineError, PipelineError
+from batch_scoring.permanent import permanent_cause, way_out
 from batch_scoring.snapshot import require_snapshot
 from batch_scoring.validation import validate_prediction, windows_by_target
 
@@ -37,10 +38,10 @@ UNIT_RECEIPT_KEYS = ("target", "status", "rows_out", "anomalies", "anomaly_windo
                      "output_sha256", "output_md5", "validated", "error")  # what a score task returns per target (XCom)
 
 
-def score_unit_local(store, settings, interval: Interval, targets: list[str]) -> list[dict]:
+def score_unit_local(store, containers: Containers, interval: Interval, targets: list[str]) -> list[dict]:
     """Score one unit as an Azure ML job would: download inputs, run the CLI's code on local paths, upload outputs.
 
-    Returns the receipts (one per target). Errors in receipts, uploaded and raised, name blobs
+    ``containers``: the deployment's (``Settings.containers``). Returns the receipts (one per target). Errors in receipts, uploaded and raised, name blobs
     (``models/<device>/<sensor>/model.joblib``), never this worker's temporary folder. Raises
     ``PermanentPipelineError`` when a target failed for a reason retrying cannot fix (any
     ``scoring.model_store.ModelStoreError``: a model or manifest missing, tampered, corrupt or
@@ -54,10 +55,10 @@ def score_unit_local(store, settings, interval: Interval, targets: list[str]) ->
 
     with tempfile.TemporaryDirectory(prefix="score-unit-") as tmp:
         tmp = Path(tmp)
-        require_snapshot(store, settings, interval)
+        require_snapshot(store, containers.aggregates, interval)
         models = tmp / "models"
         wanted = [blob for t in targets for blob in (model_blob(t), model_manifest_blob(t))]
-        for blob, data in store.download_many(settings.models_container, wanted).items():
+        for blob, data in store.download_many(containers.models, wanted).items():
             if data is not None:  # a missing model fails its target in scoring, by name
                 (models / blob).parent.mkdir(parents=True, exist_ok=True)
                 (models / blob).write_bytes(data)
@@ -65,69 +66,29 @@ def score_unit_local(store, settings, interval: Interval, targets: list[str]) ->
         try:
             # only the row groups holding this unit's devices (the snapshot is sorted by device)
             devices = sorted({parse_target(t)[0] for t in targets})
-            with store.open_reader(settings.aggregates_container, snapshot_blob(interval)) as fh:
+            with store.open_reader(containers.aggregates, snapshot_blob(interval)) as fh:
                 aggregates = pq.read_table(fh, filters=[("device_id", "in", devices)]).to_pandas()
         except Exception as exc:  # truncated/corrupt: name the blob and the way out
             raise PipelineError(
-                f"interval {interval.key}: snapshot {settings.aggregates_container}/{snapshot_blob(interval)} "
+                f"interval {interval.key}: snapshot {containers.aggregates}/{snapshot_blob(interval)} "
                 f"is unreadable ({type(exc).__name__}: {exc}); clear the snapshot task (and its downstream) "
                 "to rewrite it from SQL"
             ) from exc
         receipts = score_targets(aggregates, models, out, targets)
         # the scoring code names the local copies it read; what an operator can act on is the blob
-        _name_blobs_in_errors(receipts, out, {f"{models}/": f"{settings.models_container}/",
-                                              f"{out}/": f"{settings.predictions_container}/{interval_prefix(interval)}"})
+        _name_blobs_in_errors(receipts, out, {f"{models}/": f"{containers.models}/",
+                                              f"{out}/": f"{containers.predictions}/{interval_prefix(interval)}"})
         _validate_written(receipts, aggregates, models, out)
-        upload_outputs(store, settings, interval, out, targets)
+        upload_outputs(store, containers.predictions, interval, out, targets)
     failed = [r for r in receipts if r.get("status") != "ok"]
     if failed:
         message = (f"interval {interval.key}: scoring failed for "
                    + "; ".join(f"{r['target']}: {r.get('error', r.get('status'))}" for r in failed))
-        permanent = [r for r in failed if _permanent_cause(r)]
+        permanent = [r for r in failed if permanent_cause(r)]
         if permanent:
-            raise PermanentPipelineError(message + "; " + _way_out(permanent, settings, interval))
+            raise PermanentPipelineError(message + "; " + way_out(permanent, containers, interval))
         raise PipelineError(message)
     return receipts
-
-
-def _permanent_error_names() -> frozenset[str]:
-    """Exception classes a receipt's error can start with that retrying the unit cannot fix.
-
-    Every ``scoring.model_store.ModelStoreError`` (missing, tampered, corrupt or incompatible model, and
-    any subclass added later) and ``UnknownTargetError`` (no rows in the snapshot).
-    """
-    from batch_scoring.scoring.model_store import ModelStoreError
-    from batch_scoring.scoring.score import UnknownTargetError
-
-    names, todo = {UnknownTargetError.__name__}, [ModelStoreError]
-    while todo:
-        cls = todo.pop()
-        names.add(cls.__name__)
-        todo.extend(cls.__subclasses__())
-    return frozenset(names)
-
-
-def _permanent_cause(receipt: dict) -> str | None:
-    """The exception class of a failed receipt (``error_type``, written by ``score_targets``) when retrying
-    cannot fix it, else None."""
-    name = receipt.get("error_type")
-    return name if name in _permanent_error_names() else None
-
-
-def _way_out(permanent: list[dict], settings, interval: Interval) -> str:
-    """What to do about the unit's permanent failures: redeploy the models named, or replan the interval."""
-    models = [r["target"] for r in permanent if _permanent_cause(r) != "UnknownTargetError"]
-    unknown = [r["target"] for r in permanent if r["target"] not in models]
-    steps = []
-    if models:
-        blobs = ", ".join(f"{settings.models_container}/{model_blob(t)} and {MODEL_MANIFEST}" for t in models)
-        steps.append(f"redeploy the model of {', '.join(models)} (blobs {blobs}; e.g. `python -m "
-                     "devstack.deploy_models MODELS_DIR`, or upload both files again), then clear the failed "
-                     "score task(s) and collect")
-    if unknown:
-        steps.append(f"{', '.join(unknown)} has no rows in the snapshot {settings.aggregates_container}/"
-                     f"{snapshot_blob(interval)}: clear the snapshot task and its downstream to plan the interval again")
-    return "retrying cannot fix this, so the task fails without retries: " + "; ".join(steps)
 
 
 def _name_blobs_in_errors(receipts: list[dict], out: Path, local_to_blob: dict[str, str]) -> None:
@@ -174,7 +135,7 @@ def _validate_written(receipts: list[dict], aggregates, models: Path, out: Path)
             receipt["validated"] = True
 
 
-def upload_outputs(store, settings, interval: Interval, out_dir: Path, targets: list[str]) -> None:
+def upload_outputs(store, predictions_container: str, interval: Interval, out_dir: Path, targets: list[str]) -> None:
     """Upload each target's prediction and receipt that the scoring step produced.
 
     Mirrors the output folder like Azure ML's rw_mount does: a prediction the
@@ -190,8 +151,8 @@ def upload_outputs(store, settings, interval: Interval, out_dir: Path, targets: 
             (out_dir / receipt_name(target), receipt_blob(interval, target)),
         ):
             (produced if local.exists() else absent).append((blob, local))
-    store.upload_many(settings.predictions_container, produced)
+    store.upload_many(predictions_container, produced)
     for blob, _ in absent:
-        if store.exists(settings.predictions_container, blob):
-            log.info("removing %s/%s: not produced by this attempt", settings.predictions_container, blob)
-            store.delete(settings.predictions_container, blob)
+        if store.exists(predictions_container, blob):
+            log.info("removing %s/%s: not produced by this attempt", predictions_container, blob)
+            store.delete(predictions_container, blob)

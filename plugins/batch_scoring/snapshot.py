@@ -78,11 +78,11 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     }
 
 
-def require_snapshot(store, settings, interval: Interval) -> None:
+def require_snapshot(store, aggregates_container: str, interval: Interval) -> None:
     """Raise ``PipelineError`` naming the interval's snapshot blob and the way out when it does not exist."""
     name = snapshot_blob(interval)
-    if not store.exists(settings.aggregates_container, name):
+    if not store.exists(aggregates_container, name):
         raise PipelineError(
-            f"interval {interval.key}: snapshot {settings.aggregates_container}/{name} does not exist; "
+            f"interval {interval.key}: snapshot {aggregates_container}/{name} does not exist; "
             "clear the snapshot task (and its downstream) to write it"
         )

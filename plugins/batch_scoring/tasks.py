@@ -1,31 +1,16 @@
 """Task bodies of the DAG: fetch clients from Airflow connections, call the run's steps."""
 from __future__ import annotations
 
-from batch_scoring.scoring.layout import Interval, manifest_blob
-from batch_scoring.scoring.times import utc_naive
+from batch_scoring.scoring.layout import manifest_blob
 
 from batch_scoring.collect import collect_interval
 from batch_scoring.config import settings
+from batch_scoring.context import interval_from_context
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 from batch_scoring.snapshot import snapshot_interval
 
 PLAN_KEYS = ("interval", "targets", "skipped", "selection", "unselected", "unselected_skipped", "targets_per_unit",
              "dry_run", "aggregates_revised_at")
-
-
-def interval_from_context(context) -> Interval:
-    """The run's data interval from an Airflow task context, as naive UTC ``Interval``.
-
-    ``context["data_interval_start"]``/``["data_interval_end"]``: aware datetimes (or ISO text), converted
-    to UTC. Raises ``PipelineError`` naming the run when either is missing or the interval is empty.
-    """
-    start, end = context.get("data_interval_start"), context.get("data_interval_end")
-    if start is None or end is None or start >= end:
-        raise PipelineError(
-            f"run {context.get('run_id')} has no data interval ({start} to {end}); "
-            "trigger runs with a logical date so the interval is defined"
-        )
-    return Interval(utc_naive(start), utc_naive(end))
 
 
 def snapshot_task(context) -> list[list[str]]:

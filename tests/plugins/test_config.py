@@ -97,6 +97,33 @@ def test_every_bad_variable_is_listed_at_once(monkeypatch):
     assert "validation error" not in str(err.value) and "pydantic" not in str(err.value)  # not pydantic's dump
 
 
+@pytest.mark.parametrize("name, hint", [
+    ("BATCH_SCORING_AZUREML_DEFERABLE", "did you mean BATCH_SCORING_AZUREML_DEFERRABLE?"),
+    ("BATCH_SCORING_RETRY", "did you mean BATCH_SCORING_RETRIES?"),
+    ("batch_scoring_schedul", "did you mean BATCH_SCORING_SCHEDULE?"),  # read case-insensitively, so checked so
+    ("BATCH_SCORING_MODEL_CONTAINER", "did you mean BATCH_SCORING_MODELS_CONTAINER?"),
+    ("BATCH_SCORING_SPARK_MASTER", "see batch_scoring.config.Settings"),
+])
+def test_a_misspelt_variable_name_is_refused_not_ignored(monkeypatch, name, hint):
+    """A typo in a name would leave the setting at its default without a word: refused, naming the closest setting."""
+    monkeypatch.setenv(name, "true")
+    with pytest.raises(SettingsError) as err:
+        settings()
+    assert str(err.value) == f"1 invalid batch_scoring setting (environment variables):\n  {name}: no such setting ({hint})"
+
+
+def test_variables_of_other_parts_are_not_settings_and_not_refused(monkeypatch):
+    monkeypatch.setenv("BATCH_SCORING_PRELOAD", "1")  # batch_scoring.preload
+    monkeypatch.setenv("BATCH_SCORING_LIVE_JOB", "1")  # the live Azure tests
+    monkeypatch.setenv("BATCH_SCORING_RETRIES", "-1")
+    monkeypatch.setenv("BATCH_SCORING_RETRYS", "3")
+    with pytest.raises(SettingsError) as err:
+        settings()
+    assert str(err.value).splitlines()[1:] == [
+        "  BATCH_SCORING_RETRIES='-1': expected a whole number >= 0",
+        "  BATCH_SCORING_RETRYS: no such setting (did you mean BATCH_SCORING_RETRIES?)"]
+
+
 @pytest.mark.parametrize("name, value, attr, expected", [
     ("AZUREML_DEFERRABLE", "yes", "azureml_deferrable", True),
     ("AZUREML_DEFERRABLE", "0", "azureml_deferrable", False),

@@ -40,7 +40,7 @@ def deployed(blob_store, models_and_snapshot):
 
 
 def test_score_unit_local_uploads_validated_predictions_and_receipts(blob_store, deployed):
-    receipts = score_unit_local(blob_store, settings(), INTERVAL, deployed[:2])
+    receipts = score_unit_local(blob_store, settings().containers, INTERVAL, deployed[:2])
     assert [r["target"] for r in receipts] == deployed[:2]
     assert all(r["status"] == "ok" and r["validated"] for r in receipts)
     assert set(UNIT_RECEIPT_KEYS) <= set(receipts[0])
@@ -52,7 +52,7 @@ def test_a_missing_model_fails_the_unit_for_good_naming_the_blobs(blob_store, de
     target = deployed[0]
     blob_store.delete("models", f"{target}/model.joblib")
     with pytest.raises(PermanentPipelineError) as err:
-        score_unit_local(blob_store, settings(), INTERVAL, [target, deployed[1]])
+        score_unit_local(blob_store, settings().containers, INTERVAL, [target, deployed[1]])
     message = str(err.value)
     assert f"scoring failed for {target}: ModelNotFoundError" in message
     assert f"redeploy the model of {target} (blobs models/{target}/model.joblib and manifest.json" in message
@@ -66,17 +66,17 @@ def test_a_missing_model_fails_the_unit_for_good_naming_the_blobs(blob_store, de
 def test_a_target_the_snapshot_lacks_says_to_replan(blob_store, deployed):
     with pytest.raises(PermanentPipelineError, match=r"dev009/s1 has no rows in the snapshot "
                                                      rf"aggregates/{INTERVAL.key}/aggregates.parquet"):
-        score_unit_local(blob_store, settings(), INTERVAL, ["dev009/s1"])
+        score_unit_local(blob_store, settings().containers, INTERVAL, ["dev009/s1"])
 
 
 def test_a_missing_or_unreadable_snapshot_is_retried(blob_store, deployed):
     blob_store.upload_bytes("aggregates", f"{INTERVAL.key}/aggregates.parquet", b"PAR1 truncated")
     with pytest.raises(PipelineError, match="is unreadable") as err:
-        score_unit_local(blob_store, settings(), INTERVAL, deployed[:1])
+        score_unit_local(blob_store, settings().containers, INTERVAL, deployed[:1])
     assert not isinstance(err.value, PermanentPipelineError)
     blob_store.delete("aggregates", f"{INTERVAL.key}/aggregates.parquet")
     with pytest.raises(PipelineError, match="does not exist; clear the snapshot task"):
-        score_unit_local(blob_store, settings(), INTERVAL, deployed[:1])
+        score_unit_local(blob_store, settings().containers, INTERVAL, deployed[:1])
 
 
 def test_upload_outputs_mirrors_the_folder_deleting_what_was_not_produced(blob_store, tmp_path):
@@ -85,7 +85,7 @@ def test_upload_outputs_mirrors_the_folder_deleting_what_was_not_produced(blob_s
     (tmp_path / "d1" / "s1.parquet").write_bytes(b"new")
     (tmp_path / "d1" / "s1.receipt.json").write_bytes(b"{}")
     (tmp_path / "d1" / "s2.receipt.json").write_bytes(b"{}")
-    upload_outputs(blob_store, settings(), INTERVAL, tmp_path, ["d1/s1", "d1/s2"])
+    upload_outputs(blob_store, settings().predictions_container, INTERVAL, tmp_path, ["d1/s1", "d1/s2"])
     assert blob_store.download_bytes("predictions", f"{INTERVAL.key}/d1/s1.parquet") == b"new"
     assert not blob_store.exists("predictions", f"{INTERVAL.key}/d1/s2.parquet")
     assert blob_store.exists("predictions", f"{INTERVAL.key}/d1/s2.receipt.json")

@@ -43,12 +43,12 @@ def test_snapshot_plans_targets_and_reports_the_rest(seeded, blob_store):
     assert plan["skipped"] == {"d1/s2": "no model deployed", "d9/s9": "no aggregates in the interval"}
     snapshot = pd.read_parquet(io.BytesIO(blob_store.download_bytes("aggregates", f"{INTERVAL.key}/aggregates.parquet")))
     assert len(snapshot) == 24 and set(snapshot["sensor_id"]) == {"s1", "s2"}
-    require_snapshot(blob_store, settings(), INTERVAL)  # written: no error
+    require_snapshot(blob_store, settings().aggregates_container, INTERVAL)  # written: no error
 
 
 def test_require_snapshot_names_the_missing_blob(blob_store):
     with pytest.raises(PipelineError, match=rf"snapshot aggregates/{INTERVAL.key}/aggregates.parquet does not exist"):
-        require_snapshot(blob_store, settings(), INTERVAL)
+        require_snapshot(blob_store, settings().aggregates_container, INTERVAL)
 
 
 def test_frame_to_parquet_bytes_round_trips_without_the_index():

@@ -70,7 +70,7 @@ class World:
         returned = self.unit_receipts[(iv or interval()).key] = []
         for unit in plan["units"]:
             try:
-                returned.append(score_unit_local(self.store, self.settings, iv or interval(), unit))
+                returned.append(score_unit_local(self.store, self.settings.containers, iv or interval(), unit))
             except PipelineError as exc:
                 errors[unit_label(unit)] = str(exc)
         return errors

@@ -117,7 +117,7 @@ def test_a_model_blob_gone_fails_its_task_after_one_try_while_a_transient_outage
     assert (f"interval {KEY}: scoring failed for dev002/s2: ModelNotFoundError: no model for target dev002/s2: model "
             "file models/dev002/s2/model.joblib does not exist; retrying cannot fix this, so the task fails without "
             "retries: redeploy the model of dev002/s2 (blobs models/dev002/s2/model.joblib and manifest.json; e.g. "
-            "`python -m devstack.deploy_models MODELS_DIR`, or upload both files again), then clear the failed score "
+            "`python -m devstack.deploy_models MODELS_DIR` in the repository, or upload both files again), then clear the failed score "
             "task(s) and collect") in text
     assert "score-unit-" not in text
     entry = world.manifest()["targets"]["dev002/s2"]

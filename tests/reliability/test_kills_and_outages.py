@@ -44,7 +44,7 @@ def first_upload_then_hang(self, container, name, path):
     time.sleep(300)  # the worker is killed here, mid-unit
 
 BlobStore.upload_file = first_upload_then_hang
-score_unit_local(BlobStore.from_connection_string(conn_str), settings(), Interval.from_key(key), unit)
+score_unit_local(BlobStore.from_connection_string(conn_str), settings().containers, Interval.from_key(key), unit)
 """
 
 

@@ -22,7 +22,7 @@ from tests.reliability.conftest import interval
 IV = interval()
 KEY = IV.key
 WAY_OUT = ("retrying cannot fix this, so the task fails without retries: redeploy the model of dev002/s2 (blobs "
-           "models/dev002/s2/model.joblib and manifest.json; e.g. `python -m devstack.deploy_models MODELS_DIR`, "
+           "models/dev002/s2/model.joblib and manifest.json; e.g. `python -m devstack.deploy_models MODELS_DIR` in the repository, "
            "or upload both files again), then clear the failed score task(s) and collect")
 
 
@@ -69,7 +69,7 @@ def test_a_model_blob_gone_bad_after_the_snapshot_is_named_by_blob_and_permanent
     plan = world.snapshot()  # the model is still deployed when the run is planned
     damage(world)  # ... and vanishes or goes bad while it scores
     with pytest.raises(PermanentPipelineError) as err:
-        score_unit_local(world.store, world.settings, IV, ["dev002/s2"])
+        score_unit_local(world.store, world.settings.containers, IV, ["dev002/s2"])
     message = str(err.value)
     assert message.startswith(f"interval {KEY}: scoring failed for dev002/s2: {error}"), message
     assert message.endswith("; " + WAY_OUT)
@@ -102,11 +102,11 @@ def test_a_unit_with_a_bad_model_and_another_failure_fails_without_retries_namin
     world.store.upload_bytes("models", "dev002/s1/manifest.json", json.dumps(manifest).encode())
     # a crashing model alone is not a model-store fault: it stays a plain (retried) error
     with pytest.raises(PipelineError) as err:
-        score_unit_local(world.store, world.settings, IV, ["dev002/s1"])
+        score_unit_local(world.store, world.settings.containers, IV, ["dev002/s1"])
     assert type(err.value) is PipelineError and "RuntimeError: model exploded while scoring" in str(err.value)
     _delete_model(world)
     with pytest.raises(PermanentPipelineError) as err:  # one unit of two targets
-        score_unit_local(world.store, world.settings, IV, ["dev002/s1", "dev002/s2"])
+        score_unit_local(world.store, world.settings.containers, IV, ["dev002/s1", "dev002/s2"])
     assert str(err.value).startswith(
         f"interval {KEY}: scoring failed for dev002/s1: RuntimeError: model exploded while scoring; dev002/s2: "
         "ModelNotFoundError: no model for target dev002/s2: model file models/dev002/s2/model.joblib does not exist; "
@@ -116,7 +116,7 @@ def test_a_unit_with_a_bad_model_and_another_failure_fails_without_retries_namin
 def test_a_target_the_snapshot_does_not_hold_names_the_snapshot_and_is_permanent(world):
     world.snapshot()
     with pytest.raises(PermanentPipelineError) as err:
-        score_unit_local(world.store, world.settings, IV, ["dev009/s1"])
+        score_unit_local(world.store, world.settings.containers, IV, ["dev009/s1"])
     assert str(err.value) == (
         f"interval {KEY}: scoring failed for dev009/s1: UnknownTargetError: target dev009/s1: no rows for device "
         "'dev009' sensor 's1' in the snapshot (unknown device/sensor, or no data in this interval); retrying cannot "

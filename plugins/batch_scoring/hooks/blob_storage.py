@@ -213,6 +213,21 @@ class BlobStore:
         names = list(names)
         return dict(zip(names, self.parallel(one, names)))
 
+    @_reachable
+    def last_modified(self, container: str, name: str):
+        """The blob's last-modified time (aware ``datetime``, the storage service's clock); None when it does not exist."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self._blob(container, name).get_blob_properties().last_modified
+        except ResourceNotFoundError:
+            return None
+
+    def last_modified_many(self, container: str, names) -> dict:
+        """``name -> last_modified(container, name)`` for every name, fetched in parallel."""
+        names = list(names)
+        return dict(zip(names, self.parallel(lambda name: self.last_modified(container, name), names)))
+
     def upload_many(self, container: str, items) -> None:
         """Upload ``(name, bytes or local path)`` pairs, overwriting."""
         def one(item):

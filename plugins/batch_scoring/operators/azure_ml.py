@@ -27,6 +27,7 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from batch_scoring.azure_ml_job import (
     AzureMLInputError,
@@ -58,6 +59,11 @@ def azureml_args(s) -> dict[str, Any]:
 
 class AzureMLJobError(RuntimeError):
     """An Azure ML job that did not complete: status, studio URL and the log's tail."""
+
+
+class AzureMLPermanentJobError(AirflowFailException):
+    """A failed Azure ML job whose own receipts show a fault retrying cannot fix (a missing, tampered,
+    corrupt or incompatible model, a target the snapshot lacks): fails the task at once, no retries."""
 
 
 @dataclasses.dataclass
@@ -121,7 +127,7 @@ class AzureMLScoringJob:
         :raises AzureMLJobError: when ``MAX_RESUBMITS + 1`` jobs of the chain all failed.
         """
         from batch_scoring.hooks.azure_ml import FAILED_STATES, job_status
-        from batch_scoring.tasks import interval_from_context
+        from batch_scoring.context import interval_from_context
 
         cfg, hook = self.config, self.hook
         interval = interval_from_context(context)
@@ -273,15 +279,63 @@ class AzureMLScoringJob:
             self.log.warning("cancelling Azure ML job %s: %s", name, event.get("message"))
             hook.cancel_job(name)
         try:
-            studio_url = hook.get_job(name).studio_url
-        except Exception:  # the URL is a convenience in the message, not worth hiding the failure
-            studio_url = None
+            job = hook.get_job(name)
+        except Exception:  # the job is a convenience in the message, not worth hiding the failure
+            job = None
+        studio_url = getattr(job, "studio_url", None)
         tail = hook.job_log_tail(name)
-        raise AzureMLJobError(
-            f"Azure ML job {name} for {' '.join(unit)} did not complete: status {status}"
-            f"{' (' + event['message'] + ')' if event.get('message') else ''}; studio: {studio_url}\n"
-            f"--- last lines of the job's log ---\n{tail}"
-        )
+        message = (f"Azure ML job {name} for {' '.join(unit)} did not complete: status {status}"
+                   f"{' (' + event['message'] + ')' if event.get('message') else ''}; studio: {studio_url}")
+        if event.get("status") == "error" and job is not None:
+            permanent = self.permanent_failures(context, unit, job)
+            if permanent:
+                from batch_scoring.config import Containers
+                from batch_scoring.context import interval_from_context
+                from batch_scoring.permanent import way_out
+
+                cfg = self.config
+                containers = Containers(cfg.aggregates_container, cfg.models_container, cfg.predictions_container)
+                failed = "; ".join(f"{r['target']}: {r.get('error')}" for r in permanent)
+                raise AzureMLPermanentJobError(
+                    f"{message}; its receipts: {failed}; "
+                    f"{way_out(permanent, containers, interval_from_context(context))}")
+        raise AzureMLJobError(f"{message}\n--- last lines of the job's log ---\n{tail}")
+
+    def permanent_failures(self, context, unit: list[str], job) -> list[dict]:
+        """The failed receipts of ``unit`` written by ``job`` whose cause retrying cannot fix (``permanent_cause``).
+
+        A receipt counts only if its blob was written after the job was created
+        (``job.creation_context.created_at`` against the blob's last-modified time), so an earlier
+        run's receipt never condemns this one; a job without a creation time reads none. Storage
+        errors read as "none" too: the job then fails the ordinary, retried way.
+        """
+        from batch_scoring.context import interval_from_context
+        from batch_scoring.permanent import permanent_cause
+        from batch_scoring.scoring.layout import receipt_blob
+
+        created = getattr(getattr(job, "creation_context", None), "created_at", None)
+        if created is None:
+            return []
+        interval = interval_from_context(context)
+        container = self.config.predictions_container
+        blobs = [receipt_blob(interval, t) for t in unit]
+        try:
+            store = self.blob_store()
+            modified = store.last_modified_many(container, blobs)
+            fresh = [b for b in blobs if modified.get(b) is not None and modified[b] >= created]
+            found = store.download_many(container, fresh)
+        except Exception as exc:  # noqa: BLE001 -- judging permanence is best effort; the failure stands either way
+            self.log.warning("could not read the receipts of Azure ML job %s: %s", job.name, exc)
+            return []
+        receipts = []
+        for blob in fresh:
+            try:
+                receipt = json.loads(found[blob]) if found.get(blob) else None
+            except ValueError:
+                receipt = None
+            if isinstance(receipt, dict) and receipt.get("status") != "ok" and permanent_cause(receipt):
+                receipts.append(receipt)
+        return receipts
 
     @staticmethod
     def result(unit: list[str], name: str, status: str, studio_url: str | None) -> dict:

@@ -35,7 +35,7 @@ class AggregatesFreshnessSensor(BaseSensorOperator):
         from batch_scoring.hooks.blob_storage import BlobStore
         from batch_scoring.hooks.sql import sensor_sql
         from batch_scoring.snapshot import model_targets
-        from batch_scoring.tasks import interval_from_context
+        from batch_scoring.context import interval_from_context
         from batch_scoring.sensor_db.reads import missing_windows, stale_targets
 
         interval = interval_from_context(context)

@@ -41,9 +41,11 @@ class LocalScoring:
         from batch_scoring.errors import PermanentPipelineError
         from batch_scoring.local_backend import UNIT_RECEIPT_KEYS, score_unit_local
 
+        from batch_scoring.config import Containers
+
+        containers = Containers(self.aggregates_container, self.models_container, self.predictions_container)
         try:
-            # score_unit_local reads only the three containers of its settings argument
-            receipts = score_unit_local(BlobStore.from_conn_id(self.blob_conn_id), self, interval, list(unit))
+            receipts = score_unit_local(BlobStore.from_conn_id(self.blob_conn_id), containers, interval, list(unit))
         except PermanentPipelineError as exc:
             raise AirflowFailException(str(exc)) from exc
         return [{k: r.get(k) for k in UNIT_RECEIPT_KEYS} for r in receipts]
@@ -113,7 +115,7 @@ class ScoringOperator(BaseOperator):
             raise ValueError(f"backend {backend!r}: expected one of {BACKENDS}")
         if backend == "azureml":
             return self.azureml.execute(self, context)
-        from batch_scoring.tasks import interval_from_context
+        from batch_scoring.context import interval_from_context
         from batch_scoring.units import unit_label
 
         context["unit_label"] = unit_label(list(self.unit))

@@ -144,14 +144,59 @@ def test_synchronous_mode_polls_to_completion(fake_azureml, aml_world, blob_stor
 def test_failed_job_raises_with_status_url_and_log_tail(fake_azureml, aml_world, blob_store):
     from batch_scoring.operators.azure_ml import AzureMLJobError
 
-    blob_store.delete("models", "dev001/s2/model.joblib")  # the job's scoring step fails for this target
+    fake_azureml.script(["Queued", "Running", "Failed"])  # the node died: no receipt, nothing to judge
     with pytest.raises(AzureMLJobError) as err:
         run_deferrable(operator(["dev001/s2"]), context())
     (name,) = fake_azureml.created
     msg = str(err.value)
     assert f"Azure ML job {name} for dev001/s2 did not complete: status Failed" in msg
     assert f"studio: https://ml.azure.com/runs/{name}" in msg
-    assert "last lines of the job's log" in msg and "exit code 1" in msg
+    assert "last lines of the job's log" in msg and f"(job {name} produced no output)" in msg
+
+
+@pytest.mark.parametrize("fault", ["model deleted", "model tampered"])
+def test_a_job_failed_by_a_bad_model_fails_the_task_at_once_naming_it(fake_azureml, aml_world, blob_store, fault):
+    """Issue 12 item 5 on the Azure ML backend: the job's own receipts say retrying cannot fix it."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from batch_scoring.operators.azure_ml import AzureMLPermanentJobError
+
+    if fault == "model deleted":
+        blob_store.delete("models", "dev001/s2/model.joblib")
+        cause = "ModelNotFoundError"
+    else:
+        blob_store.upload_bytes("models", "dev001/s2/model.joblib", b"tampered")  # manifest unchanged
+        cause = "ModelIntegrityError"
+    with pytest.raises(AzureMLPermanentJobError) as err:
+        run_deferrable(operator(["dev001/s1", "dev001/s2"]), context())
+    assert isinstance(err.value, AirflowFailException)  # Airflow fails the task without spending retries
+    (name,) = fake_azureml.created
+    msg = str(err.value)
+    assert f"Azure ML job {name} for dev001/s1 dev001/s2 did not complete: status Failed" in msg
+    assert f"its receipts: dev001/s2: {cause}: " in msg and "dev001/s1:" not in msg.split("its receipts:")[1]
+    assert msg.endswith("retrying cannot fix this, so the task fails without retries: redeploy the model of dev001/s2 "
+                        "(blobs models/dev001/s2/model.joblib and manifest.json; e.g. `python -m devstack.deploy_models "
+                        "MODELS_DIR` in the repository, or upload both files again), then clear the failed score "
+                        "task(s) and collect")
+    assert f"{KEY}/dev001/s1.parquet" in blob_store.list_names("predictions")  # the good target's output stands
+
+
+def test_an_earlier_jobs_receipts_never_condemn_a_later_failure(fake_azureml, aml_world, blob_store):
+    """Receipts count only when written after the job was created: a node failure stays retryable."""
+    from batch_scoring.operators.azure_ml import AzureMLJobError, AzureMLPermanentJobError
+
+    good = blob_store.download_bytes("models", "dev001/s2/model.joblib")
+    blob_store.upload_bytes("models", "dev001/s2/model.joblib", b"tampered")
+    with pytest.raises(AzureMLPermanentJobError):
+        run_deferrable(operator(["dev001/s2"]), context())
+    blob_store.upload_bytes("models", "dev001/s2/model.joblib", good)  # repaired; same manifest, so the same job base name
+    fake_azureml.script(["Queued", "Failed"])  # the resubmitted job dies before scoring anything
+    with pytest.raises(AzureMLJobError) as err:
+        run_deferrable(operator(["dev001/s2"]), context())
+    assert not isinstance(err.value, AzureMLPermanentJobError)
+    base = expected_job_name(blob_store, KEY, ["dev001/s2"])
+    assert fake_azureml.created == [base, f"{base}-r1"]
+    assert run_deferrable(operator(["dev001/s2"]), context())["status"] == "Completed"  # and the retry scores it
 
 
 @pytest.mark.parametrize("final", ["Canceled", "NotResponding", "Paused"])

@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 
 from batch_scoring.errors import PipelineError
-from batch_scoring.tasks import interval_from_context
+from batch_scoring.context import interval_from_context
 from batch_scoring.scoring.layout import Interval
 
 START = dt.datetime(2026, 5, 1, 10)
