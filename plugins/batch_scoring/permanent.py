@@ -8,7 +8,9 @@ the blobs and the way out.
 """
 from __future__ import annotations
 
-from batch_scoring.scoring.layout import MODEL_MANIFEST, Interval, model_blob, snapshot_blob
+import json
+
+from batch_scoring.scoring.layout import MODEL_MANIFEST, Interval, model_blob, receipt_blob, snapshot_blob
 
 from batch_scoring.config import Containers
 
@@ -51,3 +53,25 @@ def way_out(permanent: list[dict], containers: Containers, interval: Interval) -
         steps.append(f"{', '.join(unknown)} has no rows in the snapshot {containers.aggregates}/"
                      f"{snapshot_blob(interval)}: clear the snapshot task and its downstream to plan the interval again")
     return "retrying cannot fix this, so the task fails without retries: " + "; ".join(steps)
+
+
+def permanent_receipts(store, predictions_container: str, interval: Interval, unit: list[str], since) -> list[dict]:
+    """The failed receipts of ``unit``'s targets for ``interval`` whose cause retrying cannot fix.
+
+    Only receipts whose blob was written at or after ``since`` (an aware ``datetime``: the job's creation
+    time) count, so an earlier run's receipt never condemns a later failure; unreadable receipts count as
+    none. Raises what the ``BlobStore`` raises (``BlobStoreUnavailable``).
+    """
+    blobs = [receipt_blob(interval, t) for t in unit]
+    modified = store.last_modified_many(predictions_container, blobs)
+    fresh = [b for b in blobs if modified.get(b) is not None and modified[b] >= since]
+    found = store.download_many(predictions_container, fresh)
+    receipts = []
+    for blob in fresh:
+        try:
+            receipt = json.loads(found[blob]) if found.get(blob) else None
+        except ValueError:
+            receipt = None
+        if isinstance(receipt, dict) and receipt.get("status") != "ok" and permanent_cause(receipt):
+            receipts.append(receipt)
+    return receipts

@@ -302,40 +302,21 @@ class AzureMLScoringJob:
         raise AzureMLJobError(f"{message}\n--- last lines of the job's log ---\n{tail}")
 
     def permanent_failures(self, context, unit: list[str], job) -> list[dict]:
-        """The failed receipts of ``unit`` written by ``job`` whose cause retrying cannot fix (``permanent_cause``).
-
-        A receipt counts only if its blob was written after the job was created
-        (``job.creation_context.created_at`` against the blob's last-modified time), so an earlier
-        run's receipt never condemns this one; a job without a creation time reads none. Storage
-        errors read as "none" too: the job then fails the ordinary, retried way.
-        """
+        """The failed receipts of ``unit`` that ``job`` wrote and retrying cannot fix (``permanent_receipts``,
+        since the job's ``creation_context.created_at``; none without it). Storage errors read as none:
+        the job then fails the ordinary, retried way."""
         from batch_scoring.context import interval_from_context
-        from batch_scoring.permanent import permanent_cause
-        from batch_scoring.scoring.layout import receipt_blob
+        from batch_scoring.permanent import permanent_receipts
 
         created = getattr(getattr(job, "creation_context", None), "created_at", None)
         if created is None:
             return []
-        interval = interval_from_context(context)
-        container = self.config.predictions_container
-        blobs = [receipt_blob(interval, t) for t in unit]
         try:
-            store = self.blob_store()
-            modified = store.last_modified_many(container, blobs)
-            fresh = [b for b in blobs if modified.get(b) is not None and modified[b] >= created]
-            found = store.download_many(container, fresh)
+            return permanent_receipts(self.blob_store(), self.config.predictions_container,
+                                      interval_from_context(context), unit, created)
         except Exception as exc:  # noqa: BLE001 -- judging permanence is best effort; the failure stands either way
             self.log.warning("could not read the receipts of Azure ML job %s: %s", job.name, exc)
             return []
-        receipts = []
-        for blob in fresh:
-            try:
-                receipt = json.loads(found[blob]) if found.get(blob) else None
-            except ValueError:
-                receipt = None
-            if isinstance(receipt, dict) and receipt.get("status") != "ok" and permanent_cause(receipt):
-                receipts.append(receipt)
-        return receipts
 
     @staticmethod
     def result(unit: list[str], name: str, status: str, studio_url: str | None) -> dict:
