@@ -1,7 +1,9 @@
 """Backfill through the real scheduler: 24 hourly intervals, rerun, and a scheduled run, all byte-identical.
 
-Own ``airflow standalone`` (scheduler + LocalExecutor, parallelism 4, SQLite
-metadata DB; tests/fixtures/standalone.py's StandaloneStarter), SQLite over
+Own ``airflow standalone`` (scheduler + LocalExecutor, parallelism 4, a
+PostgreSQL metadata DB as in production: on SQLite the API server and the
+scheduler lock each other out under load, "database is locked" 5xx on the
+backfill insert; tests/fixtures/standalone.py's StandaloneStarter), SQLite over
 ODBC, the session's Azurite. A world of 2 devices x 2 sensors whose scoring
 data runs from 24 hours before the current hour to 2 hours after it (so the
 scheduler's own runs, including one started if the hour turns during the test,
@@ -103,14 +105,17 @@ def _wait_backfill_completed(airflow, backfill_id: int, timeout: float = 180) ->
     raise TimeoutError(f"backfill {backfill_id} not marked completed after {timeout:.0f}s")
 
 
-def test_backfill_24_intervals_rerun_and_scheduled_run_are_byte_identical(tmp_path, sqlite_conn_str, blob_conn_str, blob_store):
+def test_backfill_24_intervals_rerun_and_scheduled_run_are_byte_identical(tmp_path, sqlite_conn_str, blob_conn_str, blob_store,
+                                                                         pg_server):
     from batch_scoring.config import settings
     from devstack import services
     from devstack.world import simulate_world
     from batch_scoring.sensor_db.schema import connect
+    from tests.fixtures.sql import new_pg_database
 
     t0 = time.monotonic()
-    starter = StandaloneStarter(tmp_path / "airflow", services.free_port())
+    metadata_db = pg_server.sqlalchemy_url(new_pg_database(pg_server))
+    starter = StandaloneStarter(tmp_path / "airflow", services.free_port(), metadata_db)
     try:
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, minute=0, second=0, microsecond=0)
         first = now - INTERVALS * HOUR
