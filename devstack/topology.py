@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -242,13 +243,30 @@ class Topology:
     # --- stop ---------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop everything started, newest first: workers (warm shutdown: running tasks may finish, 30 s),
-        the Airflow components, Azurite and Redis (SIGTERM, SIGKILL after the wait), then PostgreSQL."""
-        for name in reversed(list(self.procs)):
-            services.stop(self.procs.pop(name), timeout=30)
+        """Stop everything started: first the Airflow processes together (SIGTERM to each group; workers
+        shut down warm, letting running tasks finish; SIGKILL after 30 s), then Azurite and Redis, then
+        PostgreSQL. Safe to call twice."""
+        services_last = [n for n in ("azurite", "redis") if n in self.procs]
+        self._stop_together([n for n in self.procs if n not in services_last], 30)
+        self._stop_together(services_last, 10)
         if self.pg is not None:
             stop_postgres(self.pg, "fast" if self.durable else "immediate")
             self.pg = None
+
+    def _stop_together(self, names: list[str], timeout: float) -> None:
+        procs = [self.procs.pop(n) for n in names]
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                services.stop(proc, timeout=1)  # SIGTERM again, SIGKILL to the group after 1 s
 
     def kill(self, name: str, sig: int) -> None:
         """Send ``sig`` to process ``name``'s whole group (the fault tests: e.g. SIGKILL a worker)."""

@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.airflow_env import write_local_settings
 from devstack.services import REPO
 
 SHARED_ENV_FILE = REPO / "compose" / "airflow.env"
@@ -130,14 +131,15 @@ def host_env(home: Path, dags: Path, ports: Ports, secret: dict[str, str], db_us
 
 
 def prepare_home(home: Path, dags: Path, admin_password: str) -> None:
-    """The Airflow home's files: the passwords file (0600, user ``admin``), the hostname module in
-    ``config/``, and a DAG folder holding only the one-line DAG file a user writes."""
+    """The Airflow home's files: the passwords file (0600, user ``admin``), the hostname module and
+    the preload hook (``airflow_local_settings.py``) in ``config/``, and a DAG folder holding only the one-line DAG file a user writes."""
     (home / "config").mkdir(parents=True, exist_ok=True)
     dags.mkdir(parents=True, exist_ok=True)
     fd = os.open(home / "passwords.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump({"admin": admin_password}, fh)
     (home / "config" / "topology_host.py").write_text(HOSTNAME_MODULE)
+    write_local_settings(home)
     (dags / "batch_scoring_dag.py").write_text(USER_DAG)
 
 
