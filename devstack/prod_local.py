@@ -80,8 +80,8 @@ def main(argv=None) -> int:
         topo.api.create_backfill(DAG_ID, start, end - dt.timedelta(hours=1))
         topo.api.unpause(DAG_ID)
         say(f"backfill of {start:%H:%M}..{end:%H:%M} UTC created and {DAG_ID} unpaused: two Celery workers score it")
-        print(f"\n  Airflow UI   {topo.url}   login admin / {topo.secrets['admin_password']}\n"
-              f"               (password also in {STATE / 'secrets.json'})\n"
+        print(f"\n  Airflow UI   {topo.url}   login admin, password: admin_password in {STATE / 'secrets.json'}\n"
+              f"               (python3 -c \"import json; print(json.load(open('{STATE / 'secrets.json'}'))['admin_password'])\")\n"
               f"  DAG          {topo.url}/dags/{DAG_ID}  (grid: runs; a score task's details show its worker as hostname)\n"
               f"  processes    {', '.join(topo.procs)} + PostgreSQL on 127.0.0.1:{topo.ports.postgres}\n"
               f"  Ctrl-C stops them all.\n", flush=True)
