@@ -49,7 +49,7 @@ RUN set -eux; \
 
 # --- The project: the wheel and its declared dependencies -----------------------------------
 # --constraint requirements.lock: every dependency pip installs or changes gets the version the
-# tests ran with (constraints install nothing by themselves: no test tools reach the image).
+# test suite ran with (constraints install nothing by themselves: no test tools reach the image).
 # --compile (pip's default, spelled out): every process of the image imports Airflow, pandas,
 # scikit-learn, pyarrow and the blob SDK; without bytecode each one compiles them again (BENCHMARKS.md).
 USER airflow
@@ -65,6 +65,8 @@ RUN pip install --no-cache-dir --compile --constraint /opt/airflow/project/requi
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 devstack /opt/airflow/project/devstack
 COPY --chown=airflow:0 compose/airflow-init.sh /opt/airflow/project/compose/airflow-init.sh
+# The preload hook (BATCH_SCORING_PRELOAD=1 in compose/airflow.env): scheduler and workers import the scoring stack once.
+COPY --chown=airflow:0 compose/airflow_local_settings.py /opt/airflow/config/airflow_local_settings.py
 
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
     AIRFLOW__CORE__LOAD_EXAMPLES=False

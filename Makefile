@@ -12,12 +12,13 @@ PYTEST_ARGS ?=
 # this checkout's code first (a git worktree shares the venv, whose editable install points at another checkout)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup system demo airflow test test-fast test-slow clean bench
+.PHONY: help setup system demo airflow prod-local test test-fast test-slow clean bench
 
 help:
 	@echo "make demo     simulate, aggregate, train, backfill the DAG through Airflow's scheduler, print the report"
 	@echo "make test     the whole test suite (real Airflow, Azurite, SQLite and PostgreSQL over ODBC)"
 	@echo "make airflow  Azurite + airflow standalone on the demo's runs (UI at http://localhost:8080)"
+	@echo "make prod-local  the production topology as local processes (Celery, 2 workers, PostgreSQL, Redis) until Ctrl-C"
 	@echo "make setup    only install: system packages (as root), venv from requirements.lock, Azurite"
 
 setup: system $(VENV)/.installed node_modules/.installed
@@ -59,6 +60,10 @@ demo: setup
 
 airflow: setup
 	$(PY) -m devstack.airflow_ui
+
+# The production topology from the installed wheel (devstack/prod_local.py): state and logs in .local/prod.
+prod-local: setup
+	$(PY) -m devstack.prod_local $(PROD_ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -57,21 +57,15 @@ def airflow_env(home: Path, sql_odbc: str, blob_connection_string: str, parallel
     }
 
 
-LOCAL_SETTINGS = """\
-# Written by devstack: preload the scoring stack in the scheduler so that
-# LocalExecutor task processes (forked from it) skip those imports.
-from batch_scoring import preload as _preload
-
-if _preload.wanted():
-    _preload.preload()
-"""
+# the preload hook: the same file the compose image ships
+LOCAL_SETTINGS = REPO / "compose" / "airflow_local_settings.py"
 
 
 def write_local_settings(home: Path) -> None:
     """``$AIRFLOW_HOME/config/airflow_local_settings.py`` (Airflow imports it in every component)."""
     config = Path(home) / "config"
     config.mkdir(parents=True, exist_ok=True)
-    (config / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
+    (config / "airflow_local_settings.py").write_text(LOCAL_SETTINGS.read_text())
 
 
 def write_passwords_file(home: Path, password: str = "admin") -> None:

@@ -7,7 +7,10 @@
   a missing ``docker-compose`` FAILS (``make setup`` installs it);
 * structure: every long-running service has a health check, the only one-shot
   is ``airflow-init`` and every Airflow service waits for it to succeed; the
-  Airflow services share one image and the ``x-airflow-common`` environment;
+  Airflow services share one image, the ``x-airflow-common`` environment (hosts,
+  ports, paths, secrets) and ``compose/airflow.env`` (everything else), the file
+  the native topology (``make prod-local``) runs with: its own environment has
+  the compose file's keys plus only what containers get from being separate hosts;
   no secret literal (only ``${VAR:?}`` references and Azurite's published dev key);
 * the Dockerfile's base image matches the Airflow pinned in requirements.lock,
   installs ODBC Driver 18 and the lock with ``--no-deps``, copies only files that exist;
@@ -26,6 +29,7 @@ import pytest
 import yaml
 
 from devstack.services import AZURITE_KEY, REPO
+from devstack.topology_env import SHARED_ENV_FILE as SHARED_ENV, read_env_file
 
 COMPOSE = REPO / "docker-compose.yaml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -109,6 +113,10 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     # the secrets reach the services from the env file
     assert services["airflow-scheduler"]["environment"]["AIRFLOW__CORE__FERNET_KEY"] == "Test-only-value-1"
     assert services["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    # every setting of the shared env file reaches every Airflow service, unchanged
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        assert {k: env.get(k) for k in read_env_file()} == read_env_file(), name
 
 
 @pytest.mark.parametrize("secret", sorted(REQUIRED_SECRETS))
@@ -149,24 +157,63 @@ def test_airflow_services_share_one_image_and_the_common_env():
     for name in AIRFLOW_SERVICES:
         svc = services[name]
         assert svc["image"] == common["image"] and svc["build"] == common["build"], name
+        assert svc["env_file"] == [SHARED_ENV.relative_to(REPO).as_posix()], name
         env = svc["environment"]
         missing = {k for k, v in common["environment"].items() if env.get(k) != v}
         assert not missing, f"{name} lacks common settings {missing}"
+        assert not set(env) & set(read_env_file()), f"{name} overrides the shared env file"
     # the anchors themselves, not copies
     assert text.count("<<: *airflow-common\n") == len(AIRFLOW_SERVICES)
-    assert common["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert common["environment"]["AIRFLOW__PROVIDERS_ODBC__ALLOW_DRIVER_IN_EXTRA"] == "True"
+    shared = read_env_file()
+    assert shared["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert shared["AIRFLOW__PROVIDERS_ODBC__ALLOW_DRIVER_IN_EXTRA"] == "True"
     for other in ("postgres", "redis", "mssql", "azurite"):
         assert services[other]["image"] != common["image"]
+        assert "env_file" not in services[other], other
 
 
-def test_batch_scoring_settings_are_real_config_fields():
-    from batch_scoring.config import Settings
+# --- one environment for compose and the native topology (make prod-local) -----------------
 
-    fields = {f.upper() for f in Settings.model_fields}
-    env = _compose()["x-airflow-common"]["environment"]
-    names = [k[len("BATCH_SCORING_"):] for k in env if k.startswith("BATCH_SCORING_")]
-    assert names and set(names) <= fields, set(names) - fields
+def test_shared_env_file_is_literal_secret_free_and_bounds_crash_recovery(tmp_path):
+    shared = read_env_file()  # raises on anything but literal KEY=value lines
+    for key, value in shared.items():
+        assert not SECRET_NAME.search(key), f"{key}: secrets belong in .env / the topology's secrets.json"
+        assert "://" not in value and "127.0.0.1" not in value and "localhost" not in value, f"{key}: a host belongs beside"
+        assert not key.endswith(("_CONN", "_URL", "_FOLDER", "_FILE", "_PORT", "_HOST")), key
+    # what bounds the recovery after a scheduler/worker crash is set, and below Airflow's defaults
+    assert int(shared["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"]) < 300
+    assert float(shared["AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL"]) < 300
+    assert float(shared["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"]) < 600
+    assert int(shared["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"]) >= 3600  # > the longest task
+    bad = tmp_path / "bad.env"
+    bad.write_text("# c\nAIRFLOW__X=${Y}\n")
+    with pytest.raises(ValueError, match="bad.env:2"):  # docker-compose would pass it literally
+        read_env_file(bad)
+
+
+def test_native_topology_sets_the_compose_keys_and_only_native_extras(tmp_path):
+    """The native run's own env (hosts, ports, paths, secrets) has exactly the compose file's keys, plus
+    what containers get from being separate hosts; the shared file is the rest, the same for both."""
+    from devstack.topology_env import NATIVE_ONLY, Ports, host_env
+
+    compose_keys = set(_compose()["x-airflow-common"]["environment"])
+    native = host_env(tmp_path, tmp_path / "dags", Ports(1, 2, 3, 4, 5), {k: "x" for k in (
+        "postgres_password", "redis_password", "fernet_key", "jwt_secret", "api_secret_key")}, "airflow")
+    assert set(native) - NATIVE_ONLY == compose_keys
+    assert not set(native) & set(read_env_file())
+    assert all("127.0.0.1" in v for k, v in native.items() if k.endswith(("_CONN", "_URL", "_BACKEND", "_HOST")))
+
+
+def test_native_topology_reads_the_shared_file_into_every_airflow_process(tmp_path):
+    from devstack.topology import Topology
+
+    topo = Topology(tmp_path / "state", tmp_path / "venv")
+    env = topo.airflow_env()
+    for key, value in read_env_file().items():
+        assert env[key] == value, key
+    assert env["PATH"].startswith(str((tmp_path / "venv" / "bin").resolve()))
+    assert not any(k.startswith(("PYTHON", "VIRTUAL_ENV")) for k in env)  # the installed wheel, not the checkout
+    assert (tmp_path / "state" / "secrets.json").stat().st_mode & 0o077 == 0
 
 
 def _walk_strings(node, path=""):
@@ -237,7 +284,7 @@ def test_dockerfile_installs_the_wheel_with_the_pinned_airflow_and_no_test_tools
         assert tool not in code, tool
     assert "airflow providers list | grep -q airflow-provider-batch-scoring" in final
     assert "PLUGINS_FOLDER" not in text  # the package registers as a provider; no plugins folder
-    for src in re.findall(r"^COPY (?:--chown=\S+ )?(?!--from=)(\S+) ", text, re.M):
+    for src in re.findall(r"^COPY (?!--from=)(?:--chown=\S+ )?(\S+) ", text, re.M):  # --from: another stage
         assert (REPO / src).exists(), f"Dockerfile copies {src}, which does not exist"
     assert INIT_SCRIPT.relative_to(REPO).as_posix() in text
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import SpecifierSet
 
+from devstack.wheel_venv import build_wheel, install_venv
 from tests.plugins.test_azure_ml_e2e import SCORING, simulated_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -57,22 +58,13 @@ def _run(cmd, **kw):
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     """``uv build`` of the checkout: the sdist, then the wheel from the unpacked sdist (so the sdist is complete)."""
-    out = tmp_path_factory.mktemp("dist")
-    _run([Path(sys.executable).parent / "uv", "build", "--quiet", "--out-dir", out, REPO])
-    (whl,) = out.glob("*.whl")
-    return whl
+    return build_wheel(tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="module")
 def venv(wheel, tmp_path_factory) -> Path:
     """A fresh venv: apache-airflow at the lock's version and the wheel, constrained by the lock."""
-    root = tmp_path_factory.mktemp("user-venv") / "venv"
-    uv = Path(sys.executable).parent / "uv"
-    airflow = re.search(r"^apache-airflow==(\S+)$", (REPO / "requirements.lock").read_text(), re.M).group(1)
-    _run([uv, "venv", "--quiet", "--python", sys.executable, root])
-    _run([uv, "pip", "install", "--quiet", "--python", root / "bin" / "python",
-          "--constraint", REPO / "requirements.lock", f"apache-airflow=={airflow}", wheel])
-    return root
+    return install_venv(tmp_path_factory.mktemp("user-venv") / "venv", wheel)
 
 
 def test_wheel_holds_the_package_its_dependencies_and_the_entry_point(wheel):

@@ -85,35 +85,18 @@ def test_bad_sqlite_path_is_a_clear_error_and_fixing_the_connection_recovers(wor
 def own_pg():
     """A PostgreSQL server of this test's own (the session's is shared): (conn_str, stop, start)."""
     import shutil
-    import subprocess
     import tempfile
     from pathlib import Path
 
-    from tests.fixtures import sql as sqlfx
+    from devstack.postgres import start_postgres, stop_postgres
+    from devstack.services import free_port
 
-    bin_dir = sqlfx._pg_bin()
-    base = Path(tempfile.mkdtemp(prefix="pg-reliability-"))
-    base.chmod(0o755)
-    data, sock = base / "data", base / "sock"
-    for p in (data, sock):
-        p.mkdir()
-        sqlfx._chown_postgres(p)
-    sqlfx._chown_postgres(base)
-    user = "postgres" if __import__("os").geteuid() == 0 else __import__("getpass").getuser()
-    initdb, _ = sqlfx._as_pg_user([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "--no-sync"])
-    sqlfx._run(initdb, "initdb")
-    port = sqlfx._free_port()
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off"
-    ctl = lambda *a: subprocess.run(sqlfx._as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "pg.log"), *a])[0],
-                                    capture_output=True, timeout=60, check=True)
-    start = lambda: ctl("-o", opts, "-w", "start")
-    stop = lambda: ctl("-m", "fast", "-w", "stop")
-    start()
+    base, port = Path(tempfile.mkdtemp(prefix="pg-reliability-")), free_port()
+    server = start_postgres(base, port)
     try:
-        yield (f"Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={port};Database=postgres;Uid={user};Pwd=;", stop, start)
+        yield (server.conn_str("postgres"), lambda: stop_postgres(server, "fast"), lambda: start_postgres(base, port))
     finally:
-        subprocess.run(sqlfx._as_pg_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])[0],
-                       capture_output=True, timeout=60)
+        stop_postgres(server, "immediate")
         shutil.rmtree(base, ignore_errors=True)
 
 
