@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.azurite",
     "tests.fixtures.airflow_env",
     "tests.fixtures.fake_azureml",
+    "tests.fixtures.aml_emulator",
     "tests.fixtures.standalone",
 ]
