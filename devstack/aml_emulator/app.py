@@ -176,6 +176,13 @@ def build_app(ws: Workspace, cluster: Cluster, base_url: str, location: str = "l
         return Response(status_code=202, headers={"Retry-After": "1", "Location": f"{base_url}/subscriptions/{sub}/"
                         f"providers/Microsoft.MachineLearningServices/locations/{loc}/mfeOperationResults/jobs:{name}"})
 
+    @app.get("/_discovery")
+    def discovery():
+        """The workspace's service discovery (``discoveryUrl``): every data-plane service is this emulator, which
+        serves none of them, so calls such as ``jobs.download``'s run history end in a 404 naming the path."""
+        return {k: base_url for k in ("api", "catalog", "experimentation", "gallery", "history", "hyperdrive",
+                                      "labeling", "modelmanagement", "pipelines", "studiocoreservices")}
+
     # --- controls ---------------------------------------------------------------------
 
     @app.get("/_emulator/health")
