@@ -65,7 +65,8 @@ def test_hook_custom_cloud_takes_every_endpoint_from_cloud_metadata(monkeypatch,
     instance discovery at login.microsoftonline.com (azure-identity's setting for Azure Stack-like authorities)."""
     from batch_scoring.hooks.azure_ml import AzureMLHook
 
-    monkeypatch.delenv("AZUREML_CURRENT_CLOUD", raising=False)  # every MLClient sets it; restored afterwards
+    monkeypatch.setenv("AZUREML_CURRENT_CLOUD", "")  # recorded, so the test's value is undone after it
+    monkeypatch.delenv("AZUREML_CURRENT_CLOUD")  # (every MLClient sets this process-wide variable)
     metadata = json.dumps(CUSTOM) if as_text else CUSTOM
     _conn(monkeypatch, login="c", password="p",
           extra={**EXTRA, "tenant_id": "t", "cloud_environment": "AzureStackLab", "cloud_metadata": metadata})
@@ -91,7 +92,8 @@ def test_hook_public_and_sovereign_clouds_ignore_cloud_metadata(monkeypatch):
 
     for cloud, base in (("AzurePublicCloud", "https://management.azure.com"),
                         ("AzureUSGovernment", "https://management.usgovcloudapi.net")):
-        monkeypatch.delenv("AZUREML_CURRENT_CLOUD", raising=False)
+        monkeypatch.setenv("AZUREML_CURRENT_CLOUD", "")  # recorded, so the test's value is undone after it
+        monkeypatch.delenv("AZUREML_CURRENT_CLOUD")  # (every MLClient sets this process-wide variable)
         _conn(monkeypatch, login="c", password="p",
               extra={**EXTRA, "tenant_id": "t", "cloud_environment": cloud, "cloud_metadata": {"junk": 1}})
         client = AzureMLHook("aml_test").get_conn()
