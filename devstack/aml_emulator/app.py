@@ -201,10 +201,15 @@ def build_app(ws: Workspace, cluster: Cluster, base_url: str, location: str = "l
     @app.post("/_emulator/reset")
     def reset():
         with ws.lock:
-            for job in ws.jobs.values():
+            jobs = list(ws.jobs.values())
+            for job in jobs:
                 cluster.cancel(job)
+        end = time.time() + 15  # let cancelled jobs stop (and write their outputs back) before forgetting them
+        while time.time() < end and any(j.status not in TERMINAL for j in jobs):
+            time.sleep(0.05)
+        with ws.lock:
             ws.jobs.clear(), ws.http_faults.clear(), ws.job_faults.clear()
-        return {"ok": True}
+        return {"ok": True, "still_live": [j.name for j in jobs if j.status not in TERMINAL]}
 
     @app.get("/_emulator/jobs/{name}/log")
     def job_log(name: str):

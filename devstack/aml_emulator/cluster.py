@@ -75,9 +75,8 @@ class Cluster:
         return True
 
     def _canceled(self, job: Job) -> None:
-        with self.ws.lock:
-            if job.status == "CancelRequested":
-                job.body["properties"]["status"] = "Canceled"
+        if job.status == "CancelRequested":
+            self.ws.set_status(job, "Canceled")
 
     def _run(self, job: Job) -> None:
         compute = job.body["properties"]["computeId"].rsplit("/", 1)[-1]

@@ -207,9 +207,10 @@ class Workspace:
             return self.jobs[name]
 
     def set_status(self, job: Job, status: str) -> bool:
-        """Move ``job`` to ``status`` unless it is terminal already; returns whether it moved."""
+        """Move ``job`` to ``status`` unless it is terminal already (or cancel-requested and ``status`` is not
+        Canceled); returns whether it moved."""
         with self.lock:
-            if job.status in TERMINAL:
+            if job.status in TERMINAL or (job.status == "CancelRequested" and status != "Canceled"):
                 return False
             job.body["properties"]["status"] = status
             job.body["systemData"]["lastModifiedAt"] = now_iso()
