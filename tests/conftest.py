@@ -3,6 +3,7 @@ pytest_plugins = [
     "tests.fixtures.sql",
     "tests.fixtures.azurite",
     "tests.fixtures.airflow_env",
+    "tests.fixtures.aml_emulator",
     "tests.fixtures.fake_azureml",
     "tests.fixtures.standalone",
 ]

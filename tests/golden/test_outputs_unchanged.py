@@ -2,7 +2,7 @@
 
 One simulated world (3 devices x 2 sensors, one target's model withdrawn so the
 manifest lists a skip) is scored for one hour on the local backend, then again
-on the Azure ML backend (the fake job service at the SDK's network boundary).
+on the Azure ML backend (the Azure ML emulator process over HTTPS, devstack/aml_emulator).
 Both must leave exactly the blobs whose SHA-256 digests are recorded in
 ``outputs.json``. A refactor must keep this test green without touching the
 file; a change that means to alter outputs regenerates it with
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.aml_emulator import created
 from tests.plugins.test_azure_ml_e2e import HISTORY, SCORING, parse_dag, run_interval, run_key, simulated_world
 
 pytestmark = pytest.mark.timeout(400)
@@ -52,7 +53,7 @@ def clear(store, s) -> None:
             store.delete(container, name)
 
 
-def test_both_backends_leave_the_recorded_bytes(monkeypatch, world, fake_azureml, blob_store):
+def test_both_backends_leave_the_recorded_bytes(monkeypatch, world, aml_emulator, blob_store):
     s = world
     run, ok = run_interval(parse_dag(monkeypatch, "local"), SCORING[0] + dt.timedelta(hours=1))
     assert ok, run.state
@@ -65,7 +66,7 @@ def test_both_backends_leave_the_recorded_bytes(monkeypatch, world, fake_azureml
     run, ok = run_interval(parse_dag(monkeypatch, "azureml"), SCORING[0] + dt.timedelta(hours=1))
     assert ok, run.state
     assert run_key(run) == KEY
-    assert len(fake_azureml.created) == 5
+    assert len(created(aml_emulator)) == 5
     remote = outputs(blob_store, s)
     assert remote == local
 

@@ -1,4 +1,4 @@
-"""The whole DAG under dag.test() with BATCH_SCORING_BACKEND=azureml on the fake job service.
+"""The whole DAG under dag.test() with BATCH_SCORING_BACKEND=azureml on the Azure ML emulator (real SDK, HTTPS).
 
 Same interval, same data, same models: the Azure ML backend must leave
 byte-identical prediction blobs (and manifest) to the local backend's.
@@ -9,6 +9,8 @@ import datetime as dt
 import json
 
 import pytest
+
+from tests.fixtures.aml_emulator import created
 
 from devstack.airflow_env import blob_connection_json, odbc_connection_uri_json
 from devstack.world import simulate_world
@@ -71,8 +73,8 @@ def run_key(run) -> str:
     return interval_key(run.data_interval_start, run.data_interval_end)
 
 
-def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite_world, fake_azureml, blob_store):
-    from tests.fixtures.fake_azureml import expected_job_name
+def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite_world, aml_emulator, blob_store):
+    from tests.fixtures.aml_emulator import expected_job_name
 
     local_dag = parse_dag(monkeypatch, "local")
     assert local_dag.get_task("score").operator_class.__name__ == "ScoringOperator"
@@ -84,7 +86,7 @@ def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite
     assert len(local) == 11  # 4 predictions + 4 receipts + manifest + report + heatmap
     for name in local:
         blob_store.delete("predictions", name)
-    assert fake_azureml.created == []
+    assert created(aml_emulator) == []
 
     aml_dag = parse_dag(monkeypatch, "azureml")
     score = aml_dag.get_task("score")
@@ -97,7 +99,7 @@ def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite
     remote = predictions(blob_store, key)
 
     targets = [f"dev{d:03d}/s{s}" for d in (1, 2) for s in (1, 2)]
-    assert sorted(fake_azureml.created) == sorted(expected_job_name(blob_store, key, [t]) for t in targets)
+    assert sorted(created(aml_emulator)) == sorted(expected_job_name(blob_store, key, [t]) for t in targets)
     assert remote.keys() == local.keys()
     for name in local:
         assert remote[name] == local[name], name
@@ -108,23 +110,23 @@ def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite
     assert sorted(ti.rendered_map_index for ti in tis) == targets
     # a rerun of the same interval re-attaches to the completed jobs: nothing new is submitted
     run, ok = run_interval(aml_dag, SCORING[0])
-    assert ok and len(fake_azureml.created) == 4
+    assert ok and len(created(aml_emulator)) == 4
     assert predictions(blob_store, key) == remote
 
 
-def test_azureml_rerun_after_a_redeploy_submits_a_job_for_the_changed_model_only(monkeypatch, sqlite_world, fake_azureml,
+def test_azureml_rerun_after_a_redeploy_submits_a_job_for_the_changed_model_only(monkeypatch, sqlite_world, aml_emulator,
                                                                                   blob_store, sqlite_conn_str, tmp_path):
     """Issue 10 item 6, under dag.test(): retrain and redeploy one model, rerun the interval; the collect task validates."""
     from batch_scoring.sensor_db.schema import connect
     from batch_scoring.sensor_db.reads import read_aggregates
     from batch_scoring.scoring.train import train_models
-    from tests.fixtures.fake_azureml import expected_job_name
+    from tests.fixtures.aml_emulator import expected_job_name
 
     dag = parse_dag(monkeypatch, "azureml")
     run, ok = run_interval(dag, SCORING[0])
     assert ok, run.state
     key = run_key(run)
-    first = list(fake_azureml.created)
+    first = list(created(aml_emulator))
     assert len(first) == 4
     old = json.loads(blob_store.download_bytes("models", "dev002/s1/manifest.json"))["sha256"]
     conn = connect(sqlite_conn_str)
@@ -139,7 +141,7 @@ def test_azureml_rerun_after_a_redeploy_submits_a_job_for_the_changed_model_only
     run, ok = run_interval(dag, SCORING[0])  # the rerun: succeeds by itself, no generation bump
     assert ok, run.state
     new_job = expected_job_name(blob_store, key, ["dev002/s1"])
-    assert new_job not in first and fake_azureml.created == [*first, new_job]
+    assert new_job not in first and created(aml_emulator) == [*first, new_job]
     result = json.loads(blob_store.download_bytes("predictions", f"{key}/_manifest.json"))
     assert result["counts"] == {"ok": 4, "failed": 0, "skipped": 0}
     assert result["targets"]["dev002/s1"]["model_sha256"] == manifest["sha256"]

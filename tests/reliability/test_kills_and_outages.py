@@ -1,7 +1,7 @@
 """A worker killed mid-score (local and Azure ML backends) and blob storage going away during collect.
 
 Real processes are killed with SIGKILL, a dedicated Azurite is stopped and
-restarted; the only fake is the Azure ML job service (tests/fixtures/fake_azureml.py).
+restarted; Azure ML is the emulator process (devstack/aml_emulator) reached by the real SDK over HTTPS.
 """
 from __future__ import annotations
 
@@ -130,32 +130,30 @@ def _attempt(unit):
         return getattr(op, deferred.method_name)(ctx, event.payload)
 
 
-def test_azureml_worker_killed_mid_job_retry_reattaches_and_a_lost_output_is_rescored(world, fake_azureml):
+def test_azureml_worker_killed_mid_job_retry_reattaches_and_a_lost_output_is_rescored(world, aml_emulator):
     from airflow.sdk.exceptions import TaskDeferred
 
     from batch_scoring.config import settings
     from batch_scoring.operators.azure_ml import AzureMLScoringOperator, azureml_args
-    from tests.fixtures.fake_azureml import expected_job_name
+    from tests.fixtures.aml_emulator import created, expected_job_name
 
     clean = world.run()  # the local backend's bytes are the reference
     good = world.predictions()
     for name in good:
         world.store.delete("predictions", name)
     target = "dev002/s1"
-    # attempt 1 submits; its worker dies while the job is running
-    fake_azureml.script(["NotStarted", "Queued", "Running"])
+    # attempt 1 submits and defers; its worker dies then, while the job goes on on the cluster
     with pytest.raises(TaskDeferred):
         AzureMLScoringOperator(task_id="score", unit=[target], **azureml_args(settings())).execute(_context())
-    (name,) = fake_azureml.created
+    (name,) = created(aml_emulator)
     assert name == expected_job_name(world.store, KEY, [target])
-    fake_azureml.jobs[name].path.append("RUN")  # the cluster carries on and finishes
     # attempt 2 (Airflow's retry) re-attaches: no second job, the same bytes as the local backend
     result = _attempt([target])
-    assert result["job_name"] == name and fake_azureml.created == [name]
+    assert result["job_name"] == name and created(aml_emulator) == [name]
     for blob in (prediction_blob(IV, target), receipt_blob(IV, target)):
         assert world.store.download_bytes("predictions", blob) == good[blob]
     # a rerun of the interval submits nothing while the outputs are there
-    assert _attempt([target])["job_name"] == name and fake_azureml.created == [name]
+    assert _attempt([target])["job_name"] == name and created(aml_emulator) == [name]
     # the prediction is deleted after scoring: the collector names it ...
     for blob, data in good.items():  # the other targets, as their own (local) units left them
         if not blob.startswith(f"{KEY}/{target}") and not blob.endswith("_manifest.json"):
@@ -168,7 +166,7 @@ def test_azureml_worker_killed_mid_job_retry_reattaches_and_a_lost_output_is_res
     assert _attempt([target])["job_name"] == f"{name}-r1"
     assert world.collect(world.snapshot()) == clean
     assert world.predictions() == good
-    assert fake_azureml.created == [name, f"{name}-r1"]  # one job, plus the one re-score
+    assert created(aml_emulator) == [name, f"{name}-r1"]  # one job, plus the one re-score
 
 
 @pytest.fixture

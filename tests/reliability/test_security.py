@@ -1,6 +1,7 @@
 """Secrets stay in Airflow connections: none shows up in task logs, XCom or rendered templates.
 
-One dag.test() run on the Azure ML backend (the fake job service) over
+One dag.test() run on the Azure ML backend (the Azure ML emulator process, reached by the real SDK
+over HTTPS: the service-principal secret really goes to its token endpoint) over
 PostgreSQL and Azurite, with three secrets in play: a PostgreSQL password
 (connection ``sensor_sql``), the Azurite account key (``sensor_blob``) and a
 service-principal secret (``azure_ml``). Afterwards the captured task output,
@@ -18,7 +19,7 @@ from pathlib import Path
 from devstack.airflow_env import blob_connection_json
 from devstack.services import AZURITE_KEY
 from tests.dags.conftest import run_interval
-from tests.fixtures.fake_azureml import AZUREML_CONN
+from tests.fixtures.aml_emulator import created
 from tests.reliability.conftest import SCORING, build_world
 
 PG_PASSWORD = "pg-S3cret-7f3a9c1e"
@@ -26,7 +27,7 @@ SP_SECRET = "sp-S3cret-0d41b6e2~fake"
 
 
 def test_no_secret_in_logs_xcom_or_rendered_templates(airflow_db, monkeypatch, pg_server, pg_conn_str,
-                                                       blob_conn_str, blob_store, fake_azureml, tmp_path, capfd):
+                                                       blob_conn_str, blob_store, aml_emulator, tmp_path, capfd):
     import pyodbc
     from airflow.dag_processing.dagbag import DagBag
 
@@ -41,7 +42,9 @@ def test_no_secret_in_logs_xcom_or_rendered_templates(airflow_db, monkeypatch, p
         "login": pg_server.user, "password": PG_PASSWORD,
         "extra": {"driver": "PostgreSQL Unicode", "placeholder": "?"}}))
     monkeypatch.setenv("AIRFLOW_CONN_SENSOR_BLOB", blob_connection_json(blob_conn_str))
-    monkeypatch.setenv("AIRFLOW_CONN_AZURE_ML", json.dumps({**AZUREML_CONN, "password": SP_SECRET}))
+    from devstack.aml_emulator import connection
+
+    monkeypatch.setenv("AIRFLOW_CONN_AZURE_ML", json.dumps({**connection(aml_emulator.url), "password": SP_SECRET}))
     assert AZURITE_KEY in blob_conn_str
     world = build_world(pg_conn_str, blob_conn_str, blob_store, tmp_path / "models")
 
@@ -50,7 +53,8 @@ def test_no_secret_in_logs_xcom_or_rendered_templates(airflow_db, monkeypatch, p
     # every task: blob; the score task: Azure ML)
     run, ok = run_interval(dag, SCORING[0], backend="azureml", targets=["dev001/s1"])
     assert ok, run.state
-    assert len(fake_azureml.created) == 1 and world.manifest()["counts"]["ok"] == 1
+    assert len(created(aml_emulator)) == 1 and world.manifest()["counts"]["ok"] == 1
+    assert any(p.endswith("/oauth2/v2.0/token") and st == 200 for _, p, st in aml_emulator.requests())
 
     secrets = {"PostgreSQL password": PG_PASSWORD, "Azurite account key": AZURITE_KEY,
                "service-principal secret": SP_SECRET}
@@ -61,6 +65,7 @@ def test_no_secret_in_logs_xcom_or_rendered_templates(airflow_db, monkeypatch, p
     home = Path(os.environ["AIRFLOW_HOME"])
     files = [p for p in (home / "logs").rglob("*") if p.is_file()] if (home / "logs").exists() else []
     files += [p for p in home.glob("airflow.db*") if p.is_file()]
+    files += [p for p in aml_emulator.state_dir.rglob("*.log*") if p.is_file()]  # the emulator's own logs
 
     from airflow.models import TaskInstance
     from airflow.models.renderedtifields import RenderedTaskInstanceFields

@@ -12,7 +12,8 @@ back-compat prefix ``extra__azure_ml__``)::
                "tenant_id": "...",                     # with login/password (or the provider's "tenantId")
                "managed_identity_client_id": "...",    # user-assigned managed identity / workload identity
                "workload_identity_tenant_id": "...",   # with the above: workload identity on AKS
-               "cloud_environment": "AzurePublicCloud"}  # | AzureUSGovernment | AzureChinaCloud
+               "cloud_environment": "AzurePublicCloud",  # | AzureUSGovernment | AzureChinaCloud | <custom name>
+               "cloud_metadata": {...}}                # only for a custom cloud (below)
 
 Which credential (``credential_kind`` decides, ``get_credential`` builds):
 
@@ -26,7 +27,20 @@ Which credential (``credential_kind`` decides, ``get_credential`` builds):
   login on a laptop).
 
 ``cloud_environment`` (the provider's names) picks the sovereign cloud: the service principal's
-authority host and the ``MLClient``'s ``cloud``. The default chain takes its authority from the
+authority host and the ``MLClient``'s ``cloud``.
+
+A **custom cloud** (Azure Stack Hub, a private or air-gapped cloud, or the local emulator in
+``devstack/aml_emulator``) is any other ``cloud_environment`` name together with extra ``cloud_metadata``:
+the ``MLClient``'s ``cloud_metadata`` (azure-ai-ml's ``EndpointURLS`` keys: ``resource_manager``,
+``active_directory``, ``azure_portal``, ``aml_resource_id``, ``storage_endpoint``,
+``registry_discovery_endpoint``). The service principal then authenticates at the host of
+``active_directory`` with ``disable_instance_discovery=True`` (azure-identity's setting for authorities
+Microsoft's instance discovery does not know, e.g. Azure Stack's), and the ``MLClient`` gets the cloud
+under the name ``<cloud_environment>-<8 hex of the metadata>`` (the SDK's cloud registry is
+process-wide and keeps the first metadata given a name). The three public/sovereign clouds ignore
+``cloud_metadata``; their code path is unchanged. Note that every ``MLClient`` also sets the SDK's
+process-wide "current cloud" (environment variable ``AZUREML_CURRENT_CLOUD``), which a later
+``MLClient`` built without ``cloud=`` (the public cloud here) follows: keep one cloud per process. The default chain takes its authority from the
 environment as the provider's does (``AZURE_AUTHORITY_HOST``, set by the AKS workload-identity webhook;
 ``az cloud set`` for the CLI; managed identity needs none).
 
@@ -36,11 +50,14 @@ never when a DAG file is parsed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import tempfile
 import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from airflow.sdk.bases.hook import BaseHook
 
@@ -130,14 +147,45 @@ class AzureMLHook(BaseHook):
     def cloud(self, conn=None) -> tuple[str, str]:
         """``(authority host, MLClient cloud name)`` of the connection's ``cloud_environment`` (default public).
 
-        :raises ValueError: for a name not in ``CLOUDS``.
+        A name not in ``CLOUDS`` is a custom cloud: ``(host of cloud_metadata's active_directory,
+        "<name>-<8 hex of the metadata>")``.
+
+        :raises ValueError: for a name not in ``CLOUDS`` without a usable ``cloud_metadata`` extra.
         """
         conn = conn or self.get_connection(self.azureml_conn_id)
         name = self._field(conn, "cloud_environment") or "AzurePublicCloud"
-        if name not in self.CLOUDS:
+        if name in self.CLOUDS:
+            return self.CLOUDS[name]
+        metadata = self.cloud_metadata(conn)
+        if metadata is None:
             raise ValueError(f"connection {self.azureml_conn_id!r}: cloud_environment {name!r} is not one of "
-                             f"{sorted(self.CLOUDS)}")
-        return self.CLOUDS[name]
+                             f"{sorted(self.CLOUDS)} and the connection has no 'cloud_metadata' extra for a custom cloud")
+        digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:8]
+        return urlsplit(metadata["active_directory"]).netloc, f"{name}-{digest}"
+
+    #: The ``cloud_metadata`` keys azure-ai-ml requires of a custom cloud (its ``EndpointURLS``).
+    CLOUD_METADATA_KEYS = ("azure_portal", "resource_manager", "active_directory", "aml_resource_id",
+                           "storage_endpoint", "registry_discovery_endpoint")
+
+    def cloud_metadata(self, conn=None) -> dict[str, str] | None:
+        """The custom cloud's endpoints (extra ``cloud_metadata``, a dict or its JSON text), None when not set.
+
+        Only read for a ``cloud_environment`` outside ``CLOUDS``.
+
+        :raises ValueError: when it is not a JSON object or lacks one of ``CLOUD_METADATA_KEYS``.
+        """
+        conn = conn or self.get_connection(self.azureml_conn_id)
+        raw = self._field(conn, "cloud_metadata")
+        if not raw:
+            return None
+        metadata = json.loads(raw) if isinstance(raw, str) else raw
+        missing = [k for k in self.CLOUD_METADATA_KEYS if not isinstance(metadata, dict) or not metadata.get(k)]
+        if missing:
+            raise ValueError(f"connection {self.azureml_conn_id!r}: cloud_metadata lacks {missing}")
+        return {k: metadata[k] for k in self.CLOUD_METADATA_KEYS}
+
+    def _custom_cloud(self, conn) -> bool:
+        return (self._field(conn, "cloud_environment") or "AzurePublicCloud") not in self.CLOUDS
 
     def credential_kind(self, conn=None) -> str:
         """``service_principal``, ``workload_identity``, ``managed_identity`` or ``default`` (module docstring).
@@ -163,8 +211,9 @@ class AzureMLHook(BaseHook):
         if kind == "service_principal":
             from azure.identity import ClientSecretCredential
 
+            custom = {"disable_instance_discovery": True} if self._custom_cloud(conn) else {}
             return ClientSecretCredential(tenant_id=self._field(conn, "tenant_id"), client_id=conn.login,
-                                          client_secret=conn.password, authority=authority)
+                                          client_secret=conn.password, authority=authority, **custom)
         if kind == "managed_identity":
             from azure.identity import ManagedIdentityCredential
 
@@ -202,8 +251,12 @@ class AzureMLHook(BaseHook):
         conn = self.get_connection(self.azureml_conn_id)
         sub, rg, ws = self._scope(conn)
         _, cloud = self.cloud(conn)
+        if self._custom_cloud(conn):
+            where = {"cloud": cloud, "cloud_metadata": self.cloud_metadata(conn)}
+        else:
+            where = {} if cloud == "AzureCloud" else {"cloud": cloud}
         return MLClient(credential=self.get_credential(conn), subscription_id=sub, resource_group_name=rg,
-                        workspace_name=ws, **({} if cloud == "AzureCloud" else {"cloud": cloud}))
+                        workspace_name=ws, **where)
 
     def test_connection(self) -> tuple[bool, str]:
         """``(ok, message)`` for the UI's Test button; never raises."""

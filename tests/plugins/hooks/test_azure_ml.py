@@ -54,6 +54,62 @@ def test_hook_refuses_an_unknown_cloud(monkeypatch):
         AzureMLHook("aml_test").get_conn()
 
 
+CUSTOM = {"azure_portal": "https://portal.stack.example/", "resource_manager": "https://management.stack.example/",
+          "active_directory": "https://login.stack.example/", "aml_resource_id": "https://ml.stack.example/",
+          "storage_endpoint": "stack.example", "registry_discovery_endpoint": "https://registry.stack.example/"}
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_hook_custom_cloud_takes_every_endpoint_from_cloud_metadata(monkeypatch, as_text):
+    """A cloud_environment outside CLOUDS + cloud_metadata: the MLClient's ARM base, the authority host, no
+    instance discovery at login.microsoftonline.com (azure-identity's setting for Azure Stack-like authorities)."""
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    monkeypatch.setenv("AZUREML_CURRENT_CLOUD", "")  # recorded, so the test's value is undone after it
+    monkeypatch.delenv("AZUREML_CURRENT_CLOUD")  # (every MLClient sets this process-wide variable)
+    metadata = json.dumps(CUSTOM) if as_text else CUSTOM
+    _conn(monkeypatch, login="c", password="p",
+          extra={**EXTRA, "tenant_id": "t", "cloud_environment": "AzureStackLab", "cloud_metadata": metadata})
+    hook = AzureMLHook("aml_test")
+    assert hook.cloud()[0] == "login.stack.example"
+    client = hook.get_conn()
+    assert client._cloud.startswith("AzureStackLab-") and client._base_url.startswith("https://management.stack.example")
+    assert client._credential._authority == "https://login.stack.example"
+    assert client._credential._instance_discovery is False
+    from azure.ai.ml._azure_environments import _get_cloud
+
+    assert _get_cloud(client._cloud)["storage_endpoint"] == "stack.example"
+    # other endpoints under the same name are another cloud: the SDK's process-wide registry never mixes them up
+    _conn(monkeypatch, login="c", password="p", extra={**EXTRA, "tenant_id": "t", "cloud_environment": "AzureStackLab",
+                                                       "cloud_metadata": {**CUSTOM, "resource_manager": "https://arm2.example/"}})
+    other = AzureMLHook("aml_test").get_conn()
+    assert other._cloud != client._cloud and other._base_url.startswith("https://arm2.example")
+
+
+def test_hook_public_and_sovereign_clouds_ignore_cloud_metadata(monkeypatch):
+    """Production paths unchanged: the three clouds never read cloud_metadata nor turn instance discovery off."""
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    for cloud, base in (("AzurePublicCloud", "https://management.azure.com"),
+                        ("AzureUSGovernment", "https://management.usgovcloudapi.net")):
+        monkeypatch.setenv("AZUREML_CURRENT_CLOUD", "")  # recorded, so the test's value is undone after it
+        monkeypatch.delenv("AZUREML_CURRENT_CLOUD")  # (every MLClient sets this process-wide variable)
+        _conn(monkeypatch, login="c", password="p",
+              extra={**EXTRA, "tenant_id": "t", "cloud_environment": cloud, "cloud_metadata": {"junk": 1}})
+        client = AzureMLHook("aml_test").get_conn()
+        assert client._base_url.startswith(base)
+        assert client._credential._instance_discovery is None
+
+
+def test_hook_custom_cloud_needs_complete_metadata(monkeypatch):
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    _conn(monkeypatch, extra={**EXTRA, "cloud_environment": "AzureStackLab",
+                              "cloud_metadata": {k: v for k, v in CUSTOM.items() if k != "active_directory"}})
+    with pytest.raises(ValueError, match=r"cloud_metadata lacks \['active_directory'\]"):
+        AzureMLHook("aml_test").get_conn()
+
+
 def _spy_default(monkeypatch):
     """Record the keyword arguments of every DefaultAzureCredential the provider's helper builds."""
     import azure.identity

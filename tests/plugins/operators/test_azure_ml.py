@@ -259,13 +259,22 @@ def test_on_kill_cancels_the_job(fake_azureml, aml_world):
         op.execute_complete(context(), {"status": "error", "job_name": name, "job_status": "Canceled"})
 
 
-def test_trigger_times_out_and_the_operator_cancels(fake_azureml, aml_world):
+def test_job_stuck_in_queued_times_out_is_cancelled_and_a_retry_recovers(aml_emulator, aml_world, blob_store):
+    """On the emulator (real SDK over HTTPS): a job that stays Queued past the timeout is cancelled through the
+    SDK's long-running cancel, the task fails naming the job; the retry submits -r1, which scores the unit."""
     from batch_scoring.operators.azure_ml import AzureMLJobError
+    from tests.fixtures.aml_emulator import created
 
-    fake_azureml.script(["Queued"])  # stays Queued forever
-    with pytest.raises(AzureMLJobError, match=r"status Queued \(Azure ML job .* still Queued after 0s\)"):
-        run_deferrable(operator(timeout_seconds=0.05), context())
-    assert fake_azureml.cancelled == fake_azureml.created
+    aml_emulator.fault(kind="job", stay="Queued")
+    with pytest.raises(AzureMLJobError, match=r"status Queued \(Azure ML job .* still Queued after 3s\)"):
+        run_deferrable(operator(timeout_seconds=3), context())
+    (name,) = created(aml_emulator)
+    assert aml_emulator.ledger()[0]["status"] == "Canceled"
+    assert any(m == "POST" and p.endswith(f"/jobs/{name}/cancel") for m, p, _ in aml_emulator.requests())
+    result = run_deferrable(operator(timeout_seconds=120), context())
+    assert result["status"] == "Completed" and result["job_name"] == f"{name}-r1"
+    assert created(aml_emulator) == [name, f"{name}-r1"]
+    assert blob_store.download_bytes("predictions", f"{KEY}/dev001/s1.parquet")
 
 
 def test_fake_refuses_to_recreate_an_existing_name(fake_azureml, aml_world):
