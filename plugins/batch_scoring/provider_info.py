@@ -87,7 +87,12 @@ def get_provider_info() -> dict:
                 "workload_identity_tenant_id": _field(
                     "Workload identity tenant ID", "with the client ID above: workload identity on AKS"),
                 "cloud_environment": _field(
-                    "Cloud environment", "AzurePublicCloud (default), AzureUSGovernment or AzureChinaCloud"),
+                    "Cloud environment", "AzurePublicCloud (default), AzureUSGovernment, AzureChinaCloud, or a custom "
+                    "cloud's name"),
+                "cloud_metadata": _field(
+                    "Custom cloud endpoints (JSON)", "only for a custom cloud (Azure Stack, private, the local emulator): "
+                    "resource_manager, active_directory, azure_portal, aml_resource_id, storage_endpoint, "
+                    "registry_discovery_endpoint"),
             },
         }],
     }

@@ -38,7 +38,8 @@ def test_azure_ml_connection_type_maps_to_our_hook_with_its_form(providers):
     fields = {k.removeprefix("extra__azure_ml__"): v for k, v in providers.connection_form_widgets.items()
               if k.startswith("extra__azure_ml__")}
     assert set(fields) == {"subscription_id", "resource_group", "workspace_name", "tenant_id",
-                           "managed_identity_client_id", "workload_identity_tenant_id", "cloud_environment"}
+                           "managed_identity_client_id", "workload_identity_tenant_id", "cloud_environment",
+                           "cloud_metadata"}
     assert fields["workspace_name"].field["schema"]["title"] == "Workspace name"
     assert not any(f.is_sensitive for f in fields.values())  # no secret in an extra; the secret is the password
     behaviour = providers.field_behaviours["azure_ml"]
