@@ -74,6 +74,13 @@ class AzureMLJobConfig:
     models_container: str = "models"
     predictions_container: str = "predictions"
 
+    @property
+    def containers(self):
+        """The three containers as ``batch_scoring.config.Containers`` (what ``permanent.way_out`` names)."""
+        from batch_scoring.config import Containers
+
+        return Containers(self.aggregates_container, self.models_container, self.predictions_container)
+
     @classmethod
     def from_settings(cls, s) -> "AzureMLJobConfig":
         """The deployment's values from ``batch_scoring.config.Settings`` (for the DAG file and tests)."""

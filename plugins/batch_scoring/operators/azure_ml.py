@@ -289,16 +289,13 @@ class AzureMLScoringJob:
         if event.get("status") == "error" and job is not None:
             permanent = self.permanent_failures(context, unit, job)
             if permanent:
-                from batch_scoring.config import Containers
                 from batch_scoring.context import interval_from_context
                 from batch_scoring.permanent import way_out
 
-                cfg = self.config
-                containers = Containers(cfg.aggregates_container, cfg.models_container, cfg.predictions_container)
                 failed = "; ".join(f"{r['target']}: {r.get('error')}" for r in permanent)
                 raise AzureMLPermanentJobError(
                     f"{message}; its receipts: {failed}; "
-                    f"{way_out(permanent, containers, interval_from_context(context))}")
+                    f"{way_out(permanent, self.config.containers, interval_from_context(context))}")
         raise AzureMLJobError(f"{message}\n--- last lines of the job's log ---\n{tail}")
 
     def permanent_failures(self, context, unit: list[str], job) -> list[dict]:
