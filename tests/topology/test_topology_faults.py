@@ -86,7 +86,10 @@ def backfill(topo: Topology, starts: list[dt.datetime], backend: str = "local") 
 def wait_backfill(topo: Topology, backfill_id, starts, timeout: float) -> dict:
     """Until the backfill is completed; returns the newest run of each interval."""
     def done():
-        b = topo.api._request("GET", f"/api/v2/backfills/{backfill_id}")
+        try:
+            b = topo.api._request("GET", f"/api/v2/backfills/{backfill_id}")
+        except OSError:  # the api-server is restarting (a fault case); ask again
+            return None
         return True if b.get("completed_at") else None
 
     wait_until(done, timeout, 1, lambda: f"backfill {backfill_id} not completed after {timeout:.0f}s: "
@@ -221,6 +224,7 @@ def test_scheduler_and_api_server_restarted_mid_run(topology, backend):
     def fault(topo, starts):
         wait_for_running_score(topo, starts)
         restarted = topo.restart(["scheduler", "api-server"])
+        topo.wait_healthy()
         return wall_clock(restarted)
 
     run_with_fault(topology, f"restart scheduler + api-server [{backend}]", 2, fault, backend)
