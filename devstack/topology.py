@@ -179,15 +179,18 @@ class Topology:
         self._airflow("db", "migrate")
         self._timed("db migrate", t0)
         t0 = time.monotonic()
-        airflow = str(self.venv / "bin" / "airflow")
         for component in AIRFLOW_COMPONENTS:
-            self.procs[component] = self._spawn(component, [airflow, component, *SKIP_SERVE_LOGS.get(component, [])],
-                                                self.airflow_env())
+            self.start_component(component)
         for worker in self.workers:
             self.start_worker(worker)
         self.wait_healthy(timeout)
         self._timed("airflow components healthy", t0)
         self.create_connections()
+
+    def start_component(self, component: str) -> None:
+        """Start (or restart, after a kill) ``component``, one of :data:`AIRFLOW_COMPONENTS`."""
+        cmd = [str(self.venv / "bin" / "airflow"), component, *SKIP_SERVE_LOGS.get(component, [])]
+        self.procs[component] = self._spawn(component, cmd, self.airflow_env())
 
     def start_worker(self, worker: str) -> None:
         """Start (or restart, after a kill) Celery worker ``worker``; it reports ``worker`` as its hostname."""
@@ -271,3 +274,36 @@ class Topology:
     def kill(self, name: str, sig: int) -> None:
         """Send ``sig`` to process ``name``'s whole group (the fault tests: e.g. SIGKILL a worker)."""
         os.killpg(self.procs[name].pid, sig)
+
+    def restart(self, names: list[str], sig: int = signal.SIGTERM, grace: float = 10) -> float:
+        """Stop processes ``names`` together as a container engine does (``sig`` to each group; SIGKILL to
+        the group after ``grace`` s), then start each again (a service, Airflow component or worker).
+        Returns the time (``time.monotonic()``) at which they were started again."""
+        procs = {n: self.procs[n] for n in names}
+        for proc in procs.values():
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        for proc in procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            try:  # what is left of the group (children of a leader that exited) goes with the container
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        restarted = time.monotonic()
+        for name in names:
+            if name == "redis":
+                self.procs[name] = self._start_redis()
+            elif name in self.workers:
+                self.start_worker(name)
+            elif name in AIRFLOW_COMPONENTS:
+                self.start_component(name)
+            else:
+                raise ValueError(f"cannot restart {name!r}")
+        return restarted
