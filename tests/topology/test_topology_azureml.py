@@ -153,7 +153,7 @@ def trigger_events(topo: Topology, runs: dict) -> dict[str, str]:
         for path in sorted(folder.glob("map_index=*/attempt=*.log.trigger.*.log")):
             text = path.read_text(errors="replace")
             m = re.search(r"Trigger fired event.*?'status': '(\w+)'", text)
-            out[str(path.relative_to(folder))] = m.group(1) if m else "not fired"
+            out[f"{run['dag_run_id']}/{path.relative_to(folder)}"] = m.group(1) if m else "not fired"
     return out
 
 
