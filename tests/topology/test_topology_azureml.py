@@ -75,7 +75,13 @@ def aml_topology(tmp_path_factory):
 
 
 def backfill(topo: Topology, starts: list[dt.datetime], timeout: float = 600, during=None) -> dict:
-    """Backfill ``starts`` (consecutive hours), unpause, call ``during()`` once, wait until every run ended."""
+    """Backfill ``starts`` (consecutive hours), unpause, call ``during()`` once, wait until every run ended.
+
+    Waits first until the previous test's backfill is marked completed (the scheduler does that a little
+    after its last run ends; until then the API refuses a new one with 409)."""
+    wait_until(lambda: all(b.get("completed_at") for b in
+                           topo.api._request("GET", f"/api/v2/backfills?dag_id={DAG_ID}")["backfills"]) or None,
+               120, 2, lambda: "the previous backfill is not marked completed")
     topo.api.set_paused(DAG_ID, True)
     topo.api.create_backfill(DAG_ID, starts[0], starts[-1])
     topo.api.unpause(DAG_ID)
