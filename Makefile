@@ -62,8 +62,9 @@ airflow: setup
 	$(PY) -m devstack.airflow_ui
 
 # The production topology from the installed wheel (devstack/prod_local.py): state and logs in .local/prod.
+# BACKEND=azureml: scored through the local Azure ML emulator (devstack/topology_aml.py).
 prod-local: setup
-	$(PY) -m devstack.prod_local $(PROD_ARGS)
+	$(PY) -m devstack.prod_local $(if $(BACKEND),--backend $(BACKEND)) $(PROD_ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

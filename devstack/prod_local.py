@@ -60,6 +60,9 @@ def main(argv=None) -> int:
     parser.add_argument("--devices", type=int, default=5)
     parser.add_argument("--sensors", type=int, default=3)
     parser.add_argument("--hours", type=int, default=3, help="hourly intervals to backfill before the current hour")
+    parser.add_argument("--backend", choices=("local", "azureml"), default="local",
+                        help="azureml: score through the local Azure ML emulator (devstack/topology_aml.py), "
+                             "jobs polled by the triggerer")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop everything on kill too
 
@@ -69,7 +72,15 @@ def main(argv=None) -> int:
     say(f"venv ready in {time.monotonic() - t0:.0f} s: {venv}")
     topo = Topology(STATE, venv)
     try:
-        topo.start()
+        em = None
+        if args.backend == "azureml":
+            from devstack.topology_aml import start_emulator
+
+            topo.start_services()
+            em = start_emulator(topo, step_seconds=1.0)
+            topo.start_airflow()
+        else:
+            topo.start()
         say(f"topology up in {time.monotonic() - t0:.0f} s ({topo.timings}); logs: {topo.logs}/<process>.log")
         end = current_hour()
         world = load_world(topo, STATE / "models", devices=args.devices, sensors=args.sensors, end=end)
@@ -84,6 +95,9 @@ def main(argv=None) -> int:
               f"               (python3 -c \"import json; print(json.load(open('{STATE / 'secrets.json'}'))['admin_password'])\")\n"
               f"  DAG          {topo.url}/dags/{DAG_ID}  (grid: runs; a score task's details show its worker as hostname)\n"
               f"  processes    {', '.join(topo.procs)} + PostgreSQL on 127.0.0.1:{topo.ports.postgres}\n"
+              + (f"  Azure ML     emulator {em.url}: jobs in {em.state_dir / 'ledger.jsonl'}, their logs in "
+                 f"{em.state_dir / 'jobs'}; waits polled by the triggerer ({topo.log_path('triggerer')})\n" if em else "")
+              +
               f"  Ctrl-C stops them all.\n", flush=True)
         while True:
             topo.check_alive()
