@@ -275,6 +275,14 @@ class Topology:
         """Send ``sig`` to process ``name``'s whole group (the fault tests: e.g. SIGKILL a worker)."""
         os.killpg(self.procs[name].pid, sig)
 
+    def stop_component(self, name: str, sig: int = signal.SIGTERM, timeout: float = 60) -> float:
+        """Send ``sig`` to process ``name``'s group and wait until it has exited; it is then no longer one of
+        ``procs`` (so :meth:`check_alive` does not count it) until started again. Returns the seconds taken."""
+        t0 = time.monotonic()
+        self.kill(name, sig)
+        self.procs.pop(name).wait(timeout)
+        return time.monotonic() - t0
+
     def restart(self, names: list[str], sig: int = signal.SIGTERM, grace: float = 10) -> float:
         """Stop processes ``names`` together as a container engine does (``sig`` to each group; SIGKILL to
         the group after ``grace`` s), then start each again (a service, Airflow component or worker).

@@ -12,7 +12,7 @@ environment and compute that the DAG's settings name (read in the topology's
 own environment), starts ``devstack.aml_emulator`` and puts into
 ``topo.extra_env`` what every Airflow process needs: ``AIRFLOW_CONN_<AZUREML
 CONN ID>`` (the emulator's custom cloud), ``REQUESTS_CA_BUNDLE`` (its
-certificate), ``BATCH_SCORING_BACKEND=azureml`` and deferrable waits
+certificate), ``BATCH_SCORING_BACKEND=azureml`` (unless ``backend=None``) and deferrable waits
 (``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` / ``BATCH_SCORING_AZUREML_DEFERRABLE``
 true), so job polling happens in the separate triggerer process.
 
@@ -28,7 +28,7 @@ import subprocess
 from pathlib import Path
 
 from devstack import aml_emulator, services
-from devstack.topology import AIRFLOW_COMPONENTS, SKIP_SERVE_LOGS, Topology, TopologyError
+from devstack.topology import Topology, TopologyError
 
 #: Run by the topology venv's Python, in the Airflow processes' environment: stage the code asset from the
 #: installed package and print the Azure ML names the DAG's settings use.
@@ -47,10 +47,11 @@ print(json.dumps({"datastores": {s.azureml_aggregates_datastore: s.aggregates_co
 """
 
 
-def azureml_env(topo: Topology) -> dict[str, str]:
-    """The settings that switch the topology's DAG to the Azure ML backend with deferrable waits."""
-    return {"BATCH_SCORING_BACKEND": "azureml", "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
-            "BATCH_SCORING_AZUREML_DEFERRABLE": "true"}
+def azureml_env(topo: Topology, backend: str | None = "azureml") -> dict[str, str]:
+    """Deferrable Azure ML waits (polled in the triggerer) and, unless ``backend`` is None, the DAG's default
+    backend (``BATCH_SCORING_BACKEND``; a run's ``backend`` param still chooses per run)."""
+    return {"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True", "BATCH_SCORING_AZUREML_DEFERRABLE": "true",
+            **({"BATCH_SCORING_BACKEND": backend} if backend else {})}
 
 
 def stage_installed_code(topo: Topology, dest: Path) -> dict:
@@ -67,9 +68,12 @@ def stage_installed_code(topo: Topology, dest: Path) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def start_emulator(topo: Topology, step_seconds: float = 0.2, nodes: int = 4) -> aml_emulator.Emulator:
+def start_emulator(topo: Topology, step_seconds: float = 0.2, nodes: int = 4,
+                   backend: str | None = "azureml") -> aml_emulator.Emulator:
     """Start the emulator after ``topo.start_services()`` and before ``topo.start_airflow()``; returns it.
 
+    :param backend: the DAG's default backend in every Airflow process (``azureml``), or None to keep the
+        shared file's (``local``) and choose ``azureml`` per run with the ``backend`` param (the tests).
     :param step_seconds: how long each short job state lasts in the emulator (its ``--step-seconds``).
     :param nodes: nodes of the compute (jobs running at once; more wait in ``Queued``).
     :raises TopologyError: staging failed; ``TimeoutError``: the emulator did not answer in 30 s.
@@ -82,29 +86,7 @@ def start_emulator(topo: Topology, step_seconds: float = 0.2, nodes: int = 4) ->
                             environments=(names["environment"],), computes={names["compute"]: nodes},
                             step_seconds=step_seconds)
     topo.adopt("aml-emulator", em.proc)
-    topo.extra_env.update(azureml_env(topo))
+    topo.extra_env.update(azureml_env(topo, backend))
     topo.extra_env[f"AIRFLOW_CONN_{names['conn_id'].upper()}"] = em.connection_json()
     topo.extra_env["REQUESTS_CA_BUNDLE"] = str(em.ca_bundle)
     return em
-
-
-def restart_component(topo: Topology, name: str) -> None:
-    """Start Airflow component ``name`` (one of ``AIRFLOW_COMPONENTS``) again after it was stopped, with the
-    same command, environment and log file (appended)."""
-    if name not in AIRFLOW_COMPONENTS:
-        raise ValueError(f"{name!r} is not one of {AIRFLOW_COMPONENTS}")
-    if name in topo.procs and topo.procs[name].poll() is None:
-        raise TopologyError(f"{name} is still running (pid {topo.procs[name].pid})")
-    topo.procs[name] = topo._spawn(name, [str(topo.venv / "bin" / "airflow"), name, *SKIP_SERVE_LOGS.get(name, [])],
-                                   topo.airflow_env())
-
-
-def stop_component(topo: Topology, name: str, sig: int = 15, timeout: float = 60) -> float:
-    """Send ``sig`` to component ``name``'s group and wait until it has exited (then it is no longer one of
-    ``topo.procs``, so ``check_alive`` does not count it); returns the seconds that took."""
-    import time
-
-    t0 = time.monotonic()
-    topo.kill(name, sig)
-    topo.procs.pop(name).wait(timeout)
-    return time.monotonic() - t0

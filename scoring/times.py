@@ -37,6 +37,14 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+def utc_from_epoch(seconds: float) -> dt.datetime:
+    """Unix time (seconds since 1970-01-01 UTC, as ``time.time()`` gives) -> naive UTC ``datetime.datetime``.
+
+    Raises ``OverflowError``/``OSError``/``ValueError`` for values outside what ``datetime`` holds.
+    """
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).replace(tzinfo=None)
+
+
 def utc_timestamp(value: Any):
     """Like :func:`utc_naive`, as a naive UTC ``pandas.Timestamp`` (nanoseconds kept).
 

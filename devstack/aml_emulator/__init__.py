@@ -80,7 +80,8 @@ class Emulator:
         return self.control("faults", fault)
 
     def ledger(self) -> list[dict]:
-        """Every job created: ``[{"name", "tags", "experiment", "created_at", "status"}]`` in creation order."""
+        """Every job created: ``[{"name", "tags", "experiment", "created_at", "status", "last_modified_at"}]`` in
+        creation order (``state.Workspace.ledger``)."""
         return self.control("ledger")
 
     def reset(self) -> None:

@@ -19,6 +19,8 @@ Errors use ARM's body, ``{"error": {"code", "message"}}``, which the SDK maps to
 """
 from __future__ import annotations
 
+import asyncio
+
 import base64
 import json
 import time
@@ -55,7 +57,11 @@ def build_app(ws: Workspace, cluster: Cluster, base_url: str, location: str = "l
         path = request.url.path
         if path.startswith("/_emulator/") and (request.client is None or request.client.host not in _LOOPBACK):
             response = _error(403, "Forbidden", "the emulator's controls answer loopback clients only")
-        elif path.startswith("/subscriptions/") and (fault := ws.take_http_fault(request.method, path)):
+        elif (path.startswith("/subscriptions/") and (fault := ws.take_http_fault(request.method, path))
+              and fault.get("status") is None):  # a slow answer: the request is served, its response held back
+            response = await call_next(request)
+            await asyncio.sleep(float(fault["delay"]))
+        elif path.startswith("/subscriptions/") and fault:
             headers = {"Retry-After": str(fault["retry_after"])} if fault["retry_after"] is not None else None
             response = _error(fault["status"], "ServiceUnavailable" if fault["status"] == 503 else
                               "TooManyRequests" if fault["status"] == 429 else "InternalServerError",

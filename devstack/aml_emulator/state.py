@@ -87,11 +87,13 @@ class Workspace:
             fh.write(f"{now_iso()} {method} {path} {status}\n")
 
     def ledger(self) -> list[dict[str, Any]]:
-        """Every job created so far, in creation order: ``{"name", "tags", "experiment", "created_at", "status"}``."""
+        """Every job created so far, in creation order: ``{"name", "tags", "experiment", "created_at", "status",
+        "last_modified_at"}`` (ISO 8601 UTC; the last is when it reached its status, its end once terminal)."""
         with self.lock:
             return [{"name": j.name, "tags": j.body["properties"].get("tags") or {},
                      "experiment": j.body["properties"].get("experimentName"),
-                     "created_at": j.body["systemData"]["createdAt"], "status": j.status} for j in self.jobs.values()]
+                     "created_at": j.body["systemData"]["createdAt"], "status": j.status,
+                     "last_modified_at": j.body["systemData"].get("lastModifiedAt")} for j in self.jobs.values()]
 
     # --- faults ---------------------------------------------------------------------
 
@@ -99,7 +101,9 @@ class Workspace:
         """Queue a fault.
 
         ``{"kind": "http", "status": 429|503|500, "count": N, "retry_after": s|None, "path": substring|None,
-        "method": "GET"|None}`` answers the next N matching ARM requests with ``status``;
+        "method": "GET"|None}`` answers the next N matching ARM requests with ``status``; with ``"delay": s``
+        instead of ``status`` it serves them but holds each response back ``s`` seconds (the service acted, its
+        answer is late: a client killed meanwhile never learns of it);
         ``{"kind": "job", "stay": "Queued"}`` or ``{"kind": "job", "fail_log": text}`` applies to the next job
         created (``"name": substring`` narrows it).
 
@@ -108,6 +112,8 @@ class Workspace:
         kind = fault.get("kind")
         with self.lock:
             if kind == "http":
+                if (fault.get("status") is None) == (fault.get("delay") is None):
+                    raise Refused(400, "BadFault", "an http fault needs exactly one of 'status' and 'delay'")
                 self.http_faults.append({"count": 1, "retry_after": None, "path": None, "method": None, **fault})
             elif kind == "job":
                 self.job_faults.append(dict(fault))

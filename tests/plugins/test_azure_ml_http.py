@@ -212,3 +212,42 @@ def test_controls_answer_loopback_only_and_every_request_is_logged(aml_emulator)
     reqs = aml_emulator.requests()
     assert any(m == "POST" and p.endswith("/oauth2/v2.0/token") and s == 200 for m, p, s in reqs)
     assert any(m == "GET" and p.endswith("/workspaces/ws-local") and s == 200 for m, p, s in reqs)
+
+
+def test_a_delay_fault_serves_the_request_but_answers_late(aml_emulator):
+    """The topology's "worker killed while submitting" case: the PUT creates the job, its answer is held back."""
+    hook = _hook()
+    hook.find_job("warm-up")
+    aml_emulator.fault(kind="http", delay=2, method="PUT", path="/jobs/late")
+    start = time.monotonic()
+    hook.submit_job(_command_job(hook, "late", "python -c pass"))
+    assert time.monotonic() - start >= 1.9
+    assert created(aml_emulator) == ["late"]
+    assert [s for m, p, s in aml_emulator.requests() if m == "PUT" and p.endswith("/jobs/late")] == [201]
+
+
+@pytest.mark.parametrize("fault", [{"kind": "http"}, {"kind": "http", "status": 503, "delay": 1}, {"kind": "disk"}])
+def test_a_fault_the_emulator_cannot_apply_is_refused(aml_emulator, fault):
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError, match="400"):
+        aml_emulator.fault(**fault)
+
+
+@pytest.mark.parametrize("level,logged", [(None, False), ("INFO", True), ("NOT-A-LEVEL", False)])
+def test_the_sdks_per_request_logging_is_off_unless_asked_for(aml_emulator, monkeypatch, caplog, level, logged):
+    """A job poll writes no request/response headers or token lines at INFO (AZURE_HTTP_LOGGING_LEVEL, as the
+    provider's WasbHook)."""
+    import logging
+
+    if level:
+        monkeypatch.setenv("AZURE_HTTP_LOGGING_LEVEL", level)
+    else:
+        monkeypatch.delenv("AZURE_HTTP_LOGGING_LEVEL", raising=False)
+    hook = _hook()
+    with caplog.at_level(logging.INFO):
+        hook.find_job("quiet-please")
+    http = [r for r in caplog.records if r.name.startswith(("azure.core.pipeline", "azure.identity"))]
+    assert any("Request URL" in r.getMessage() for r in http) is logged, [r.getMessage()[:80] for r in http]
+    if not logged:
+        assert http == [], [r.getMessage()[:80] for r in http]

@@ -68,3 +68,13 @@ def test_utc_now_is_the_current_naive_utc_time():
     after = dt.datetime.now(dt.timezone.utc)
     assert type(got) is dt.datetime and got.tzinfo is None
     assert before <= got.replace(tzinfo=dt.timezone.utc) <= after
+
+
+def test_utc_from_epoch():
+    import datetime as dt
+
+    from batch_scoring.scoring.times import utc_from_epoch
+
+    assert utc_from_epoch(0) == dt.datetime(1970, 1, 1)
+    assert utc_from_epoch(1_900_000_000.5) == dt.datetime(2030, 3, 17, 17, 46, 40, 500000)
+    assert utc_from_epoch(1_900_000_000.5).tzinfo is None

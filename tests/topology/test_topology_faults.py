@@ -1,52 +1,36 @@
 """Faults in the production topology: processes of the Celery topology killed or restarted mid-run.
 
-One topology (devstack.topology.Topology, the installed wheel, PostgreSQL,
-Redis, Azurite, api-server, scheduler, dag-processor, triggerer, two Celery
-workers) is shared by the module. A world of 2 devices x 2 sensors is loaded
-and :data:`HOURS` hourly intervals are scored once, undisturbed: the
-reference bytes. Each fault case then deletes the predictions of its own two
-intervals, backfills them again (``reprocess_behavior completed``), breaks a
-process while a score task runs, and asserts: the backfill's runs succeed,
-every task instance ends ``success``, each interval's ``_manifest.json``
-counts all four targets ok, and every prediction, receipt and manifest is
-byte-identical to the reference. Each case prints its figures (recovery time,
-tries per task) for RELIABILITY.md's "Production topology" section.
-
-Backends: cases take the backend as a parameter (``BACKENDS``); the Azure ML
-emulator adds ``azureml`` there once it is wired into the topology.
+The session's topology (tests/topology/conftest.py) scores this module's :data:`SLOTS` ``faults`` intervals
+(2 devices x 2 sensors) once, undisturbed, on the local backend: the reference bytes. Each local case then
+deletes the predictions of its own two intervals, backfills them again (``reprocess_behavior completed``),
+breaks a process while a score task runs, and asserts: the backfill's runs succeed, every task instance ends
+``success``, each interval's ``_manifest.json`` counts all four targets ok, and every prediction, receipt and
+manifest is byte-identical to the reference. The Azure ML case kills a worker while its submission is in
+flight and counts the jobs in the emulator's ledger. Each case prints its figures (recovery time, tries per
+task) for RELIABILITY.md's "Production topology" section.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import signal
-import tempfile
 import time
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
-from devstack.prod_local import load_world
-from devstack.services import wait_until
 from devstack.topology import DAG_ID, Topology
-from devstack.wheel_venv import TOPOLOGY_EXTRAS, build_wheel, install_venv
+from tests.topology.backfills import (assert_one_job_each, assert_validated, backfill, tries,
+                                      wait_for_running_score)
+from tests.topology.conftest import TARGETS, slot
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
-END = dt.datetime(2026, 3, 2, 8)
-HOURS = 8  # two intervals per case, four cases
-DEVICES, SENSORS = 2, 2
-TARGETS = DEVICES * SENSORS
-BACKENDS = ["local"]  # + "azureml" when the emulator joins the topology
 FIGURES: dict[str, dict] = {}
 
 
 def interval_starts(first: int, n: int = 2) -> list[dt.datetime]:
-    """The starts of ``n`` hourly intervals from the ``first``-th of the world's scoring period."""
-    start = END - dt.timedelta(hours=HOURS)
-    return [start + dt.timedelta(hours=first + i) for i in range(n)]
+    """The starts of ``n`` hourly intervals from the ``first``-th of this module's reference intervals."""
+    return slot("faults")[first:first + n]
 
 
 def interval_blobs(topo: Topology, begin: dt.datetime) -> dict[str, bytes]:
@@ -75,125 +59,62 @@ def delete_interval(topo: Topology, begin: dt.datetime) -> int:
     return len(names)
 
 
-def backfill(topo: Topology, starts: list[dt.datetime], backend: str = "local") -> dict:
-    """Backfill the intervals starting at ``starts`` (reprocessing completed ones) on ``backend`` (the runs'
-    ``backend`` param); returns the backfill."""
-    body = {"dag_id": DAG_ID, "from_date": f"{min(starts):%Y-%m-%dT%H:%M:%SZ}", "to_date": f"{max(starts):%Y-%m-%dT%H:%M:%SZ}",
-            "reprocess_behavior": "completed", "max_active_runs": 4, "dag_run_conf": {"backend": backend}}
-    return topo.api._request("POST", "/api/v2/backfills", body)
-
-
-def wait_backfill(topo: Topology, backfill_id, starts, timeout: float) -> dict:
-    """Until the backfill is completed; returns the newest run of each interval."""
-    def done():
-        try:
-            b = topo.api._request("GET", f"/api/v2/backfills/{backfill_id}")
-        except OSError:  # the api-server is restarting (a fault case); ask again
-            return None
-        return True if b.get("completed_at") else None
-
-    wait_until(done, timeout, 1, lambda: f"backfill {backfill_id} not completed after {timeout:.0f}s: "
-               f"{ {str(k): r['state'] for k, r in topo.api.latest_runs(DAG_ID, starts).items()} }")
-    return topo.api.latest_runs(DAG_ID, starts)
-
-
-def running_score_tis(topo: Topology, runs: list[str], hostname: str | None = None) -> list[dict]:
-    """The score task instances of ``runs`` now running (on ``hostname`` if given)."""
-    out = []
-    for run_id in runs:
-        for ti in topo.api.all_task_instances(DAG_ID, run_id):
-            if ti["task_id"] == "score" and ti["state"] == "running" and hostname in (None, ti["hostname"]):
-                out.append(ti)
-    return out
-
-
-def case_run_ids(topo: Topology, starts, since: float) -> list[str]:
-    """Run ids of the intervals' newest runs (the backfill's, once it has taken them over)."""
-    return [r["dag_run_id"] for r in topo.api.latest_runs(DAG_ID, starts).values()]
-
-
-def wait_for_running_score(topo: Topology, starts, hostname: str | None = None, timeout: float = 300) -> list[dict]:
-    """Poll until a score task of the intervals runs (on ``hostname``); returns those running."""
-    return wait_until(lambda: running_score_tis(topo, case_run_ids(topo, starts, 0), hostname) or None, timeout, 0.2,
-                      lambda: f"no score task running on {hostname or 'any worker'} within {timeout:.0f}s")
-
-
-def tries(topo: Topology, run_id: str, ti: dict) -> list[dict]:
-    """Every try of one task instance (state, hostname, try_number), oldest first."""
-    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id)}/taskInstances/{ti['task_id']}/{ti['map_index']}/tries"
-    return topo.api._request("GET", path)["task_instances"]
-
-
 def check_case(topo: Topology, reference, starts, runs, since: dt.datetime) -> dict:
-    """Assert every run succeeded, every task instance ended success, each manifest counts all targets ok
-    and the interval's blobs equal the reference; returns the figures (tries after ``since``, per state)."""
-    assert {k: r["state"] for k, r in runs.items()} == {k: "success" for k in starts}, runs
+    """Assert every run validated and the interval's blobs equal the reference; returns the figures (tries
+    after ``since``, per state)."""
+    assert_validated(topo, runs, TARGETS)
     figures = {"intervals": len(starts), "targets": TARGETS * len(starts), "task instances": 0,
                "retries": 0, "failed tries": []}
     for begin in starts:
         blobs = interval_blobs(topo, begin)
-        manifest = json.loads(next(v for k, v in blobs.items() if k.endswith("_manifest.json")))
-        assert manifest["counts"] == {"ok": TARGETS, "failed": 0, "skipped": 0}, manifest
         assert set(blobs) == set(reference[begin]), (sorted(blobs), sorted(reference[begin]))
         assert [n for n in blobs if blobs[n] != reference[begin][n]] == [], "bytes differ from the undisturbed run"
-        run_id = runs[begin]["dag_run_id"]
-        for ti in topo.api.all_task_instances(DAG_ID, run_id):
-            assert ti["state"] == "success", ti
-            figures["task instances"] += 1
-            mine = [t for t in tries(topo, run_id, ti) if t.get("start_date") and dt.datetime.fromisoformat(t["start_date"]) >= since]
-            figures["retries"] += max(0, len(mine) - 1)
-            figures["failed tries"] += [f"{ti['task_id']}[{ti['map_index']}] try {t['try_number']} on {t['hostname']}: "
-                                        f"{t['state']}" for t in mine if t["state"] != "success"]
+        figures.update(tried(topo, runs[begin]["dag_run_id"], since, figures))
+    return figures
+
+
+def tried(topo: Topology, run_id: str, since: dt.datetime, figures: dict) -> dict:
+    """``figures`` with the run's task instances, retries and failed tries (those started after ``since``) added."""
+    for ti in topo.api.all_task_instances(DAG_ID, run_id):
+        figures["task instances"] += 1
+        mine = [t for t in tries(topo, run_id, ti)
+                if t.get("start_date") and dt.datetime.fromisoformat(t["start_date"]) >= since]
+        figures["retries"] += max(0, len(mine) - 1)
+        figures["failed tries"] += [f"{ti['task_id']}[{ti['map_index']}] try {t['try_number']} on {t['hostname']}: "
+                                    f"{t['state']}" for t in mine if t["state"] != "success"]
     return figures
 
 
 @pytest.fixture(scope="module")
-def topology(tmp_path_factory):
-    """A running topology with the world loaded and the reference run of every interval done:
-    ``(topo, reference)``, reference = ``{interval start: {blob name: bytes}}``."""
-    state = Path(tempfile.mkdtemp(prefix="prod-faults-"))
-    state.chmod(0o755)
+def reference(topology):
+    """``{interval start: {blob name: bytes}}`` of this module's intervals, scored once undisturbed."""
+    topo = topology.topo
+    starts = slot("faults")
     t0 = time.monotonic()
-    try:
-        build = tmp_path_factory.mktemp("faults-venv")
-        venv = install_venv(build / "venv", build_wheel(build / "dist"), TOPOLOGY_EXTRAS)
-        with Topology(state, venv, durable=False) as topo:
-            print(f"\ntopology up in {time.monotonic() - t0:.0f} s: {topo.timings}")
-            load_world(topo, state / "models", devices=DEVICES, sensors=SENSORS, end=END, scoring_hours=HOURS,
-                       reading_seconds=60, seed=13)
-            starts = interval_starts(0, HOURS)
-            topo.api.set_paused(DAG_ID, True)
-            t1 = time.monotonic()
-            b = backfill(topo, starts)
-            topo.api.unpause(DAG_ID)
-            runs = wait_backfill(topo, b["id"], starts, 900)
-            assert {k: r["state"] for k, r in runs.items()} == {k: "success" for k in starts}, runs
-            reference = {begin: interval_blobs(topo, begin) for begin in starts}
-            durations = [ti["duration"] for r in runs.values() for ti in topo.api.all_task_instances(DAG_ID, r["dag_run_id"])
-                         if ti["task_id"] == "score"]
-            print(f"\nreference run: {HOURS} intervals x {TARGETS} targets in {time.monotonic() - t1:.0f} s; "
-                  f"score task durations {min(durations):.1f}..{max(durations):.1f} s")
-            yield topo, reference
-        print("\nfigures:\n" + json.dumps(FIGURES, indent=1, default=str))
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
+    runs = backfill(topo, starts)
+    assert_validated(topo, runs, TARGETS)
+    durations = [ti["duration"] for r in runs.values() for ti in topo.api.all_task_instances(DAG_ID, r["dag_run_id"])
+                 if ti["task_id"] == "score"]
+    print(f"\nreference run: {len(starts)} intervals x {TARGETS} targets in {time.monotonic() - t0:.0f} s; "
+          f"score task durations {min(durations):.1f}..{max(durations):.1f} s")
+    yield {begin: interval_blobs(topo, begin) for begin in starts}
+    print("\nfigures:\n" + json.dumps(FIGURES, indent=1, default=str))
 
 
-def run_with_fault(topology, name: str, first: int, fault, backend: str, timeout: float = 900) -> dict:
+def run_with_fault(topology, reference, name: str, first: int, fault, timeout: float = 900) -> dict:
     """Delete the intervals' outputs, backfill them, run ``fault(topo, starts) -> restart time or None``
-    once the backfill runs, wait, check; returns (and records) the case's figures."""
-    topo, reference = topology
+    once the backfill exists, wait, check; returns (and records) the case's figures."""
+    topo = topology.topo
     starts = interval_starts(first)
     for begin in starts:
         assert delete_interval(topo, begin) > 0
     since = dt.datetime.now(dt.timezone.utc)
-    b = backfill(topo, starts, backend)
-    restarted = fault(topo, starts)
-    runs = wait_backfill(topo, b["id"], starts, timeout)
+    restarted = []
+    runs = backfill(topo, starts, during=lambda: restarted.append(fault(topo, starts)), timeout=timeout)
     finished = max(dt.datetime.fromisoformat(r["end_date"]) for r in runs.values())
     figures = check_case(topo, reference, starts, runs, since)
-    if restarted is not None:
-        figures["recovery s"] = round(finished.timestamp() - restarted, 1)
+    if restarted[0] is not None:
+        figures["recovery s"] = round(finished.timestamp() - restarted[0], 1)
     FIGURES[name] = figures
     print(f"\n{name}: {json.dumps(figures, default=str)}")
     return figures
@@ -204,8 +125,7 @@ def wall_clock(monotonic: float) -> float:
     return time.time() - (time.monotonic() - monotonic)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_sigkill_one_worker_mid_score_then_a_replacement_worker(topology, backend):
+def test_sigkill_one_worker_mid_score_then_a_replacement_worker(topology, reference):
     def fault(topo, starts):
         victim = "worker-1"
         wait_for_running_score(topo, starts, hostname=victim)
@@ -215,45 +135,83 @@ def test_sigkill_one_worker_mid_score_then_a_replacement_worker(topology, backen
         topo.start_worker(victim)
         return wall_clock(restarted)
 
-    figures = run_with_fault(topology, f"SIGKILL worker-1 mid-score [{backend}]", 0, fault, backend)
+    figures = run_with_fault(topology, reference, "SIGKILL worker-1 mid-score [local]", 0, fault)
     assert any("worker-1" in f for f in figures["failed tries"]), figures  # the killed try is on record
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_scheduler_and_api_server_restarted_mid_run(topology, backend):
+def test_scheduler_and_api_server_restarted_mid_run(topology, reference):
     def fault(topo, starts):
         wait_for_running_score(topo, starts)
         restarted = topo.restart(["scheduler", "api-server"])
         topo.wait_healthy()
         return wall_clock(restarted)
 
-    run_with_fault(topology, f"restart scheduler + api-server [{backend}]", 2, fault, backend)
+    run_with_fault(topology, reference, "restart scheduler + api-server [local]", 2, fault)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_scheduler_killed_with_its_workers_and_task_processes(topology, backend):
+def test_scheduler_killed_with_its_workers_and_task_processes(topology, reference):
     def fault(topo, starts):
         wait_for_running_score(topo, starts)
         restarted = topo.restart(["scheduler", *topo.workers], sig=signal.SIGKILL, grace=0)
         return wall_clock(restarted)
 
-    run_with_fault(topology, f"SIGKILL scheduler + both workers [{backend}]", 4, fault, backend)
+    run_with_fault(topology, reference, "SIGKILL scheduler + both workers [local]", 4, fault)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_redis_restarted_mid_run(topology, backend):
+def test_redis_restarted_mid_run(topology, reference):
     def fault(topo, starts):
         wait_for_running_score(topo, starts)
         restarted = topo.restart(["redis"])
         return wall_clock(restarted)
 
-    run_with_fault(topology, f"restart Redis [{backend}]", 6, fault, backend)
+    run_with_fault(topology, reference, "restart Redis [local]", 6, fault)
+
+
+def test_sigkill_one_worker_while_its_azureml_submission_is_in_flight(topology):
+    """Azure ML backend: every job PUT of the two intervals is served at once but answered 20 s late, and
+    worker-1 is killed 3 s into a score task of its own, so a job exists that no Airflow try knows of. The
+    retry must re-attach to it: exactly one job per (interval, unit, model set) in the emulator's ledger."""
+    from batch_scoring.scoring.layout import Interval
+
+    topo, em = topology.topo, topology.em
+    starts = slot("faults-azureml")
+    for begin in starts:
+        em.fault(kind="http", delay=20, method="PUT", count=TARGETS,
+                 path=Interval(begin, begin + dt.timedelta(hours=1)).key.lower())
+    since = dt.datetime.now(dt.timezone.utc)
+    killed = {}
+
+    def fault():
+        victim = "worker-1"
+        [ti, *_] = wait_for_running_score(topo, starts, hostname=victim)
+        time.sleep(3)
+        topo.kill(victim, signal.SIGKILL)
+        topo.procs[victim].wait(30)
+        killed.update(ti=ti, at=time.time())
+        topo.start_worker(victim)
+
+    runs = backfill(topo, starts, backend="azureml", during=fault)
+    assert_validated(topo, runs, TARGETS)
+    groups = assert_one_job_each(em, starts, TARGETS)
+    figures = {"intervals": len(starts), "targets": TARGETS * len(starts), "jobs": len(groups), "duplicates": 0,
+               "task instances": 0, "retries": 0, "failed tries": []}
+    for run in runs.values():
+        tried(topo, run["dag_run_id"], since, figures)
+    finished = max(dt.datetime.fromisoformat(r["end_date"]) for r in runs.values())
+    figures["recovery s"] = round(finished.timestamp() - killed["at"], 1)
+    FIGURES["SIGKILL worker-1 mid-submit [azureml]"] = figures
+    print(f"\nSIGKILL worker-1 mid-submit [azureml]: {json.dumps(figures, default=str)}")
+    assert any("worker-1" in f for f in figures["failed tries"]), figures  # the killed try is on record
+    puts = [r for r in em.requests() if r[0] == "PUT" and any(
+        Interval(b, b + dt.timedelta(hours=1)).key.lower() in r[1] for b in starts) and "/jobs/" in r[1]]
+    assert len(puts) == len(groups), puts  # the retry found the job and did not submit it again
 
 
 RECOVERY_SETTINGS = ["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
                      "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL",
                      "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL", "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD",
-                     "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT", "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT",
+                     "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT", "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL",
+                     "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT",
                      "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD"]
 
 
@@ -262,7 +220,7 @@ def test_recovery_settings_are_airflow_options_and_in_effect(topology):
     topology's processes read the file's values (``airflow config get-value`` fails on an unknown option)."""
     import subprocess
 
-    topo, _ = topology
+    topo = topology.topo
     for key in RECOVERY_SETTINGS:
         assert key in topo.shared, key
         section, option = key.removeprefix("AIRFLOW__").lower().split("__")

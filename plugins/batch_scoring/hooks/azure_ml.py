@@ -132,6 +132,7 @@ class AzureMLHook(BaseHook):
     def __init__(self, azureml_conn_id: str = default_conn_name):
         super().__init__()
         self.azureml_conn_id = azureml_conn_id
+        quiet_sdk_logging()
 
     def _field(self, conn, name: str) -> str | None:
         """Extra ``name`` (or its provider alias), plain or ``extra__azure_ml__``-prefixed; "" counts as unset."""
@@ -335,3 +336,22 @@ class AzureMLHook(BaseHook):
                 return "\n".join(text.splitlines()[-lines:])
         except Exception as exc:  # a missing log must not hide the job's real failure
             return f"(could not fetch the job's log: {type(exc).__name__}: {exc})"
+
+
+#: The loggers that write several lines per Azure ML call at INFO: the SDK's HTTP logging policy (request and
+#: response headers) and azure-identity's token cache ("get_token succeeded").
+SDK_CHATTY_LOGGERS = ("azure.core.pipeline.policies.http_logging_policy", "azure.identity")
+
+
+def quiet_sdk_logging() -> None:
+    """Set :data:`SDK_CHATTY_LOGGERS` to ``$AZURE_HTTP_LOGGING_LEVEL`` (default WARNING), as the provider's
+    ``WasbHook`` does for the first: otherwise every poll of a job writes ~4 INFO lines into the task and
+    trigger logs. An invalid level falls back to WARNING."""
+    import logging
+    import os
+
+    for name in SDK_CHATTY_LOGGERS:
+        try:
+            logging.getLogger(name).setLevel(os.environ.get("AZURE_HTTP_LOGGING_LEVEL", logging.WARNING))
+        except ValueError:
+            logging.getLogger(name).setLevel(logging.WARNING)

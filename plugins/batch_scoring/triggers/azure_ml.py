@@ -59,6 +59,8 @@ class AzureMLJobTrigger(BaseTrigger):
 
         hook = AzureMLHook(self.azureml_conn_id)
         last = None
+        self.log.info("Azure ML job %s: polling every %s s; %s", self.job_name, self.poll_interval,
+                      deadline_text(self.end_time))
         try:
             while True:
                 status = await hook.get_job_status_async(self.job_name)
@@ -77,3 +79,13 @@ class AzureMLJobTrigger(BaseTrigger):
                 "job_status": last,
                 "message": f"polling Azure ML job {self.job_name} failed: {type(exc).__name__}: {exc}",
             })
+
+
+def deadline_text(end_time: float) -> str:
+    """``"deadline 2026-03-02 10:15:00 UTC (absolute: a restarted triggerer keeps it)"`` or ``"no deadline"``
+    for ``end_time`` 0 (epoch seconds)."""
+    from batch_scoring.scoring.times import utc_from_epoch
+
+    if not end_time:
+        return "no deadline"
+    return f"deadline {utc_from_epoch(end_time):%Y-%m-%d %H:%M:%S} UTC (absolute: a restarted triggerer keeps it)"

@@ -92,3 +92,18 @@ def test_trigger_reports_polling_errors_as_events(fake_azureml):
 
     payload = first_event(AzureMLJobTrigger("azure_ml", "no-such-job", 0.01))
     assert payload["status"] == "error" and "ResourceNotFoundError" in payload["message"]
+
+
+def test_the_trigger_logs_its_absolute_deadline_and_a_rebuilt_one_the_same(running):
+    from structlog.testing import capture_logs
+
+    from batch_scoring.triggers.azure_ml import AzureMLJobTrigger, deadline_text
+
+    trigger = AzureMLJobTrigger("azure_ml", "job-1", poll_interval=0.05, end_time=time.time() + 0.3, timeout=0.3)
+    with capture_logs() as logs:
+        first_event(trigger)
+        first_event(rebuild(trigger))
+    lines = [e["event"] % tuple(e.get("positional_args", ())) for e in logs if "deadline" in str(e)]
+    assert len(lines) == 2 and lines[0] == lines[1], lines
+    assert deadline_text(1_900_000_000.5) == "deadline 2030-03-17 17:46:40 UTC (absolute: a restarted triggerer keeps it)"
+    assert deadline_text(0) == "no deadline"
