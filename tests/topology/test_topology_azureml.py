@@ -161,7 +161,7 @@ def test_d_job_stuck_queued_times_out_is_cancelled_and_retried(aml_topology):
     retried = [ti for ti in tis if ti["try_number"] > 1]
     assert len(retried) == 1 and retried[0]["state"] == "success", tis
     log = task_log(topo, runs[starts[0]]["dag_run_id"], "score", retried[0]["map_index"], 1)
-    assert stuck["name"] in log and key in log, log[-3000:]
+    assert f"interval {key}: Azure ML job {stuck['name']} for " in log, log[-3000:]
     print(f"(d) {stuck['name']} Canceled after {QUEUED_TIMEOUT_S} s, {retry['name']} Completed")
 
 

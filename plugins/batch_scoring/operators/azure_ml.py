@@ -284,12 +284,14 @@ class AzureMLScoringJob:
             job = None
         studio_url = getattr(job, "studio_url", None)
         tail = hook.job_log_tail(name)
-        message = (f"Azure ML job {name} for {' '.join(unit)} did not complete: status {status}"
+        from batch_scoring.context import interval_from_context
+
+        message = (f"interval {interval_from_context(context).key}: Azure ML job {name} for {' '.join(unit)} did "
+                   f"not complete: status {status}"
                    f"{' (' + event['message'] + ')' if event.get('message') else ''}; studio: {studio_url}")
         if event.get("status") == "error" and job is not None:
             permanent = self.permanent_failures(context, unit, job)
             if permanent:
-                from batch_scoring.context import interval_from_context
                 from batch_scoring.permanent import way_out
 
                 failed = "; ".join(f"{r['target']}: {r.get('error')}" for r in permanent)

@@ -149,7 +149,7 @@ def test_failed_job_raises_with_status_url_and_log_tail(fake_azureml, aml_world,
         run_deferrable(operator(["dev001/s2"]), context())
     (name,) = fake_azureml.created
     msg = str(err.value)
-    assert f"Azure ML job {name} for dev001/s2 did not complete: status Failed" in msg
+    assert msg.startswith(f"interval {KEY}: Azure ML job {name} for dev001/s2 did not complete: status Failed")
     assert f"studio: https://ml.azure.com/runs/{name}" in msg
     assert "last lines of the job's log" in msg and f"(job {name} produced no output)" in msg
 
@@ -172,7 +172,7 @@ def test_a_job_failed_by_a_bad_model_fails_the_task_at_once_naming_it(fake_azure
     assert isinstance(err.value, AirflowFailException)  # Airflow fails the task without spending retries
     (name,) = fake_azureml.created
     msg = str(err.value)
-    assert f"Azure ML job {name} for dev001/s1 dev001/s2 did not complete: status Failed" in msg
+    assert msg.startswith(f"interval {KEY}: Azure ML job {name} for dev001/s1 dev001/s2 did not complete: status Failed")
     assert f"its receipts: dev001/s2: {cause}: " in msg and "dev001/s1:" not in msg.split("its receipts:")[1]
     assert msg.endswith("retrying cannot fix this, so the task fails without retries: redeploy the model of dev001/s2 "
                         "(blobs models/dev001/s2/model.joblib and manifest.json; e.g. `python -m devstack.deploy_models "
@@ -266,7 +266,8 @@ def test_job_stuck_in_queued_times_out_is_cancelled_and_a_retry_recovers(aml_emu
     from tests.fixtures.aml_emulator import created
 
     aml_emulator.fault(kind="job", stay="Queued")
-    with pytest.raises(AzureMLJobError, match=r"status Queued \(Azure ML job .* still Queued after 3s\)"):
+    with pytest.raises(AzureMLJobError, match=rf"^interval {KEY}: Azure ML job \S+ for \S+ did not complete: status Queued "
+                                              r"\(Azure ML job \S+ still Queued after 3s\)"):
         run_deferrable(operator(timeout_seconds=3), context())
     (name,) = created(aml_emulator)
     assert aml_emulator.ledger()[0]["status"] == "Canceled"
