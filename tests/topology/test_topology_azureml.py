@@ -44,28 +44,34 @@ def test_a_backfill_polled_by_the_triggerer(aml_topology):
     assert re.search(r"[1-9]\d* triggers currently running", topo.log_tail("triggerer", 10**7))
 
 
-def trigger_events(topo: Topology, runs: dict) -> dict[str, str]:
-    """``{trigger log file: event status}`` of the score tasks' deferrals: the triggerer writes each trigger's
-    log beside its task's (``attempt=N.log.trigger.<id>.log``), ending with "Trigger fired event"."""
-    out = {}
+def trigger_logs(topo: Topology, runs: dict) -> dict[str, list[str]]:
+    """``{"<run id>/map_index=N/attempt=K": [text of each trigger log]}`` of the runs' score tasks. The
+    triggerer writes a deferral's log beside its task's, named for the triggerer that ran it
+    (``attempt=K.log.trigger.<triggerer job id>.log``): a trigger resumed by a restarted triggerer has two."""
+    out: dict[str, list[str]] = {}
     for run in runs.values():
         folder = topo.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run['dag_run_id']}" / "task_id=score"
         for path in sorted(folder.glob("map_index=*/attempt=*.log.trigger.*.log")):
-            text = path.read_text(errors="replace")
-            m = re.search(r"Trigger fired event.*?'status': '(\w+)'", text)
-            out[f"{run['dag_run_id']}/{path.relative_to(folder)}"] = m.group(1) if m else "not fired"
+            attempt = path.name.split(".log.trigger.")[0]
+            out.setdefault(f"{run['dag_run_id']}/{path.parent.name}/{attempt}", []).append(
+                path.read_text(errors="replace"))
+    return out
+
+
+def trigger_events(topo: Topology, runs: dict) -> dict[str, str]:
+    """``{task try: status of the event its trigger fired}`` ("not fired" if none of its logs says
+    "Trigger fired event")."""
+    out = {}
+    for key, texts in trigger_logs(topo, runs).items():
+        fired = [m.group(1) for t in texts for m in [re.search(r"Trigger fired event.*?'status': '(\w+)'", t)] if m]
+        out[key] = fired[0] if len(fired) == 1 else f"fired {len(fired)} times" if fired else "not fired"
     return out
 
 
 def trigger_deadlines(topo: Topology, runs: dict) -> dict[str, list[str]]:
-    """``{trigger log file: [deadline logged at each start of the trigger]}`` of the runs' score tasks."""
-    out = {}
-    for run in runs.values():
-        folder = topo.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run['dag_run_id']}" / "task_id=score"
-        for path in sorted(folder.glob("map_index=*/attempt=*.log.trigger.*.log")):
-            out[f"{run['dag_run_id']}/{path.relative_to(folder)}"] = re.findall(
-                r"deadline (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", path.read_text(errors="replace"))
-    return out
+    """``{task try: [the deadline its trigger logged at each start]}``."""
+    return {key: [d for t in texts for d in re.findall(r"deadline (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", t)]
+            for key, texts in trigger_logs(topo, runs).items()}
 
 
 def test_b_triggerer_stopped_while_jobs_are_deferred(aml_topology):
