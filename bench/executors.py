@@ -16,9 +16,11 @@ scheduler cron) and the same fleet (:func:`bench.run.build_world`, same seeds:
 the same aggregates, models and day). Runs are sequential, never concurrent:
 per repetition and mode one run on each topology, the order alternating
 (ABBA: celery-local, local-celery, ...) so a drift of the machine's load falls
-on both alike; one unmeasured-in-the-means warm-up run per topology first. A run is
-:func:`bench.run.run_dag_mode` (trigger, wait, read task instances and the
-collector's manifest). Measured per run: wall and Airflow's start -> end
+on both alike; one warm-up run per topology first (reported, left out of the
+means). A run is :func:`bench.run.run_dag_mode` (trigger, wait, read task
+instances and the collector's manifest); reads of the REST API are retried on
+time-outs (:func:`patient_api`) and a run left by an error is waited for and
+deleted before the next (:func:`clear_runs`). Measured per run: wall and Airflow's start -> end
 (s), CPU-s of the Airflow processes (api-server, scheduler, dag-processor,
 triggerer, workers, with their reaped task processes: ``bench.procs``), CPU-s
 of PostgreSQL + Redis and of Azurite apart, sampled peak RSS of the Airflow
@@ -56,6 +58,39 @@ EXECUTORS = {
 }
 
 
+def patient_api(port: int, password: str):
+    """A :class:`devstack.standalone.AirflowApi` whose reads survive a slow api-server on a loaded machine:
+    a GET that times out (30 s) or finds nothing listening is tried again, up to 10 times, 5 s apart.
+    Writes are not repeated (a timed-out trigger may have created its run: :func:`clear_runs` removes it)."""
+    import urllib.error
+
+    from devstack.standalone import AirflowApi
+
+    class PatientApi(AirflowApi):
+        def _request(self, method, path, body=None, auth=True, attempts=None):
+            for i in range(10):
+                try:
+                    return super()._request(method, path, body, auth, attempts)
+                except urllib.error.HTTPError:
+                    raise
+                except OSError:
+                    if method != "GET" or i == 9:
+                        raise
+                    time.sleep(5)
+
+    return PatientApi(port, password=password, attempts=6)
+
+
+def clear_runs(api, timeout: float = 1800) -> int:
+    """Wait for every run of the DAG to finish, then delete it (the next run reuses the logical date).
+    Returns the number of runs deleted; ``TimeoutError`` after ``timeout`` s per run."""
+    runs = api.dag_runs(DAG_ID)
+    for r in runs:
+        api.wait_for_run(DAG_ID, r["dag_run_id"], timeout, every=2)
+        api.delete_dag_run(DAG_ID, r["dag_run_id"])
+    return len(runs)
+
+
 class Side:
     """One topology of the comparison: its :class:`devstack.topology.Topology`, blob store and fleet folder."""
 
@@ -71,6 +106,7 @@ class Side:
         self.workdir.mkdir()
         self.topo = Topology(self.state, venv, workers=workers, durable=False,
                              overrides={**bench_settings(PARALLELISM), **overrides})
+        self.topo.api = patient_api(self.topo.ports.api, self.topo.secrets["admin_password"])
         self.store = None
 
     def start(self) -> None:
@@ -109,6 +145,9 @@ def measure(side: Side, settings, interval, T: int, mode: str, rep, timeout: flo
     from bench.procs import TreeMeter
 
     side.topo.check_alive()
+    left = clear_runs(side.topo.api)  # a run left by a failed measurement would hold the logical date
+    if left:
+        log(f"{side.name}: {left} run(s) left by an earlier error finished and deleted")
     load1 = os.getloadavg()[0]
     try:
         with TreeMeter(side.service_pids()) as sv:
@@ -157,7 +196,8 @@ def render(results: dict) -> str:
     lines = [
         f"Run {results['started']} to {results.get('ended', '?')} on {results['machine']}; T = {T:,} targets x 288 "
         f"windows; 8 task slots each; {results['repeats']} repetitions + 1 warm-up per executor.",
-        f"Machine load (`uptime`) at the start: {results['uptime_start']}; at the end: {results.get('uptime_end', '?')}.",
+        f"Machine load (`uptime`) at the start: {results['uptime_start']}; at the end: {results.get('uptime_end', '?')}. "
+        f"Kernel `sched_autogroup_enabled`: {results.get('autogroup', '?')}.",
         "",
         "| # | repetition | targets_per_unit | executor | state | wall s | Airflow run s | CPU s Airflow "
         "| CPU s PostgreSQL+Redis | CPU s Azurite | peak RSS MiB Airflow | score tasks | validated | load (1 min) |",
@@ -209,6 +249,13 @@ def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def _autogroup() -> str:
+    """``1``: the kernel shares CPU fairly between sessions (each topology process is one), then between
+    the processes of a session; read for the record, since it weighs on wall times under load."""
+    path = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    return path.read_text().strip() if path.exists() else "n/a"
+
+
 def main(argv=None) -> int:
     """`python -m bench.executors`; returns 0 when every measured run succeeded, else 1."""
     from batch_scoring.scoring.cli import make_parser
@@ -237,7 +284,7 @@ def main(argv=None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     settings, interval, T = get_settings(), Interval(DAY, DAY + dt.timedelta(days=1)), args.targets
     results = {"started": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores, {platform.python_version()}",
-               "uptime_start": _uptime(), "targets": T, "modes": args.modes, "repeats": args.repeats,
+               "uptime_start": _uptime(), "autogroup": _autogroup(), "targets": T, "modes": args.modes, "repeats": args.repeats,
                "sides": {}, "runs": []}
 
     def save():
