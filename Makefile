@@ -12,13 +12,14 @@ PYTEST_ARGS ?=
 # this checkout's code first (a git worktree shares the venv, whose editable install points at another checkout)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup system demo airflow prod-local test test-fast test-slow clean bench
+.PHONY: help setup system demo airflow prod-local test test-fast test-slow clean bench bench-executors
 
 help:
 	@echo "make demo     simulate, aggregate, train, backfill the DAG through Airflow's scheduler, print the report"
 	@echo "make test     the whole test suite (real Airflow, Azurite, SQLite and PostgreSQL over ODBC)"
 	@echo "make airflow  Azurite + airflow standalone on the demo's runs (UI at http://localhost:8080)"
 	@echo "make prod-local  the production topology as local processes (Celery, 2 workers, PostgreSQL, Redis) until Ctrl-C"
+	@echo "make bench-executors  the same fleet through Celery (2 workers) and LocalExecutor, alternated (BENCHMARKS.md)"
 	@echo "make setup    only install: system packages (as root), venv from requirements.lock, Azurite"
 
 setup: system $(VENV)/.installed node_modules/.installed
@@ -79,6 +80,12 @@ test-slow: setup
 # Quick run: make bench BENCH_ARGS="--targets 100 --modes 10 auto"
 bench: setup
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Issue 13: the same fleet through the production topology with CeleryExecutor (2 workers) and with
+# LocalExecutor, runs alternated, in one invocation; writes its section of BENCHMARKS.md (~30 min).
+# Quick run: make bench-executors BENCH_ARGS="--targets 100 --modes auto --repeats 1"
+bench-executors: setup
+	$(PY) -m bench.executors $(BENCH_ARGS)
 
 clean:
 	rm -rf .local

@@ -86,7 +86,7 @@ def build_world(T: int, store, conn_str_sql: str, workdir: Path, settings) -> li
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda p: store.upload_file(settings.models_container, p.relative_to(models).as_posix(), p), files))
     (workdir / "targets.txt").write_text("\n".join(targets) + "\n")
-    log(f"T={T}: {T * 288:,} aggregate rows into SQLite in {t_sql:.1f}s; {len(files)} model files deployed "
+    log(f"T={T}: {T * 288:,} aggregate rows into {conn_str_sql.split(';')[0]} in {t_sql:.1f}s; {len(files)} model files deployed "
         f"({time.perf_counter() - t0:.1f}s in all)")
     return targets
 
@@ -141,14 +141,25 @@ def run_floor(conn_str: str, interval, workdir: Path, azurite_pid: int) -> dict:
     return out
 
 
+def measure_floor(store, conn_str: str, sql_odbc: str, settings, interval, workdir: Path, azurite_pid: int) -> dict:
+    """The floor of a built fleet (:func:`build_world`): snapshot blob written, :func:`run_floor` into its own
+    emptied container, which is deleted afterwards. Returns :func:`run_floor`'s measures (seconds, bytes)."""
+    write_snapshot(store, sql_odbc, settings, interval)
+    store.delete_container(FLOOR_CONTAINER)
+    _ensure_containers(store, [FLOOR_CONTAINER])
+    floor = run_floor(conn_str, interval, workdir, azurite_pid)
+    # Azurite's cost per request grows with the blobs in the account: the DAG runs must start
+    # from the state the floor started from (models + snapshot), not with the floor's output too
+    store.delete_container(FLOOR_CONTAINER)
+    return floor
+
+
 # --- DAG -----------------------------------------------------------------------------
 
-def bench_env(home: Path, sql_odbc: str, conn_str: str, parallelism: int) -> dict:
-    """The Airflow environment of one fleet: daily schedule, no retries, only triggered runs, quick pokes."""
-    from devstack.airflow_env import airflow_env
-
-    env = airflow_env(home, sql_odbc, conn_str, parallelism=parallelism)
-    env.update({
+def bench_settings(parallelism: int) -> dict[str, str]:
+    """What every benchmark sets over a deployment's Airflow settings: daily schedule, no retries, only
+    triggered runs, quick pokes, ``max(16, parallelism)`` task slots per DAG (environment variables)."""
+    return {
         "BATCH_SCORING_SCHEDULE": "0 0 * * *",  # a day: 288 five-minute windows per target
         "BATCH_SCORING_RETRIES": "0",  # a failure shows as a failure, not as a slow run
         "BATCH_SCORING_FRESHNESS_POKE_SECONDS": "5",
@@ -156,16 +167,26 @@ def bench_env(home: Path, sql_odbc: str, conn_str: str, parallelism: int) -> dic
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the runs we trigger
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(max(16, parallelism)),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-    })
+    }
+
+
+def bench_env(home: Path, sql_odbc: str, conn_str: str, parallelism: int) -> dict:
+    """The standalone's Airflow environment of one fleet: ``devstack.airflow_env`` plus :func:`bench_settings`."""
+    from devstack.airflow_env import airflow_env
+
+    env = airflow_env(home, sql_odbc, conn_str, parallelism=parallelism)
+    env.update(bench_settings(parallelism))
     return env
 
 
-def run_dag_mode(api, store, settings, interval, T: int, mode, standalone_pid: int, azurite_pid: int,
+def run_dag_mode(api, store, settings, interval, T: int, mode, airflow_pids, azurite_pid: int,
                  timeout: float) -> dict:
     """One manual run of the DAG over ``interval`` with ``targets_per_unit=mode``; returns its measures.
 
-    Wall and CPU in seconds, RSS in bytes (see the module docstring); the run is
-    deleted afterwards. Raises ``TimeoutError`` if it is not finished after ``timeout`` s.
+    ``airflow_pids``: the root pid of the Airflow processes (the standalone) or a list
+    of them (a topology's components and workers), metered as one tree. Wall and CPU
+    in seconds, RSS in bytes (see the module docstring); the run is deleted
+    afterwards. Raises ``TimeoutError`` if it is not finished after ``timeout`` s.
     """
     from bench.procs import TreeMeter
 
@@ -173,7 +194,8 @@ def run_dag_mode(api, store, settings, interval, T: int, mode, standalone_pid: i
     _ensure_containers(store, [settings.predictions_container])
     run_id = f"bench_T{T}_{mode}_{int(time.time())}"
     conf = {"targets_per_unit": mode if mode == "auto" else int(mode)}
-    with TreeMeter([azurite_pid]) as az, TreeMeter([standalone_pid]) as af:
+    pids = [airflow_pids] if isinstance(airflow_pids, int) else list(airflow_pids)
+    with TreeMeter([azurite_pid]) as az, TreeMeter(pids) as af:
         api.trigger_dag_run(DAG_ID, run_id, interval.start, interval.end, conf)
         run = api.wait_for_run(DAG_ID, run_id, timeout, every=0.5)
     tis = api.all_task_instances(DAG_ID, run_id)
@@ -199,11 +221,11 @@ def _manifest(store, settings, interval):
     return None
 
 
-def idle_cpu(pid: int, seconds: float = 15) -> float:
-    """CPU-seconds per second used by the process tree of ``pid`` over ``seconds`` of waiting."""
+def idle_cpu(pids, seconds: float = 15) -> float:
+    """CPU-seconds per second used by the process tree of ``pids`` (one pid or a list) over ``seconds`` of waiting."""
     from bench.procs import TreeMeter
 
-    with TreeMeter([pid]) as m:
+    with TreeMeter([pids] if isinstance(pids, int) else pids) as m:
         time.sleep(seconds)
     return m.cpu / m.wall
 
@@ -250,12 +272,18 @@ def render(results: dict) -> str:
 
 def write_markdown(results: dict, path: Path) -> None:
     """Replace the text between the ``bench:results`` markers of ``path`` by :func:`render` (file or markers created if missing)."""
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{MARK_BEGIN}\n{MARK_END}\n"
-    if MARK_BEGIN not in text:
-        text += f"\n{MARK_BEGIN}\n{MARK_END}\n"
-    head, rest = text.split(MARK_BEGIN, 1)
-    _, tail = rest.split(MARK_END, 1)
-    path.write_text(f"{head}{MARK_BEGIN}\n{render(results)}\n{MARK_END}{tail}")
+    write_section(path, render(results), MARK_BEGIN, MARK_END)
+
+
+def write_section(path: Path, body: str, begin: str, end: str) -> None:
+    """Replace the text between the markers ``begin`` and ``end`` of ``path`` by ``body`` (file or markers
+    appended if missing)."""
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{begin}\n{end}\n"
+    if begin not in text:
+        text += f"\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{body}\n{end}{tail}")
 
 
 # --- main ----------------------------------------------------------------------------
@@ -304,13 +332,7 @@ def main(argv=None) -> int:
             workdir.mkdir(parents=True)
             sql_odbc = f"Driver=SQLite3;Database={workdir / 'sensors.db'}"
             build_world(T, store, sql_odbc, workdir, settings)
-            write_snapshot(store, sql_odbc, settings, interval)
-            store.delete_container(FLOOR_CONTAINER)
-            _ensure_containers(store, [FLOOR_CONTAINER])
-            floor = run_floor(conn_str, interval, workdir, azurite.pid)
-            # Azurite's cost per request grows with the blobs in the account: the DAG runs must start
-            # from the state the floor started from (models + snapshot), not with the floor's output too
-            store.delete_container(FLOOR_CONTAINER)
+            floor = measure_floor(store, conn_str, sql_odbc, settings, interval, workdir, azurite.pid)
             log(f"T={T}: floor {floor['wall']:.1f}s wall, {floor['cpu']:.1f}s CPU "
                 f"({1000 * floor['wall'] / T:.2f} ms/target; phases {json.dumps({k: round(v, 2) for k, v in floor['phases'].items()})})")
             fleet = {"floor": floor, "dag": []}
