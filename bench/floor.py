@@ -12,7 +12,6 @@ forked from a scheduler that preloaded them. Prints one JSON line.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -21,6 +20,8 @@ T_IMPORT = time.perf_counter()
 
 import pandas as pd  # noqa: E402
 
+from bench.procs import own_usage  # noqa: E402
+
 from batch_scoring.hooks.blob_storage import BlobStore  # noqa: E402
 from batch_scoring.scoring.layout import (SNAPSHOT_FILE, model_blob, model_manifest_blob, prediction_blob,  # noqa: E402
                             prediction_name, receipt_blob, receipt_name, snapshot_blob)
@@ -28,11 +29,6 @@ from batch_scoring.scoring.score import score_targets  # noqa: E402
 from batch_scoring.scoring.cli import make_parser  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - T_IMPORT
-
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def main(argv=None) -> int:
@@ -51,7 +47,7 @@ def main(argv=None) -> int:
     store = BlobStore.from_connection_string(args.connection_string)
     store.ensure_containers([args.out_container])
     phases = {}
-    w0, c0 = time.perf_counter(), _cpu()
+    w0, c0 = time.perf_counter(), own_usage()[0]
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
@@ -72,9 +68,9 @@ def main(argv=None) -> int:
                                 (receipt_blob(args.interval, target), receipt_name(target))):
                 store.upload_file(args.out_container, blob, tmp / "out" / local)
         phases["upload"] = time.perf_counter() - t
-    wall, cpu = time.perf_counter() - w0, _cpu() - c0
+    wall, cpu = time.perf_counter() - w0, own_usage()[0] - c0
     ok = sum(r["status"] == "ok" for r in receipts)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = own_usage()[1]
     print(json.dumps({"targets": len(targets), "ok": ok, "wall": wall, "cpu": cpu, "peak_rss": peak,
                       "import_seconds": IMPORT_SECONDS, "phases": phases}))
     return 0 if ok == len(targets) else 1

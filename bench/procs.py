@@ -13,10 +13,18 @@ process (an over-estimate of physical memory).
 """
 from __future__ import annotations
 
+import resource
 import threading
 import time
 
 import psutil
+
+
+def own_usage() -> tuple[float, int]:
+    """``(CPU seconds, peak RSS bytes)`` of this process so far (``getrusage(RUSAGE_SELF)``: user + system;
+    ``ru_maxrss`` is in KiB on Linux)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_maxrss * 1024
 
 
 def _tree(pid: int) -> list[psutil.Process]:

@@ -5,6 +5,9 @@ For each fleet size T (default 100, 1000, 10000) it builds a synthetic fleet
 into a fresh SQLite database through ``ingest_sim.loads.upsert_aggregates``;
 one real trained model copied per target, deployed to Azurite), then in one run:
 
+* **physical floor**: ``bench/physical.py`` in its own process: the interval's
+  SQL read through the same ODBC path -> every model from local files ->
+  ``score_targets`` -> predictions + receipts to local files (the work itself);
 * **floor**: ``bench/floor.py`` in its own process: snapshot blob -> every
   model -> ``score_targets`` -> every prediction + receipt uploaded, one
   thread, same Azurite;
@@ -154,6 +157,17 @@ def measure_floor(store, conn_str: str, sql_odbc: str, settings, interval, workd
     return floor
 
 
+def run_physical(sql_odbc: str, interval, workdir: Path) -> dict:
+    """Run ``bench.physical`` (SQL read + local models + local files: the work itself) in its own process;
+    returns its JSON line (seconds, bytes). Raises ``RuntimeError`` with the end of its stderr if it fails."""
+    cmd = [sys.executable, "-m", "bench.physical", "--sql-odbc", sql_odbc, "--interval", interval.key,
+           "--targets-file", str(workdir / "targets.txt"), "--models-dir", str(workdir / "models")]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if res.returncode:
+        raise RuntimeError(f"physical floor failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 # --- DAG -----------------------------------------------------------------------------
 
 def bench_settings(parallelism: int) -> dict[str, str]:
@@ -238,24 +252,31 @@ def render(results: dict) -> str:
         f"Run {results['started']} on {results['machine']}; parallelism {results['parallelism']}; "
         f"synthetic fleet, 288 windows per target (one day at 5 minutes).",
         "",
-        "| T | what | state | wall s | ratio to floor | CPU s (Airflow tree) | CPU s Azurite | peak RSS MiB "
-        "| score tasks | mean task s | overhead ms/target (wall) | overhead ms/target (CPU) | validated |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| T | what | state | wall s | ratio to floor | ratio to physical | CPU s (Airflow tree) | CPU s Azurite "
+        "| peak RSS MiB | score tasks | mean task s | overhead ms/target (wall) | overhead ms/target (CPU) | validated |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for T, r in results["fleets"].items():
-        f = r["floor"]
+        f, p = r["floor"], r.get("physical")
+        phys = (lambda wall: f"{wall / p['wall']:.2f}") if p else (lambda wall: "-")
+        if p:
+            lines.append(
+                f"| {int(T):,} | physical floor (SQL read, local models and files; 1 process) | ok {p['ok']} "
+                f"| {p['wall']:.1f} | {p['wall'] / f['wall']:.2f} | 1.00 | {p['cpu']:.1f} (own) | - "
+                f"| {p['peak_rss'] / 2**20:.0f} | - | - | {1000 * p['wall'] / int(T):.2f} per target "
+                f"| {1000 * p['cpu'] / int(T):.2f} per target | - |")
         lines.append(
-            f"| {int(T):,} | floor (1 process, 1 thread) | ok {f['ok']} | {f['wall']:.1f} | 1.00 | {f['cpu']:.1f} (own) "
+            f"| {int(T):,} | floor (1 process, 1 thread) | ok {f['ok']} | {f['wall']:.1f} | 1.00 | {phys(f['wall'])} | {f['cpu']:.1f} (own) "
             f"| {f['azurite_cpu']:.1f} | {f['peak_rss'] / 2**20:.0f} | - | - | {1000 * f['wall'] / int(T):.2f} per target "
             f"| {1000 * f['cpu'] / int(T):.2f} per target | - |"
         )
         for m in r["dag"]:
             if "error" in m:
-                lines.append(f"| {int(T):,} | DAG, targets_per_unit={m['mode']} | error | | | | | | | | | | {m['error'][:80]} |")
+                lines.append(f"| {int(T):,} | DAG, targets_per_unit={m['mode']} | error | | | | | | | | | | | {m['error'][:80]} |")
                 continue
             lines.append(
                 f"| {int(T):,} | DAG, targets_per_unit={m['mode']} | {m['state']} | {m['wall']:.1f} "
-                f"| {m['wall'] / f['wall']:.2f} | {m['cpu']:.1f} | {m['azurite_cpu']:.1f} | {m['peak_rss'] / 2**20:.0f} "
+                f"| {m['wall'] / f['wall']:.2f} | {phys(m['wall'])} | {m['cpu']:.1f} | {m['azurite_cpu']:.1f} | {m['peak_rss'] / 2**20:.0f} "
                 f"| {m['score_tasks']} | {m['score_task_mean'] or 0:.2f} | {1000 * (m['wall'] - f['wall']) / int(T):.1f} "
                 f"| {1000 * (m['cpu'] - f['cpu']) / int(T):.1f} | {m['validated']} |"
             )
@@ -264,6 +285,10 @@ def render(results: dict) -> str:
         f"T={int(T):,}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["floor"]["phases"].items())
         + f" (imports {r['floor']['import_seconds']:.2f}, not counted)"
         for T, r in results["fleets"].items()))
+    lines.append("")
+    lines.append("Physical floor phases (s): " + "; ".join(
+        f"T={int(T):,}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["physical"]["phases"].items())
+        + f" ({r['physical']['rows']:,} aggregate rows)" for T, r in results["fleets"].items() if "physical" in r))
     lines.append("")
     lines.append("Idle CPU of the standalone (scheduler, dag-processor, triggerer, api-server), measured before the runs: "
                  + "; ".join(f"T={int(T):,}: {r['idle_cpu_per_s']:.2f} CPU-s/s" for T, r in results["fleets"].items()))
@@ -335,7 +360,10 @@ def main(argv=None) -> int:
             floor = measure_floor(store, conn_str, sql_odbc, settings, interval, workdir, azurite.pid)
             log(f"T={T}: floor {floor['wall']:.1f}s wall, {floor['cpu']:.1f}s CPU "
                 f"({1000 * floor['wall'] / T:.2f} ms/target; phases {json.dumps({k: round(v, 2) for k, v in floor['phases'].items()})})")
-            fleet = {"floor": floor, "dag": []}
+            physical = run_physical(sql_odbc, interval, workdir)
+            log(f"T={T}: physical floor {physical['wall']:.1f}s wall, {physical['cpu']:.1f}s CPU "
+                f"(phases {json.dumps({k: round(v, 2) for k, v in physical['phases'].items()})})")
+            fleet = {"floor": floor, "physical": physical, "dag": []}
             results["fleets"][str(T)] = fleet
             env = bench_env(workdir / "airflow", sql_odbc, conn_str, args.parallelism)
             with running_standalone(env, af_port, workdir / "standalone.log", DAG_ID) as (proc, api):
