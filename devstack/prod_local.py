@@ -96,7 +96,8 @@ def main(argv=None) -> int:
               f"  DAG          {topo.url}/dags/{DAG_ID}  (grid: runs; a score task's details show its worker as hostname)\n"
               f"  processes    {', '.join(topo.procs)} + PostgreSQL on 127.0.0.1:{topo.ports.postgres}\n"
               + (f"  Azure ML     emulator {em.url}: jobs in {em.state_dir / 'ledger.jsonl'}, their logs in "
-                 f"{em.state_dir / 'jobs'}; waits polled by the triggerer ({topo.log_path('triggerer')})\n" if em else "")
+                 f"{em.state_dir / 'jobs'}; waits polled by the triggerer (in each score task's Logs tab, files "
+                 f"{topo.home / 'logs'}/.../attempt=N.log.trigger.<triggerer id>.log)\n" if em else "")
               +
               f"  Ctrl-C stops them all.\n", flush=True)
         while True:

@@ -355,3 +355,6 @@ def quiet_sdk_logging() -> None:
             logging.getLogger(name).setLevel(os.environ.get("AZURE_HTTP_LOGGING_LEVEL", logging.WARNING))
         except ValueError:
             logging.getLogger(name).setLevel(logging.WARNING)
+    # "Class AutoDeleteSettingSchema: This is an experimental class ..." once per class per job built: about
+    # the SDK's own schema classes, nothing a DAG's user can act on
+    logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)

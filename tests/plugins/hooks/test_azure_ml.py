@@ -277,3 +277,21 @@ def test_wait_for_job_stops_at_the_absolute_end_time(monkeypatch):
                                                   log=lambda *a: None)
     assert event["status"] == "timeout" and event["job_status"] == "Running"
     assert 0.2 <= time.time() - started < 5  # the sleep is cut short at the deadline, not a whole poll interval
+
+
+def test_the_hook_quiets_the_sdks_chatty_loggers(monkeypatch):
+    """Per-request headers and token lines (AZURE_HTTP_LOGGING_LEVEL, default WARNING, as WasbHook) and the SDK's
+    'experimental class' notices (ERROR) stay out of task and trigger logs."""
+    import logging
+
+    from batch_scoring.hooks.azure_ml import SDK_CHATTY_LOGGERS, AzureMLHook
+
+    monkeypatch.delenv("AZURE_HTTP_LOGGING_LEVEL", raising=False)
+    for name in (*SDK_CHATTY_LOGGERS, "azure.ai.ml._utils._experimental"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    AzureMLHook("azure_ml")
+    assert [logging.getLogger(n).level for n in SDK_CHATTY_LOGGERS] == [logging.WARNING] * len(SDK_CHATTY_LOGGERS)
+    assert logging.getLogger("azure.ai.ml._utils._experimental").level == logging.ERROR
+    monkeypatch.setenv("AZURE_HTTP_LOGGING_LEVEL", "DEBUG")
+    AzureMLHook("azure_ml")
+    assert [logging.getLogger(n).level for n in SDK_CHATTY_LOGGERS] == [logging.DEBUG] * len(SDK_CHATTY_LOGGERS)
