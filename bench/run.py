@@ -250,6 +250,7 @@ def render(results: dict) -> str:
     """The markdown of ``results`` (the ``results.json`` shape): a table per fleet and mode, floor phases, idle CPU."""
     lines = [
         f"Run {results['started']} on {results['machine']}; parallelism {results['parallelism']}; "
+        f"aggregates on {results.get('sql', 'sqlite')}; "
         f"synthetic fleet, 288 windows per target (one day at 5 minutes).",
         "",
         "| T | what | state | wall s | ratio to floor | ratio to physical | CPU s (Airflow tree) | CPU s Azurite "
@@ -323,6 +324,8 @@ def main(argv=None) -> int:
     parser.add_argument("--parallelism", type=int, default=4, help="AIRFLOW__CORE__PARALLELISM (4 for 2 cores)")
     parser.add_argument("--run-timeout", type=float, default=3600)
     parser.add_argument("--markdown", type=Path, default=REPO / "BENCHMARKS.md", help="file whose generated section is replaced")
+    parser.add_argument("--sql", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the aggregates database: SQLite file (default) or a throwaway PostgreSQL server, over ODBC")
     parser.add_argument("--no-markdown", action="store_true")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results (default: keep fleet sizes not re-run)")
     parser.add_argument("--render-only", action="store_true", help="only re-render .local/bench/results.json into the markdown")
@@ -345,7 +348,15 @@ def main(argv=None) -> int:
     store = BlobStore.from_connection_string(conn_str)
     settings = get_settings()
     interval = Interval(DAY, DAY + dt.timedelta(days=1))
-    results = {"started": time.strftime("%Y-%m-%d %H:%M"), "parallelism": args.parallelism,
+    pg = None
+    if args.sql == "postgresql":
+        from devstack.postgres import start_postgres
+
+        shutil.rmtree(WORK / "postgres", ignore_errors=True)
+        (WORK / "postgres").mkdir(parents=True)
+        (WORK / "postgres").chmod(0o755)  # the server runs as its own user when we are root
+        pg = start_postgres(WORK / "postgres", services.free_port())
+    results = {"started": time.strftime("%Y-%m-%d %H:%M"), "parallelism": args.parallelism, "sql": args.sql,
                "machine": f"{os.cpu_count()} cores, {platform.python_version()}", "fleets": {}}
     if not args.fresh and (WORK / "results.json").exists():  # keep the fleet sizes this run does not redo
         results["fleets"] = {T: f for T, f in json.loads((WORK / "results.json").read_text())["fleets"].items()
@@ -356,6 +367,11 @@ def main(argv=None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir(parents=True)
             sql_odbc = f"Driver=SQLite3;Database={workdir / 'sensors.db'}"
+            if pg is not None:
+                from devstack.postgres import create_database
+
+                create_database(pg, f"sensors_t{T}")
+                sql_odbc = pg.conn_str(f"sensors_t{T}")
             build_world(T, store, sql_odbc, workdir, settings)
             floor = measure_floor(store, conn_str, sql_odbc, settings, interval, workdir, azurite.pid)
             log(f"T={T}: floor {floor['wall']:.1f}s wall, {floor['cpu']:.1f}s CPU "
@@ -384,6 +400,10 @@ def main(argv=None) -> int:
                     (WORK / "results.json").write_text(json.dumps(results, indent=2))
     finally:
         services.stop(azurite)
+        if pg is not None:
+            from devstack.postgres import stop_postgres
+
+            stop_postgres(pg, "immediate")
         (WORK / "results.json").write_text(json.dumps(results, indent=2))
     print(render(results))
     if not args.no_markdown:
