@@ -47,7 +47,7 @@ print(json.dumps({"datastores": {s.azureml_aggregates_datastore: s.aggregates_co
 """
 
 
-def azureml_env(topo: Topology, backend: str | None = "azureml") -> dict[str, str]:
+def azureml_env(backend: str | None = "azureml") -> dict[str, str]:
     """Deferrable Azure ML waits (polled in the triggerer) and, unless ``backend`` is None, the DAG's default
     backend (``BATCH_SCORING_BACKEND``; a run's ``backend`` param still chooses per run)."""
     return {"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True", "BATCH_SCORING_AZUREML_DEFERRABLE": "true",
@@ -60,7 +60,7 @@ def stage_installed_code(topo: Topology, dest: Path) -> dict:
 
     :raises TopologyError: when the venv's Python fails (its output in the message).
     """
-    env = topo.airflow_env(**azureml_env(topo))
+    env = topo.airflow_env(**azureml_env())
     res = subprocess.run([str(topo.venv / "bin" / "python"), "-c", _STAGE, str(dest)], env=env,
                          capture_output=True, text=True, timeout=120)
     if res.returncode:
@@ -86,7 +86,7 @@ def start_emulator(topo: Topology, step_seconds: float = 0.2, nodes: int = 4,
                             environments=(names["environment"],), computes={names["compute"]: nodes},
                             step_seconds=step_seconds)
     topo.adopt("aml-emulator", em.proc)
-    topo.extra_env.update(azureml_env(topo, backend))
+    topo.extra_env.update(azureml_env(backend))
     topo.extra_env[f"AIRFLOW_CONN_{names['conn_id'].upper()}"] = em.connection_json()
     topo.extra_env["REQUESTS_CA_BUNDLE"] = str(em.ca_bundle)
     return em

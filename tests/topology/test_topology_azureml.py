@@ -29,8 +29,8 @@ UNITS = TARGETS  # one target per unit
 QUEUED_TIMEOUT_S = 60
 
 
-def test_a_backfill_polled_by_the_triggerer(aml_topology):
-    topo, em = aml_topology.topo, aml_topology.em
+def test_a_backfill_polled_by_the_triggerer(topology):
+    topo, em = topology.topo, topology.em
     starts = slot("aml-backfill")
     t0 = time.monotonic()
     runs = backfill(topo, starts, "azureml")
@@ -74,8 +74,8 @@ def trigger_deadlines(topo: Topology, runs: dict) -> dict[str, list[str]]:
             for key, texts in trigger_logs(topo, runs).items()}
 
 
-def test_b_triggerer_stopped_while_jobs_are_deferred(aml_topology):
-    topo, em = aml_topology.topo, aml_topology.em
+def test_b_triggerer_stopped_while_jobs_are_deferred(topology):
+    topo, em = topology.topo, topology.em
     starts = slot("aml-triggerer")
     stopped: dict[str, float] = {}
 
@@ -124,8 +124,8 @@ def test_b_triggerer_stopped_while_jobs_are_deferred(aml_topology):
           f"triggers resumed by the new triggerer with their original deadline: {len(resumed)}")
 
 
-def test_c_throttled_then_recovered(aml_topology):
-    topo, em = aml_topology.topo, aml_topology.em
+def test_c_throttled_then_recovered(topology):
+    topo, em = topology.topo, topology.em
     starts = slot("aml-throttled")
     before = len([r for r in em.requests() if r[2] in (429, 503)])
     em.fault(kind="http", status=429, count=15, retry_after=2)
@@ -139,10 +139,10 @@ def test_c_throttled_then_recovered(aml_topology):
     assert_one_job_each(em, starts, UNITS)
 
 
-def test_d_job_stuck_queued_times_out_is_cancelled_and_retried(aml_topology):
+def test_d_job_stuck_queued_times_out_is_cancelled_and_retried(topology):
     from batch_scoring.scoring.layout import Interval
 
-    topo, em = aml_topology.topo, aml_topology.em
+    topo, em = topology.topo, topology.em
     starts = slot("aml-queued")
     key = Interval(starts[0], starts[0] + dt.timedelta(hours=1)).key
     em.fault(kind="job", stay="Queued", name=key.lower())  # the first of this interval's jobs
@@ -186,9 +186,3 @@ def job_seconds(groups: dict) -> str:
     spans = [(dt.datetime.fromisoformat(j["last_modified_at"]) - dt.datetime.fromisoformat(j["created_at"])).total_seconds()
              for jobs in groups.values() for j in jobs]
     return f"{min(spans):.0f}..{max(spans):.0f} s"
-
-
-@pytest.fixture
-def aml_topology(topology):
-    """The session's topology (``.topo``, ``.em``)."""
-    return topology

@@ -69,12 +69,12 @@ def check_case(topo: Topology, reference, starts, runs, since: dt.datetime) -> d
         blobs = interval_blobs(topo, begin)
         assert set(blobs) == set(reference[begin]), (sorted(blobs), sorted(reference[begin]))
         assert [n for n in blobs if blobs[n] != reference[begin][n]] == [], "bytes differ from the undisturbed run"
-        figures.update(tried(topo, runs[begin]["dag_run_id"], since, figures))
+        add_tries(figures, topo, runs[begin]["dag_run_id"], since)
     return figures
 
 
-def tried(topo: Topology, run_id: str, since: dt.datetime, figures: dict) -> dict:
-    """``figures`` with the run's task instances, retries and failed tries (those started after ``since``) added."""
+def add_tries(figures: dict, topo: Topology, run_id: str, since: dt.datetime) -> None:
+    """Add the run's task instances, retries and failed tries (those started after ``since``) to ``figures``."""
     for ti in topo.api.all_task_instances(DAG_ID, run_id):
         figures["task instances"] += 1
         mine = [t for t in tries(topo, run_id, ti)
@@ -82,7 +82,6 @@ def tried(topo: Topology, run_id: str, since: dt.datetime, figures: dict) -> dic
         figures["retries"] += max(0, len(mine) - 1)
         figures["failed tries"] += [f"{ti['task_id']}[{ti['map_index']}] try {t['try_number']} on {t['hostname']}: "
                                     f"{t['state']}" for t in mine if t["state"] != "success"]
-    return figures
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +195,7 @@ def test_sigkill_one_worker_while_its_azureml_submission_is_in_flight(topology):
     figures = {"intervals": len(starts), "targets": TARGETS * len(starts), "jobs": len(groups), "duplicates": 0,
                "task instances": 0, "retries": 0, "failed tries": []}
     for run in runs.values():
-        tried(topo, run["dag_run_id"], since, figures)
+        add_tries(figures, topo, run["dag_run_id"], since)
     finished = max(dt.datetime.fromisoformat(r["end_date"]) for r in runs.values())
     figures["recovery s"] = round(finished.timestamp() - killed["at"], 1)
     FIGURES["SIGKILL worker-1 mid-submit [azureml]"] = figures
