@@ -40,8 +40,10 @@ def test_a_backfill_polled_by_the_triggerer(topology):
     print(f"(a) job run times (ledger, created to ended): {job_seconds(groups)}")
     fired = trigger_events(topo, runs)
     print(f"(a) jobs: {len(groups)}; trigger events in the triggerer's task logs: {len(fired)}")
+    # Each event is read from a log the triggerer wrote under its own job id (``.log.trigger.<id>.log``): the
+    # waits ran there, not in a worker. (Its once-a-minute "N triggers currently running" line is no proof:
+    # jobs of 16-50 s can start and end between two of them, as one CI run showed.)
     assert sorted(fired.values()) == ["success"] * len(groups), fired
-    assert re.search(r"[1-9]\d* triggers currently running", topo.log_tail("triggerer", 10**7))
 
 
 def trigger_logs(topo: Topology, runs: dict) -> dict[str, list[str]]:
