@@ -215,11 +215,13 @@ def run_dag_mode(api, store, settings, interval, T: int, mode, airflow_pids, azu
     run_id = f"bench_T{T}_{mode}_{int(time.time())}"
     conf = {"targets_per_unit": mode if mode == "auto" else int(mode)}
     pids = [airflow_pids] if isinstance(airflow_pids, int) else list(airflow_pids)
-    with TreeMeter([azurite_pid]) as az, TreeMeter(pids) as af, _requests(requests_log) as req:
-        api.trigger_dag_run(DAG_ID, run_id, interval.start, interval.end, conf)
-        run = api.wait_for_run(DAG_ID, run_id, timeout, every=0.5)
-    tis = api.all_task_instances(DAG_ID, run_id)
-    api.delete_dag_run(DAG_ID, run_id)  # the next mode scores the same interval (one run per logical date)
+    try:
+        with TreeMeter([azurite_pid]) as az, TreeMeter(pids) as af, _requests(requests_log) as req:
+            api.trigger_dag_run(DAG_ID, run_id, interval.start, interval.end, conf)
+            run = api.wait_for_run(DAG_ID, run_id, timeout, every=0.5)
+        tis = api.all_task_instances(DAG_ID, run_id)
+    finally:  # the next mode scores the same interval (one run per logical date): never leave this one behind
+        _end_run(api, run_id)
     score = [t for t in tis if t["task_id"] == "score"]
     durations = [t["duration"] for t in score if t.get("duration") is not None]
     manifest = _manifest(store, settings, interval)
@@ -233,6 +235,17 @@ def run_dag_mode(api, store, settings, interval, T: int, mode, airflow_pids, azu
         "stage_seconds": {t["task_id"]: t.get("duration") for t in tis if t["task_id"] != "score"},
         **({"blob_requests": req.counts} if req is not None else {}),
     }
+
+
+def _end_run(api, run_id: str) -> None:
+    """Mark the run failed if it is still going (its tasks stop) and delete it; best effort, logged."""
+    try:
+        if api.dag_run(DAG_ID, run_id)["state"] not in ("success", "failed"):
+            api.fail_dag_run(DAG_ID, run_id)
+            time.sleep(10)  # let the scheduler stop its running tasks
+        api.delete_dag_run(DAG_ID, run_id)
+    except Exception as exc:  # noqa: BLE001 - the measurement's own error is the one to report
+        log(f"could not end run {run_id}: {type(exc).__name__}: {exc}")
 
 
 def _requests(log_path: Path | None):
