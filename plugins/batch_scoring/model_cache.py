@@ -1,0 +1,252 @@
+"""A worker's cache of the models it loaded, content-addressed by sha256: a unit downloads only new or changed models.
+
+**What changed comes from one listing per run.** The snapshot task already lists
+the models container to plan the run; it now records, for every planned target,
+the versions of its two blobs (``layout.model_listing_blob``: ``device_id``,
+``target``, ``model_version``, ``manifest_version``, rows sorted by device) beside
+the snapshot. A unit reads the row groups of its devices from that one parquet
+(ranged reads, as for the snapshot) and compares them with its cache. Why there and
+not in each unit: a listing costs one request per 5,000 blobs, so per-unit listings
+would cost units × fleet/5,000 requests (20 per unit for a 100,000-blob container);
+recorded once, a run costs the listing it already made, one write, one or two
+reads per unit and two downloads per new or changed model. A unit whose interval
+has no recorded listing (a snapshot written by an earlier release) lists the
+container itself. Consequence: a cached model is used when it is the version the
+run was planned with; a target the listing lacks, or one this worker has not
+cached, is downloaded as before, whatever the blob holds then.
+
+A blob's version is ``md5:<hex>`` (the Content-MD5 Blob Storage records for a blob
+uploaded in one request) or ``etag:<etag>`` for a blob stored without one
+(``BlobStore.list_versions``). An entry records the MD5 of the bytes actually
+downloaded (not the listed one), so a blob rewritten between the listing and the
+download is never cached under the older version; an etag is never reused.
+
+**Layout below the cache folder.** ``objects/<sha256[:2]>/<sha256>``: model bytes,
+named by the sha256 their manifest states (and checked against it).
+``entries/<device>/<sensor>.json``: ``model_version``, ``manifest_version`` and the
+manifest's text, of the target's last model this worker loaded. Both are written
+by ``write_atomic`` (temporary file, then rename), so the worker's processes
+sharing the folder see a whole file or none, and two processes caching the same
+model write the same bytes. An object another process evicted meanwhile is a miss.
+
+**Integrity exactly as before.** Every model still reaches ``scoring.score`` as a
+``model.joblib`` + ``manifest.json`` pair whose sha256 ``load_model`` checks.
+Downloaded bytes go to the unit's folder as they are (a tampered blob fails its
+target as it always did) and are cached only when the model's sha256 equals its
+manifest's. A cached pair is used only when the manifest text's MD5 equals the
+listed one and the object's sha256 equals the manifest's; an object that fails
+(corrupted on disk) is evicted and downloaded again, once, in the same unit.
+
+**Bounded.** After a fill that downloaded, objects beyond ``max_bytes`` are evicted
+least recently used first (a use touches the object's mtime). Entries (about one
+kilobyte per target ever loaded) are not counted; one without its object is a miss.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from batch_scoring.scoring.atomic import write_atomic
+from batch_scoring.scoring.config import parse_target
+from batch_scoring.scoring.layout import model_blob, model_listing_blob, model_manifest_blob, target_path
+
+log = logging.getLogger(__name__)
+
+LISTING_COLUMNS = ("device_id", "target", "model_version", "manifest_version")
+DEFAULT_FOLDER = "batch-scoring-model-cache"  # below tempfile.gettempdir() unless BATCH_SCORING_MODEL_CACHE_DIR
+LISTING_ROW_GROUP = 20_000  # rows sorted by device: a unit's devices sit in one or two row groups
+
+
+def write_model_listing(store, aggregates_container: str, interval, versions: dict[str, str], targets) -> None:
+    """Record each target's blob versions (``versions``: blob name -> version, from ``BlobStore.list_versions``
+    of the models container) in ``aggregates_container``/``model_listing_blob(interval)``; a missing blob's
+    version is null. Raises ``BlobStoreUnavailable`` when storage does not answer."""
+    import pandas as pd
+
+    from batch_scoring.snapshot import frame_to_parquet_bytes
+
+    rows = [(parse_target(t)[0], t, versions.get(model_blob(t)), versions.get(model_manifest_blob(t)))
+            for t in sorted(targets)]
+    frame = pd.DataFrame(rows, columns=list(LISTING_COLUMNS)).astype("string")
+    store.upload_bytes(aggregates_container, model_listing_blob(interval), frame_to_parquet_bytes(frame, LISTING_ROW_GROUP))
+
+
+def unit_model_versions(store, containers, interval, targets: list[str]) -> dict[str, tuple[str | None, str | None]]:
+    """``target -> (model version, manifest version)`` for a unit's targets (``None`` where unknown).
+
+    Read from the listing the snapshot task recorded (only the row groups of the unit's devices); when the
+    interval has none, from one listing of the models container. Raises ``BlobStoreUnavailable`` when
+    storage does not answer, azure's ``HttpResponseError`` or pyarrow's errors for an unreadable listing.
+    """
+    import pyarrow.parquet as pq
+
+    name = model_listing_blob(interval)
+    if store.exists(containers.aggregates, name):
+        devices = sorted({parse_target(t)[0] for t in targets})
+        with store.open_reader(containers.aggregates, name) as fh:
+            table = pq.read_table(fh, filters=[("device_id", "in", devices)]).to_pydict()
+        listed = {t: (m, f) for t, m, f in zip(table["target"], table["model_version"], table["manifest_version"])}
+    else:
+        log.info("no recorded models listing %s/%s: listing %s", containers.aggregates, name, containers.models)
+        versions = store.list_versions(containers.models)
+        listed = {t: (versions.get(model_blob(t)), versions.get(model_manifest_blob(t))) for t in targets}
+    return {t: listed.get(t, (None, None)) for t in targets}
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ModelCache:
+    """The models a worker loaded, in ``root``, at most ``max_bytes`` of model files (0: no cache at all)."""
+
+    def __init__(self, root, max_bytes: int):
+        """``root``: the cache folder (created on first write); ``max_bytes``: the size cap of model files."""
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+
+    @classmethod
+    def from_settings(cls, s=None) -> "ModelCache":
+        """From ``BATCH_SCORING_MODEL_CACHE_DIR`` (empty: ``<system temp>/batch-scoring-model-cache``) and
+        ``BATCH_SCORING_MODEL_CACHE_MAX_BYTES``; raises ``SettingsError`` for refused values."""
+        from batch_scoring.config import settings
+
+        s = s or settings()
+        return cls(s.model_cache_dir or Path(tempfile.gettempdir()) / DEFAULT_FOLDER, s.model_cache_max_bytes)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether models are cached at all (``max_bytes`` > 0)."""
+        return self.max_bytes > 0
+
+    def object_path(self, sha256: str) -> Path:
+        """Where the model whose sha256 is ``sha256`` (64 hex digits) is kept."""
+        return self.root / "objects" / sha256[:2] / sha256
+
+    def entry_path(self, target: str) -> Path:
+        """Where the target's entry (versions and manifest text of its last cached model) is kept."""
+        return self.root / "entries" / f"{target_path(target)}.json"
+
+    def fill(self, store, models_container: str, versions: dict, dest) -> dict[str, int]:
+        """Put each target's ``model.joblib`` and ``manifest.json`` below ``dest`` (the models layout
+        ``scoring.score`` reads), from the cache where the versions match, else downloaded.
+
+        ``versions``: ``target -> (model version, manifest version)`` (``unit_model_versions``). A blob that does
+        not exist is left out (scoring fails its target, naming it). Returns counts: ``cached`` (targets
+        from the cache), ``downloaded`` (targets whose blobs were downloaded) and ``refetched`` (cached
+        models that failed their check, evicted and downloaded). Raises ``BlobStoreUnavailable`` when
+        storage does not answer; never for the cache (an unusable entry or object is a miss).
+        """
+        dest = Path(dest)
+        counts = {"cached": 0, "downloaded": 0, "refetched": 0}
+        misses = []
+        for target, (model_version, manifest_version) in versions.items():
+            hit = self._from_cache(target, model_version, manifest_version, dest, counts) if self.enabled else False
+            if hit:
+                counts["cached"] += 1
+            else:
+                misses.append(target)
+        names = [blob for t in misses for blob in (model_blob(t), model_manifest_blob(t))]
+        data = store.download_many(models_container, names)
+        for target in misses:
+            model, manifest = data[model_blob(target)], data[model_manifest_blob(target)]
+            for blob, content in ((model_blob(target), model), (model_manifest_blob(target), manifest)):
+                if content is not None:
+                    (dest / blob).parent.mkdir(parents=True, exist_ok=True)
+                    (dest / blob).write_bytes(content)
+            if self.enabled and model is not None and manifest is not None:
+                self._remember(target, model, manifest, versions[target])
+        counts["downloaded"] = len(misses)
+        if misses and self.enabled:
+            self.evict()
+        return counts
+
+    def _from_cache(self, target, model_version, manifest_version, dest: Path, counts: dict) -> bool:
+        """Copy the target's cached pair to ``dest`` when it is the listed version and passes its checks."""
+        if model_version is None or manifest_version is None:
+            return False
+        try:
+            entry = json.loads(self.entry_path(target).read_text())
+        except (OSError, ValueError):
+            return False
+        if not isinstance(entry, dict) or (entry.get("model_version"), entry.get("manifest_version")) \
+                != (model_version, manifest_version):
+            return False
+        text = str(entry.get("manifest", "")).encode()
+        if manifest_version.startswith("md5:") and _md5(text) != manifest_version[4:]:
+            log.warning("model cache: the cached manifest of %s does not match its listed MD5: downloading it", target)
+            return False
+        try:
+            sha256 = json.loads(text)["sha256"]
+            obj = self.object_path(sha256)
+            data = obj.read_bytes()
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if _sha256(data) != sha256:
+            log.warning("model cache: %s (model of %s) fails its sha256 check: evicted, downloading it again", obj, target)
+            obj.unlink(missing_ok=True)
+            counts["refetched"] += 1
+            return False
+        os.utime(obj)  # recently used: evicted last
+        for blob, content in ((model_blob(target), data), (model_manifest_blob(target), text)):
+            (dest / blob).parent.mkdir(parents=True, exist_ok=True)
+            (dest / blob).write_bytes(content)
+        return True
+
+    def _remember(self, target: str, model: bytes, manifest: bytes, listed: tuple) -> None:
+        """Cache a downloaded pair whose model matches its manifest's sha256 (anything else is not cached)."""
+        try:
+            sha256 = json.loads(manifest)["sha256"]
+            text = manifest.decode()
+        except (ValueError, KeyError, TypeError):
+            return
+        if not isinstance(sha256, str) or _sha256(model) != sha256:
+            return
+
+        def version(content: bytes, listed_version) -> str:
+            # the bytes' own MD5 unless the listing had only an etag (an etag never names other bytes)
+            if listed_version and listed_version.startswith("etag:"):
+                return listed_version
+            return f"md5:{_md5(content)}"
+
+        obj = self.object_path(sha256)
+        try:
+            if not obj.is_file():
+                write_atomic(obj, model)
+            entry = {"target": target, "model_version": version(model, listed[0]),
+                     "manifest_version": version(manifest, listed[1]), "manifest": text}
+            write_atomic(self.entry_path(target), json.dumps(entry, sort_keys=True).encode())
+        except OSError as exc:  # a full or read-only disk costs downloads, never a target
+            log.warning("model cache: could not cache the model of %s in %s: %s", target, self.root, exc)
+
+    def evict(self) -> int:
+        """Remove the least recently used model files until those left total at most ``max_bytes``; returns
+        how many were removed (files another process removed first are skipped)."""
+        files = []
+        for path in (self.root / "objects").glob("*/*"):
+            if path.name.startswith("."):  # write_atomic's temporary files
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            files.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in files)
+        removed = 0
+        for _, size, path in sorted(files):
+            if total <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+            removed += 1
+        if removed:
+            log.info("model cache %s: evicted %d least recently used model(s), %d bytes kept", self.root, removed, total)
+        return removed
