@@ -31,7 +31,6 @@ from batch_scoring.scoring.times import utc_naive
 INTERVAL_KEY_FORMAT = "%Y%m%dT%H%MZ"
 
 SNAPSHOT_FILE = "aggregates.parquet"
-MODEL_LISTING_FILE = "models.parquet"
 PREDICTION_SUFFIX = ".parquet"
 RECEIPT_SUFFIX = ".receipt.json"
 MANIFEST_FILE = "_manifest.json"
@@ -96,12 +95,6 @@ def target_path(target: str) -> str:
 def snapshot_blob(interval: "Interval | str") -> str:
     """The interval's snapshot of sensor aggregates (one parquet, rows sorted by device)."""
     return f"{_key(interval)}/{SNAPSHOT_FILE}"
-
-
-def model_listing_blob(interval: "Interval | str") -> str:
-    """The models container's listing the snapshot task recorded for the interval's planned targets
-    (one parquet: ``device_id``, ``target``, ``model_version``, ``manifest_version``; rows sorted by device)."""
-    return f"{_key(interval)}/{MODEL_LISTING_FILE}"
 
 
 # --------------------------------------------------------------------------- predictions container

@@ -60,10 +60,10 @@ def score_unit_local(store, containers: Containers, interval: Interval, targets:
         tmp = Path(tmp)
         require_snapshot(store, containers.aggregates, interval)
         models = tmp / "models"
-        # from this worker's cache where the run's listing says a model is unchanged, else downloaded;
+        # from this worker's cache where a listing made now says a model is unchanged, else downloaded;
         # a missing model is left out and fails its target in scoring, by name
         cache = cache if cache is not None else ModelCache.from_settings()
-        counts = cache.fill(store, containers.models, unit_model_versions(store, containers, interval, targets), models)
+        counts = cache.fill(store, containers.models, unit_model_versions(store, containers.models, targets), models)
         log.info("interval %s: %d model(s) from the cache, %d downloaded (%d cached copies failed their check)",
                  interval.key, counts["cached"], counts["downloaded"], counts["refetched"])
         out = tmp / "out"

@@ -1,19 +1,21 @@
 """A worker's cache of the models it loaded, content-addressed by sha256: a unit downloads only new or changed models.
 
-**What changed comes from one listing per run.** The snapshot task already lists
-the models container to plan the run; it now records, for every planned target,
-the versions of its two blobs (``layout.model_listing_blob``: ``device_id``,
-``target``, ``model_version``, ``manifest_version``, rows sorted by device) beside
-the snapshot. A unit reads the row groups of its devices from that one parquet
-(ranged reads, as for the snapshot) and compares them with its cache. Why there and
-not in each unit: a listing costs one request per 5,000 blobs, so per-unit listings
-would cost units × fleet/5,000 requests (20 per unit for a 100,000-blob container);
-recorded once, a run costs the listing it already made, one write, one or two
-reads per unit and two downloads per new or changed model. A unit whose interval
-has no recorded listing (a snapshot written by an earlier release) lists the
-container itself. Consequence: a cached model is used when it is the version the
-run was planned with; a target the listing lacks, or one this worker has not
-cached, is downloaded as before, whatever the blob holds then.
+**What changed comes from a listing, made by the unit when it starts.** A unit
+lists the models container under its own devices' names (``listing_prefixes``)
+and compares each model's two blob versions with its cache. Why the unit and not
+the snapshot task (which lists the container anyway, to plan): a version recorded
+at planning time would let a worker with a warm cache score a model that was
+deleted or replaced after the run was planned, where it must fail its target
+exactly as it always did (tests/reliability/test_model_blob_faults.py); listing
+when the unit starts sees the blobs as a download would. What keeps it cheap:
+units are runs of sorted targets, so a unit's devices share name prefixes, and a
+unit lists at most ``MAX_PREFIXES`` prefixes (each one request per 5,000 blobs
+under it), its exact devices when it has that few. A run then costs one to
+``MAX_PREFIXES`` listing calls per unit, plus one per 5,000 blobs listed (about
+the fleet's blobs / 5,000 over the run, as the snapshot's own listing), plus two
+downloads per new or changed model: per target, nothing. The worst case is a
+whole-container listing per unit (20 calls at 100,000 blobs), for device names
+that share no prefix.
 
 A blob's version is ``md5:<hex>`` (the Content-MD5 Blob Storage records for a blob
 uploaded in one request) or ``etag:<etag>`` for a blob stored without one
@@ -52,49 +54,41 @@ from pathlib import Path
 
 from batch_scoring.scoring.atomic import write_atomic
 from batch_scoring.scoring.config import parse_target
-from batch_scoring.scoring.layout import model_blob, model_listing_blob, model_manifest_blob, target_path
+from batch_scoring.scoring.layout import model_blob, model_manifest_blob, target_path
 
 log = logging.getLogger(__name__)
 
-LISTING_COLUMNS = ("device_id", "target", "model_version", "manifest_version")
 DEFAULT_FOLDER = "batch-scoring-model-cache"  # below tempfile.gettempdir() unless BATCH_SCORING_MODEL_CACHE_DIR
-LISTING_ROW_GROUP = 20_000  # rows sorted by device: a unit's devices sit in one or two row groups
+MAX_PREFIXES = 8  # at most this many listing prefixes per unit (each at least one request); see listing_prefixes
 
 
-def write_model_listing(store, aggregates_container: str, interval, versions: dict[str, str], targets) -> None:
-    """Record each target's blob versions (``versions``: blob name -> version, from ``BlobStore.list_versions``
-    of the models container) in ``aggregates_container``/``model_listing_blob(interval)``; a missing blob's
-    version is null. Raises ``BlobStoreUnavailable`` when storage does not answer."""
-    import pandas as pd
+def listing_prefixes(devices, max_prefixes: int = MAX_PREFIXES) -> list[str]:
+    """The blob-name prefixes a unit lists to see every model of ``devices``: ``<device>/`` each when there are
+    at most ``max_prefixes`` devices, else the longest shared name starts (all of the same length) that number
+    at most ``max_prefixes`` (``[""]``, the whole container, when even one character splits them further)."""
+    devices = sorted(set(devices))
+    if len(devices) <= max_prefixes:
+        return [f"{d}/" for d in devices]
+    best, depth = [""], 0
+    while True:
+        depth += 1
+        prefixes = sorted({d[:depth] if len(d) >= depth else f"{d}/" for d in devices})
+        if len(prefixes) > max_prefixes:
+            return best
+        best = prefixes
 
-    from batch_scoring.snapshot import frame_to_parquet_bytes
 
-    rows = [(parse_target(t)[0], t, versions.get(model_blob(t)), versions.get(model_manifest_blob(t)))
-            for t in sorted(targets)]
-    frame = pd.DataFrame(rows, columns=list(LISTING_COLUMNS)).astype("string")
-    store.upload_bytes(aggregates_container, model_listing_blob(interval), frame_to_parquet_bytes(frame, LISTING_ROW_GROUP))
+def unit_model_versions(store, models_container: str, targets: list[str]) -> dict[str, tuple[str | None, str | None]]:
+    """``target -> (model blob version, manifest blob version)`` (``None`` for a blob that does not exist), from
+    listings of ``models_container`` under ``listing_prefixes`` of the targets' devices, made in parallel.
 
-
-def unit_model_versions(store, containers, interval, targets: list[str]) -> dict[str, tuple[str | None, str | None]]:
-    """``target -> (model version, manifest version)`` for a unit's targets (``None`` where unknown).
-
-    Read from the listing the snapshot task recorded (only the row groups of the unit's devices); when the
-    interval has none, from one listing of the models container. Raises ``BlobStoreUnavailable`` when
-    storage does not answer, azure's ``HttpResponseError`` or pyarrow's errors for an unreadable listing.
+    Raises ``BlobStoreUnavailable`` when storage does not answer.
     """
-    import pyarrow.parquet as pq
-
-    name = model_listing_blob(interval)
-    if store.exists(containers.aggregates, name):
-        devices = sorted({parse_target(t)[0] for t in targets})
-        with store.open_reader(containers.aggregates, name) as fh:
-            table = pq.read_table(fh, filters=[("device_id", "in", devices)]).to_pydict()
-        listed = {t: (m, f) for t, m, f in zip(table["target"], table["model_version"], table["manifest_version"])}
-    else:
-        log.info("no recorded models listing %s/%s: listing %s", containers.aggregates, name, containers.models)
-        versions = store.list_versions(containers.models)
-        listed = {t: (versions.get(model_blob(t)), versions.get(model_manifest_blob(t))) for t in targets}
-    return {t: listed.get(t, (None, None)) for t in targets}
+    prefixes = listing_prefixes(parse_target(t)[0] for t in targets)
+    versions = {}
+    for part in store.parallel(lambda prefix: store.list_versions(models_container, prefix), prefixes):
+        versions.update(part)
+    return {t: (versions.get(model_blob(t)), versions.get(model_manifest_blob(t))) for t in targets}
 
 
 def _md5(data: bytes) -> str:
@@ -139,7 +133,8 @@ class ModelCache:
         """Put each target's ``model.joblib`` and ``manifest.json`` below ``dest`` (the models layout
         ``scoring.score`` reads), from the cache where the versions match, else downloaded.
 
-        ``versions``: ``target -> (model version, manifest version)`` (``unit_model_versions``). A blob that does
+        ``versions``: ``target -> (model version, manifest version)`` (``unit_model_versions``; ``None``: unknown,
+        downloaded). A blob that does
         not exist is left out (scoring fails its target, naming it). Returns counts: ``cached`` (targets
         from the cache), ``downloaded`` (targets whose blobs were downloaded) and ``refetched`` (cached
         models that failed their check, evicted and downloaded). Raises ``BlobStoreUnavailable`` when

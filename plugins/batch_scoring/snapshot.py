@@ -14,7 +14,6 @@ from batch_scoring.scoring.layout import Interval, model_manifest_target, snapsh
 
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 from batch_scoring.late_data import interval_revised_at
-from batch_scoring.model_cache import write_model_listing
 from batch_scoring.units import chunk
 
 log = logging.getLogger(__name__)
@@ -40,9 +39,7 @@ def model_targets(store, models_container: str) -> list[str]:
 def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per_unit: int = 1) -> dict:
     """Export the interval's aggregates once to blob and decide what gets scored.
 
-    Also records the versions of the planned targets' model blobs from the same listing that finds the
-    deployed models (``model_cache.write_model_listing``), so units learn which models changed without
-    listing the container again. Returns the plan the rest of the run follows: ``interval`` (key), ``aggregates_revised_at`` (ISO text of
+    Returns the plan the rest of the run follows: ``interval`` (key), ``aggregates_revised_at`` (ISO text of
     the latest late-data revision, or None), ``targets`` (sorted: have data and a model), ``skipped``
     (target -> reason) and ``units`` (the targets in lists of ``targets_per_unit``). Raises
     ``PermanentPipelineError`` (retrying cannot fix it) naming every target and window when the aggregates
@@ -65,10 +62,8 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     store.upload_bytes(settings.aggregates_container, snapshot_blob(interval),
                        frame_to_parquet_bytes(frame, SNAPSHOT_ROW_GROUP))
     with_data = {target_name(d, s) for d, s in frame[["device_id", "sensor_id"]].drop_duplicates().itertuples(index=False)}
-    versions = store.list_versions(settings.models_container)  # one listing: plans the run, feeds the model caches
-    with_model = {t for t in map(model_manifest_target, versions) if t is not None}
+    with_model = set(model_targets(store, settings.models_container))
     targets = sorted(with_data & with_model)
-    write_model_listing(store, settings.aggregates_container, interval, versions, targets)
     skipped = {t: "no model deployed" for t in sorted(with_data - with_model)}
     skipped.update({t: "no aggregates in the interval" for t in sorted(with_model - with_data)})
     revised_at = interval_revised_at(sql_conn, interval.start, interval.end)

@@ -13,7 +13,7 @@ import pytest
 from batch_scoring.config import Containers, Settings, settings
 from batch_scoring.errors import PermanentPipelineError
 from batch_scoring.local_backend import score_unit_local
-from batch_scoring.model_cache import ModelCache, unit_model_versions, write_model_listing
+from batch_scoring.model_cache import ModelCache, listing_prefixes, unit_model_versions
 from batch_scoring.scoring.layout import Interval
 
 HISTORY = ("2026-03-01 00:00", "2026-03-01 06:00")
@@ -86,11 +86,6 @@ def world(blob_conn_str, blob_store, trained, tmp_path):
     return w
 
 
-def record_listing(store, interval, targets):
-    """What the snapshot task records: one listing of the models container, kept for the planned targets."""
-    write_model_listing(store, "aggregates", interval, store.list_versions("models"), targets)
-
-
 def predictions(store, interval, target) -> pd.DataFrame:
     import io
 
@@ -102,20 +97,18 @@ def manifest(folder: Path, target: str) -> dict:
 
 
 def test_a_second_unit_with_the_same_models_downloads_no_model_blob(world):
-    for interval in (FIRST, SECOND):
-        record_listing(world.store, interval, world.targets)
     world.requests.seen.clear()
     first = score_unit_local(world.store, CONTAINERS, FIRST, world.targets, cache=world.cache)
     assert world.requests.model_downloads() == sorted(f"{t}/{f}" for t in world.targets
                                                       for f in ("manifest.json", "model.joblib"))
-    assert world.requests.listings("models") == 0  # the recorded listing said what is deployed
+    assert world.requests.listings("models") == 2  # one per device: dev001/ and dev002/
     objects = sorted(p.name for p in (world.cache.root / "objects").glob("*/*"))
     assert objects == sorted(manifest(world.models, t)["sha256"] for t in world.targets)
     before = {t: predictions(world.store, FIRST, t) for t in world.targets}
 
     world.requests.seen.clear()
     second = score_unit_local(world.store, CONTAINERS, SECOND, world.targets, cache=world.cache)
-    assert world.requests.model_downloads() == [] and world.requests.listings("models") == 0
+    assert world.requests.model_downloads() == [] and world.requests.listings("models") == 2
     assert [r["model_sha256"] for r in second] == [r["model_sha256"] for r in first] \
         == [manifest(world.models, t)["sha256"] for t in world.targets]
     # and a rerun of the first interval from the cache writes the bytes the downloaded models wrote
@@ -125,21 +118,23 @@ def test_a_second_unit_with_the_same_models_downloads_no_model_blob(world):
         pd.testing.assert_frame_equal(predictions(world.store, FIRST, t), before[t])
 
 
-def test_without_a_recorded_listing_a_unit_lists_the_container_once(world):
-    score_unit_local(world.store, CONTAINERS, FIRST, world.targets[:2], cache=world.cache)
-    world.requests.seen.clear()
-    score_unit_local(world.store, CONTAINERS, SECOND, world.targets[:2], cache=world.cache)
-    assert world.requests.listings("models") == 1 and world.requests.model_downloads() == []
+def test_a_unit_lists_its_own_devices_or_their_shared_name_starts():
+    assert listing_prefixes(["dev002", "dev001", "dev001"]) == ["dev001/", "dev002/"]
+    fleet = [f"dev{n:05d}" for n in range(1, 1251)]
+    assert listing_prefixes(fleet) == ["dev00", "dev01"]  # 1,250 devices: two listings, ~2,000 devices' blobs
+    assert listing_prefixes([f"dev{n:05d}" for n in range(9990, 10011)]) == ["dev0999", "dev1000", "dev1001"]
+    assert listing_prefixes(["a1", "b2", "c3", "d4", "e5", "f6", "g7", "h8", "i9"]) == [""]  # no shared start
+    assert listing_prefixes(["ab", "ab1", "ab2", "ab3", "ab4", "ab5", "ab6", "ab7", "ab8"], 8) == ["ab"]
+    for devices in (fleet, ["ab", "ab1", "ab2", "ab3", "ab4", "ab5", "ab6", "ab7", "ab8"]):  # every device covered
+        assert all(any(f"{d}/".startswith(p) for p in listing_prefixes(devices)) for d in devices)
 
 
 def test_a_changed_model_is_downloaded_and_scored_with_its_new_sha256(world):
-    record_listing(world.store, FIRST, world.targets)
     score_unit_local(world.store, CONTAINERS, FIRST, world.targets, cache=world.cache)
     changed = world.targets[0]
     world.store.upload_folder("models", changed, world.retrained / changed)  # redeployed: new bytes, new sha256
     new_sha = manifest(world.retrained, changed)["sha256"]
     assert new_sha != manifest(world.models, changed)["sha256"]
-    record_listing(world.store, SECOND, world.targets)
     world.requests.seen.clear()
     receipts = score_unit_local(world.store, CONTAINERS, SECOND, world.targets, cache=world.cache)
     assert world.requests.model_downloads() == [f"{changed}/manifest.json", f"{changed}/model.joblib"]
@@ -151,7 +146,6 @@ def test_a_changed_model_is_downloaded_and_scored_with_its_new_sha256(world):
 
 
 def test_a_corrupted_cached_model_is_evicted_and_downloaded_again(world):
-    record_listing(world.store, FIRST, world.targets)
     score_unit_local(world.store, CONTAINERS, FIRST, world.targets, cache=world.cache)
     target = world.targets[1]
     sha = manifest(world.models, target)["sha256"]
@@ -165,12 +159,10 @@ def test_a_corrupted_cached_model_is_evicted_and_downloaded_again(world):
 
 
 def test_a_tampered_blob_still_fails_its_target_and_is_not_cached(world):
-    record_listing(world.store, FIRST, world.targets)
     score_unit_local(world.store, CONTAINERS, FIRST, world.targets, cache=world.cache)
     target = world.targets[0]
     good = (world.models / target / "model.joblib").read_bytes()
     world.store.upload_bytes("models", f"{target}/model.joblib", good[: len(good) // 2])
-    record_listing(world.store, SECOND, world.targets)  # the next run's listing sees the new bytes
     with pytest.raises(PermanentPipelineError, match=rf"{target}: ModelIntegrityError: model for target {target} "
                                                      rf"failed its integrity check: models/{target}/model.joblib"):
         score_unit_local(world.store, CONTAINERS, SECOND, world.targets, cache=world.cache)
@@ -180,17 +172,15 @@ def test_a_tampered_blob_still_fails_its_target_and_is_not_cached(world):
     assert entry["model_version"] == f"md5:{hashlib.md5(good).hexdigest()}"
     # redeployed intact: the cache serves it again without a download
     world.store.upload_bytes("models", f"{target}/model.joblib", good)
-    record_listing(world.store, SECOND, world.targets)
     world.requests.seen.clear()
     score_unit_local(world.store, CONTAINERS, SECOND, world.targets, cache=world.cache)
     assert world.requests.model_downloads() == []
 
 
 def test_the_cap_evicts_the_least_recently_used_models(world, tmp_path):
-    record_listing(world.store, FIRST, world.targets)
     size = len((world.models / world.targets[0] / "model.joblib").read_bytes())
     cache = ModelCache(tmp_path / "small", max_bytes=int(size * 2.5))  # room for two models
-    versions = unit_model_versions(world.store, CONTAINERS, FIRST, world.targets)
+    versions = unit_model_versions(world.store, "models", world.targets)
     cache.fill(world.store, "models", {t: versions[t] for t in world.targets[:2]}, tmp_path / "a")
     cache.fill(world.store, "models", {t: versions[t] for t in world.targets[2:3]}, tmp_path / "b")
     kept = {p.name for p in (cache.root / "objects").glob("*/*")}
@@ -202,7 +192,6 @@ def test_the_cap_evicts_the_least_recently_used_models(world, tmp_path):
 
 
 def test_a_cache_of_zero_bytes_downloads_every_time_and_writes_nothing(world, tmp_path):
-    record_listing(world.store, FIRST, world.targets)
     cache = ModelCache(tmp_path / "off", max_bytes=0)
     for interval in (FIRST, FIRST):
         world.requests.seen.clear()
@@ -238,8 +227,7 @@ def _fill_rounds(conn_str: str, root: str, max_bytes: int, versions: dict, dest:
 def test_two_processes_filling_one_cache_end_with_correct_files(world, blob_conn_str, tmp_path):
     from batch_scoring.scoring.model_store import load_model
 
-    record_listing(world.store, FIRST, world.targets)
-    versions = unit_model_versions(world.store, CONTAINERS, FIRST, world.targets)
+    versions = unit_model_versions(world.store, "models", world.targets)
     size = len((world.models / world.targets[0] / "model.joblib").read_bytes())
     root, rounds = tmp_path / "shared", 6
     ctx = multiprocessing.get_context("spawn")
