@@ -25,8 +25,8 @@ download is never cached under the older version; an etag is never reused.
 
 **Layout below the cache folder.** ``objects/<sha256[:2]>/<sha256>``: model bytes,
 named by the sha256 their manifest states (and checked against it).
-``entries/<device>/<sensor>.json``: ``model_version``, ``manifest_version`` and the
-manifest's text, of the target's last model this worker loaded. Both are written
+``entries/<device>/<sensor>.json``: ``model_version``, ``manifest_version``, the
+manifest's text and its MD5, of the target's last model this worker loaded. Both are written
 by ``write_atomic`` (temporary file, then rename), so the worker's processes
 sharing the folder see a whole file or none, and two processes caching the same
 model write the same bytes. An object another process evicted meanwhile is a miss.
@@ -36,7 +36,8 @@ model write the same bytes. An object another process evicted meanwhile is a mis
 Downloaded bytes go to the unit's folder as they are (a tampered blob fails its
 target as it always did) and are cached only when the model's sha256 equals its
 manifest's. A cached pair is used only when the manifest text's MD5 equals the
-listed one and the object's sha256 equals the manifest's; an object that fails
+listed one (or, for a blob listed by etag, the recorded one) and the object's
+sha256 equals the manifest's; an object that fails
 (corrupted on disk) is evicted and downloaded again, once, in the same unit.
 
 **Bounded.** After a fill that downloaded, objects beyond ``max_bytes`` are evicted
@@ -49,6 +50,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -122,7 +124,10 @@ class ModelCache:
         return self.max_bytes > 0
 
     def object_path(self, sha256: str) -> Path:
-        """Where the model whose sha256 is ``sha256`` (64 hex digits) is kept."""
+        """Where the model whose sha256 is ``sha256`` is kept; ``ValueError`` unless it is 64 lowercase hex digits
+        (a manifest's text never becomes a path)."""
+        if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.root / "objects" / sha256[:2] / sha256
 
     def entry_path(self, target: str) -> Path:
@@ -133,9 +138,9 @@ class ModelCache:
         """Put each target's ``model.joblib`` and ``manifest.json`` below ``dest`` (the models layout
         ``scoring.score`` reads), from the cache where the versions match, else downloaded.
 
-        ``versions``: ``target -> (model version, manifest version)`` (``unit_model_versions``; ``None``: unknown,
-        downloaded). A blob that does
-        not exist is left out (scoring fails its target, naming it). Returns counts: ``cached`` (targets
+        ``versions``: ``target -> (model version, manifest version)`` (``unit_model_versions``; ``None``:
+        unknown, downloaded). A blob that does not exist is left out (scoring fails its target, naming it).
+        Returns counts: ``cached`` (targets
         from the cache), ``downloaded`` (targets whose blobs were downloaded) and ``refetched`` (cached
         models that failed their check, evicted and downloaded). Raises ``BlobStoreUnavailable`` when
         storage does not answer; never for the cache (an unusable entry or object is a miss).
@@ -176,8 +181,9 @@ class ModelCache:
                 != (model_version, manifest_version):
             return False
         text = str(entry.get("manifest", "")).encode()
-        if manifest_version.startswith("md5:") and _md5(text) != manifest_version[4:]:
-            log.warning("model cache: the cached manifest of %s does not match its listed MD5: downloading it", target)
+        listed_md5 = manifest_version[4:] if manifest_version.startswith("md5:") else entry.get("manifest_md5")
+        if _md5(text) != listed_md5:
+            log.warning("model cache: the cached manifest of %s does not match its MD5: downloading it", target)
             return False
         try:
             sha256 = json.loads(text)["sha256"]
@@ -190,7 +196,10 @@ class ModelCache:
             obj.unlink(missing_ok=True)
             counts["refetched"] += 1
             return False
-        os.utime(obj)  # recently used: evicted last
+        try:
+            os.utime(obj)  # recently used: evicted last
+        except OSError:  # evicted by another process since it was read: the bytes read are whole and checked
+            pass
         for blob, content in ((model_blob(target), data), (model_manifest_blob(target), text)):
             (dest / blob).parent.mkdir(parents=True, exist_ok=True)
             (dest / blob).write_bytes(content)
@@ -217,7 +226,8 @@ class ModelCache:
             if not obj.is_file():
                 write_atomic(obj, model)
             entry = {"target": target, "model_version": version(model, listed[0]),
-                     "manifest_version": version(manifest, listed[1]), "manifest": text}
+                     "manifest_version": version(manifest, listed[1]), "manifest": text,
+                     "manifest_md5": _md5(manifest)}
             write_atomic(self.entry_path(target), json.dumps(entry, sort_keys=True).encode())
         except OSError as exc:  # a full or read-only disk costs downloads, never a target
             log.warning("model cache: could not cache the model of %s in %s: %s", target, self.root, exc)

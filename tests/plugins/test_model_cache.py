@@ -158,6 +158,31 @@ def test_a_corrupted_cached_model_is_evicted_and_downloaded_again(world):
     assert world.cache.object_path(sha).read_bytes() == good
 
 
+def test_a_cached_manifest_edited_on_disk_is_not_used(world):
+    score_unit_local(world.store, CONTAINERS, FIRST, world.targets, cache=world.cache)
+    target = world.targets[0]
+    path = world.cache.entry_path(target)
+    entry = json.loads(path.read_text())
+    entry["manifest"] = entry["manifest"].replace('"threshold"', '"threshold_"')  # still JSON, same sha256
+    path.write_text(json.dumps(entry))
+    world.requests.seen.clear()
+    receipts = score_unit_local(world.store, CONTAINERS, FIRST, world.targets, cache=world.cache)
+    assert all(r["status"] == "ok" for r in receipts)
+    assert world.requests.model_downloads() == [f"{target}/manifest.json", f"{target}/model.joblib"]
+    assert json.loads(path.read_text())["manifest"] == (world.models / target / "manifest.json").read_text()
+
+
+def test_blobs_listed_by_etag_are_cached_by_etag(world, tmp_path):
+    target = world.targets[0]
+    world.requests.seen.clear()
+    for n, listed in enumerate([("etag:1", "etag:2"), ("etag:1", "etag:2"), ("etag:3", "etag:2")]):
+        counts = world.cache.fill(world.store, "models", {target: listed}, tmp_path / str(n))
+        assert (tmp_path / str(n) / target / "model.joblib").read_bytes() == \
+            (world.models / target / "model.joblib").read_bytes()
+        assert counts["cached"] == (1 if n == 1 else 0)
+    assert len(world.requests.model_downloads()) == 4
+
+
 def test_a_tampered_blob_still_fails_its_target_and_is_not_cached(world):
     score_unit_local(world.store, CONTAINERS, FIRST, world.targets, cache=world.cache)
     target = world.targets[0]
