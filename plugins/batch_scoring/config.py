@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     ``azureml``), Airflow connection ids, the three blob containers, the
     freshness sensor's poke interval and timeout (seconds), the late-data
     lookback (days), retries and their delay (seconds), ``max_active_runs``,
-    the costs ``targets_per_unit="auto"`` plans for (``auto_*``) and the Azure ML job's settings (compute, environment, code,
+    the costs ``targets_per_unit="auto"`` plans for (``auto_*``), the local backend's model cache (folder, size cap
+    in bytes) and the Azure ML job's settings (compute, environment, code,
     datastores, experiment, poll interval and timeout in seconds, deferrable,
     job generation). Each field's ``description`` says what it accepts.
     Building it raises ``SettingsError`` (a ``ValueError``) listing every
@@ -116,6 +117,10 @@ class Settings(BaseSettings):
     auto_target_seconds: float = _accepts("a number of seconds > 0", default=0.025, gt=0, allow_inf_nan=False)
     # A failed unit is retried whole: auto keeps one unit's modelled time under this.
     auto_max_unit_seconds: float = _accepts("a number of seconds > 0", default=900.0, gt=0, allow_inf_nan=False)
+    # Local backend: the worker's cache of models by sha256 (batch_scoring.model_cache); "" = <system temp>/batch-scoring-model-cache.
+    model_cache_dir: str = _accepts("a folder path (empty: a folder under the system temp dir)", default="")
+    # Least recently used models are evicted above this size; 0 turns the cache off (every unit downloads its models).
+    model_cache_max_bytes: int = _accepts("a whole number of bytes >= 0 (0 = no cache)", default=2 * 1024 ** 3, ge=0)
     # --- Azure ML backend (BATCH_SCORING_BACKEND=azureml); see docs/azure_ml.md ------------
     azureml_conn_id: str = _accepts(_CONN_ID, default="azure_ml", pattern=_NO_SPACES)
     azureml_compute: str = _accepts(_NAME, default="cpu-scoring", pattern=_NO_SPACES)

@@ -53,6 +53,7 @@ BAD = [  # (variable, value, what the message says it expects)
     ("BLOB_CONN_ID", "sensor blob", "an Airflow connection id (non-empty, no spaces)"),
     ("DAG_ID", "batch scoring", "an Airflow DAG id"),
     ("AZUREML_COMPUTE", "", "a non-empty name (no spaces)"),
+    ("MODEL_CACHE_MAX_BYTES", "2GB", "a whole number of bytes >= 0 (0 = no cache)"),
 ]
 
 
@@ -68,7 +69,8 @@ def test_defaults_are_the_ones_read_before():
     s = settings()
     assert {k: getattr(s, k) for k in DEFAULTS} == DEFAULTS
     assert s.containers == ("aggregates", "models", "predictions")
-    assert set(Settings.model_fields) == set(DEFAULTS) | {"azureml_deferrable"}
+    assert (s.model_cache_dir, s.model_cache_max_bytes) == ("", 2 * 1024 ** 3)  # issue 14: the model cache
+    assert set(Settings.model_fields) == set(DEFAULTS) | {"azureml_deferrable", "model_cache_dir", "model_cache_max_bytes"}
 
 
 @pytest.mark.parametrize("name, value, expects", BAD, ids=[f"{n}={v[:12]!r}" for n, v, _ in BAD])
