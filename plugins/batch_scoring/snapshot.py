@@ -103,7 +103,7 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     problems: dict[str, list[str]] = {}
     with_data: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="snapshot-") as tmp:
-        path = Path(tmp) / "aggregates.parquet"
+        path = Path(tmp) / "snapshot.parquet"
         writer = RowGroupWriter(path, SNAPSHOT_ROW_GROUP)
         for frame, found in stream_interval_aggregates(sql_conn, interval.start, interval.end, batch_rows=batch_rows):
             problems.update(found)
