@@ -6,7 +6,7 @@
   ``make bench``) into a fresh schema, creates the containers (no models deployed: the step's
   model listing is then one empty listing), writes ``DIR/world.json`` (``sql_odbc``, ``blob``,
   ``interval``) and serves until SIGTERM / Ctrl-C, then stops what it started.
-``python -m bench.snapshot_step measure --world DIR/world.json``
+``python -m bench.snapshot_step measure --world DIR/world.json [--odbc-extra 'UseDeclareFetch=1;Fetch=10000']``
   runs the production step once (``batch_scoring.snapshot.snapshot_interval``: the SQL read, the
   structural checks, the parquet snapshot uploaded to Azurite, the plan) and prints one JSON line:
   ``wall`` and ``cpu`` (seconds, the step only), ``peak_rss`` (bytes, the whole process,
@@ -33,8 +33,12 @@ from bench.procs import own_usage  # noqa: E402
 DAY = dt.datetime(2026, 1, 1)
 
 
-def measure(world: dict) -> dict:
-    """One ``snapshot_interval`` of ``world`` (the JSON :func:`serve_world` wrote); returns the JSON line's fields."""
+def measure(world: dict, odbc_extra: str = "") -> dict:
+    """One ``snapshot_interval`` of ``world`` (the JSON :func:`serve_world` wrote); returns the JSON line's fields.
+
+    ``odbc_extra``: ``key=value;...`` appended to the world's ODBC connection string (driver options,
+    e.g. psqlODBC's ``UseDeclareFetch=1;Fetch=10000``).
+    """
     import batch_scoring.snapshot as snapshot
     from batch_scoring.config import settings
     from batch_scoring.hooks.blob_storage import BlobStore
@@ -45,7 +49,7 @@ def measure(world: dict) -> dict:
     store = BlobStore.from_connection_string(world["blob"])
     interval, s = Interval.from_key(world["interval"]), settings()
     w0, c0 = time.perf_counter(), own_usage()[0]
-    conn = connect(world["sql_odbc"])
+    conn = connect(world["sql_odbc"].rstrip(";") + (";" + odbc_extra if odbc_extra else ""))
     try:
         plan = snapshot.snapshot_interval(conn, store, s, interval)
     finally:
@@ -112,11 +116,12 @@ def main(argv=None) -> int:
     w.add_argument("--workdir", type=Path, required=True)
     m = sub.add_parser("measure", help="run the snapshot step once against a world; print one JSON line")
     m.add_argument("--world", type=Path, required=True, help="the world.json `world` wrote")
+    m.add_argument("--odbc-extra", default="", help="driver options appended to the ODBC string, e.g. UseDeclareFetch=1")
     args = parser.parse_args(argv)
     if args.cmd == "world":
         serve_world(args.targets, args.sql, args.workdir)
     else:
-        print(json.dumps(measure(json.loads(args.world.read_text()))))
+        print(json.dumps(measure(json.loads(args.world.read_text()), args.odbc_extra)))
     return 0
 
 
