@@ -53,6 +53,7 @@ class RowGroupWriter:
         self.schema, self._writer, self._pending, self.rows = None, None, None, 0
 
     def write(self, frame) -> None:
+        """Append ``frame`` (the first frame's columns and dtypes); whole row groups go to the file."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
