@@ -66,19 +66,11 @@ def build_world(T: int, store, conn_str_sql: str, workdir: Path, settings) -> li
     Empties every container first; writes ``workdir/models`` and ``workdir/targets.txt``
     (one ``device/sensor`` a line); returns the target names, sorted.
     """
-    from bench.world import synthetic_aggregates, target_names, train_template, write_models
-    from batch_scoring.sensor_db.schema import connect, create_schema
-    from batch_scoring.ingest_sim.loads import upsert_aggregates
+    from bench.world import load_aggregates, target_names, train_template, write_models
 
     t0 = time.perf_counter()
     targets = target_names(T)
-    conn = connect(conn_str_sql)
-    try:
-        create_schema(conn)
-        for i in range(0, T, 1000):  # bounded memory: 1,000 targets (288,000 rows) per upsert
-            upsert_aggregates(conn, synthetic_aggregates(targets[i : i + 1000], DAY, seed=i + 1))
-    finally:
-        conn.close()
+    load_aggregates(conn_str_sql, targets, DAY)
     t_sql = time.perf_counter() - t0
     models = workdir / "models"
     shutil.rmtree(models, ignore_errors=True)
