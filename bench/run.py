@@ -182,15 +182,14 @@ def bench_settings(parallelism: int) -> dict[str, str]:
 
 
 def bench_env(home: Path, sql_odbc: str, conn_str: str, parallelism: int) -> dict:
-    """The standalone's Airflow environment of one fleet: ``devstack.airflow_env`` plus :func:`bench_settings`,
-    and a model cache of its own, empty at the start (``<home>/model-cache``, removed first): the fleet's first
-    run downloads every model, later runs of the same models read them from the cache, as hourly runs do."""
+    """The standalone's Airflow environment of one fleet: ``devstack.airflow_env`` plus :func:`bench_settings`;
+    its model cache (``<home>/model-cache``) is emptied first: the fleet's first run downloads every model,
+    later runs of the same models read them from the cache, as hourly runs do."""
     from devstack.airflow_env import airflow_env
 
     env = airflow_env(home, sql_odbc, conn_str, parallelism=parallelism)
     env.update(bench_settings(parallelism))
     shutil.rmtree(home / "model-cache", ignore_errors=True)
-    env["BATCH_SCORING_MODEL_CACHE_DIR"] = str(home / "model-cache")
     return env
 
 

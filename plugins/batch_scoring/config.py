@@ -30,7 +30,8 @@ _CONTAINER_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"  # plus 3-63 characters (min/ma
 _NO_SPACES = r"^\S+$"
 #: settings that were removed, and what replaced them (a deployment still setting one is told so).
 REMOVED = {"BATCH_SCORING_AUTO_UNITS": "targets_per_unit=auto now plans from costs: BATCH_SCORING_AUTO_SLOTS, "
-                                      "AUTO_TASK_OVERHEAD_SECONDS, AUTO_TARGET_SECONDS, AUTO_MAX_UNIT_SECONDS"}
+                                      "BATCH_SCORING_AUTO_TASK_OVERHEAD_SECONDS, BATCH_SCORING_AUTO_TARGET_SECONDS, "
+                                      "BATCH_SCORING_AUTO_MAX_UNIT_SECONDS; see the README's settings"}
 #: ``BATCH_SCORING_*`` variables that are not settings of this object: read by other parts
 #: (``batch_scoring.preload``) or by the live Azure tests (``BATCH_SCORING_LIVE_*``).
 OTHER_VARIABLES = ("BATCH_SCORING_PRELOAD",)

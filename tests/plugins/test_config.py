@@ -124,7 +124,8 @@ def test_a_removed_setting_is_refused_naming_what_replaced_it(monkeypatch):
         settings()
     assert str(err.value) == ("1 invalid batch_scoring setting (environment variables):\n  BATCH_SCORING_AUTO_UNITS: no "
                               "longer a setting (targets_per_unit=auto now plans from costs: BATCH_SCORING_AUTO_SLOTS, "
-                              "AUTO_TASK_OVERHEAD_SECONDS, AUTO_TARGET_SECONDS, AUTO_MAX_UNIT_SECONDS)")
+                              "BATCH_SCORING_AUTO_TASK_OVERHEAD_SECONDS, BATCH_SCORING_AUTO_TARGET_SECONDS, "
+                              "BATCH_SCORING_AUTO_MAX_UNIT_SECONDS; see the README's settings)")
 
 
 def test_variables_of_other_parts_are_not_settings_and_not_refused(monkeypatch):
