@@ -147,34 +147,34 @@ class BlobStore:
         client = self._client.get_container_client(container)
         return sorted(b.name for b in client.list_blobs(name_starts_with=prefix or None))
 
+    def _listing(self, container: str, prefix: str) -> dict[str, tuple[str | None, str]]:
+        """``name -> (hex MD5 or None, etag)`` of the blobs starting with ``prefix``, sorted by name, one listing
+        call per 5,000 blobs (the one listing :meth:`list_md5` and :meth:`list_versions` read)."""
+        client = self._client.get_container_client(container)
+        found = {}
+        for b in client.list_blobs(name_starts_with=prefix or None):
+            md5 = b.content_settings.content_md5 if b.content_settings else None
+            found[b.name] = (bytes(md5).hex() if md5 else None, b.etag)
+        return dict(sorted(found.items()))
+
     @_reachable
     def list_md5(self, container: str, prefix: str = "") -> dict[str, str | None]:
         """``name -> hex MD5 of its content`` (None where the service has none), one listing call per 5,000 blobs.
 
         Blob Storage (and Azurite) records the MD5 of every blob uploaded in one
         request, so whether a blob still holds the bytes someone wrote can be
-        checked without downloading it.
+        checked without downloading it. Raises ``BlobStoreUnavailable`` when storage does not answer.
         """
-        client = self._client.get_container_client(container)
-        found = {}
-        for b in client.list_blobs(name_starts_with=prefix or None):
-            md5 = b.content_settings.content_md5 if b.content_settings else None
-            found[b.name] = bytes(md5).hex() if md5 else None
-        return dict(sorted(found.items()))
+        return {name: md5 for name, (md5, _etag) in self._listing(container, prefix).items()}
 
     @_reachable
     def list_versions(self, container: str, prefix: str = "") -> dict[str, str]:
-        """``name -> version`` in one listing call per 5,000 blobs: ``md5:<hex>`` (the Content-MD5 the service
-        records for every blob uploaded in one request), else ``etag:<etag>`` (never reused by a later write).
+        """``name -> version``: ``md5:<hex>`` (the Content-MD5 the service records for every blob uploaded in one
+        request), else ``etag:<etag>`` (never reused by a later write); the listing of :meth:`list_md5`.
 
         Raises ``BlobStoreUnavailable`` when storage does not answer.
         """
-        client = self._client.get_container_client(container)
-        found = {}
-        for b in client.list_blobs(name_starts_with=prefix or None):
-            md5 = b.content_settings.content_md5 if b.content_settings else None
-            found[b.name] = f"md5:{bytes(md5).hex()}" if md5 else f"etag:{b.etag}"
-        return dict(sorted(found.items()))
+        return {name: f"md5:{md5}" if md5 else f"etag:{etag}" for name, (md5, etag) in self._listing(container, prefix).items()}
 
     @_reachable
     def delete(self, container: str, name: str) -> None:
