@@ -100,18 +100,16 @@ def _ensure_containers(store, names, attempts: int = 30) -> None:
 
 
 def write_snapshot(store, conn_str_sql: str, settings, interval) -> None:
-    """The same snapshot blob the DAG's snapshot task writes (the floor reads it)."""
-    from batch_scoring.snapshot import frame_to_parquet_bytes
-    from batch_scoring.scoring.layout import snapshot_blob
+    """The snapshot blob of ``interval``, written by the DAG's own snapshot step (``snapshot.snapshot_interval``:
+    the streamed read, its checks, its row groups); the floor reads it."""
+    from batch_scoring.snapshot import snapshot_interval
     from batch_scoring.sensor_db.schema import connect
-    from batch_scoring.sensor_db.reads import read_aggregates
 
     conn = connect(conn_str_sql)
     try:
-        frame = read_aggregates(conn, interval.start, interval.end)
+        snapshot_interval(conn, store, settings, interval)
     finally:
         conn.close()
-    store.upload_bytes(settings.aggregates_container, snapshot_blob(interval), frame_to_parquet_bytes(frame))
 
 
 # --- floor ---------------------------------------------------------------------------
