@@ -222,12 +222,22 @@ def select_batches(conn, table: str, columns: Sequence[str], where: str, params:
     most ``batch_rows`` rows and a fresh 0-based index, so memory is bounded by
     the batch, not the result. A result without rows yields one empty typed
     frame. The read transaction ends when the stream is exhausted or closed.
+
+    On SQLite the statement runs with its parameters inlined (:func:`inline_parameters`) and in
+    autocommit, the only way the driver steps through a result instead of reading it whole
+    (with ``StepAPI=1``, :func:`batch_scoring.sensor_db.schema.bounded_fetch_options`); it is
+    still one statement, so it reads one consistent state of the database.
     Raises pyodbc errors as they come, ``ValueError`` / ``TypeError`` as :func:`chunks_frame`.
     """
     size = int(batch_rows or FETCH_ROWS)
     if size < 1:
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
     sql, types, packed, names = _select_sql(conn, table, columns, where, order, extra)
+    stepped = schema.dialect(conn) == "sqlite"
+    if stepped:  # SQLite's driver steps only through a statement without parameters, outside a transaction
+        sql, params = inline_parameters(conn, sql, params), []
+        end_read(conn)
+        was, conn.autocommit = conn.autocommit, True
     cur = conn.cursor()
     try:
         cur.execute(sql, list(params))
@@ -239,7 +249,31 @@ def select_batches(conn, table: str, columns: Sequence[str], where: str, params:
             yield chunks_frame([], description, types, names, packed)
     finally:
         cur.close()
+        if stepped:
+            conn.autocommit = was
         end_read(conn)
+
+
+def inline_parameters(conn, sql: str, params: Sequence[Any]) -> str:
+    """``sql`` with each ``?`` replaced by its parameter as a SQLite literal, for the step API.
+
+    The literals come from SQLite itself: ``SELECT quote(?), ...`` with the parameters bound
+    exactly as the query would bind them (timestamps as the driver writes them), so the inlined
+    statement compares what the bound one would. ``sql`` must hold no ``?`` in a string literal
+    (ours hold none). Raises ``ValueError`` when the ``?`` count differs from ``len(params)``.
+    """
+    pieces = sql.split("?")
+    if len(pieces) - 1 != len(params):
+        raise ValueError(f"{len(pieces) - 1} placeholders for {len(params)} parameters in {sql!r}")
+    if not params:
+        return sql
+    cur = conn.cursor()
+    try:
+        cur.execute("SELECT " + ", ".join(["quote(?)"] * len(params)), list(params))
+        literals = [str(v) for v in cur.fetchone()]
+    finally:
+        cur.close()
+    return "".join(piece + literal for piece, literal in zip(pieces, literals)) + pieces[-1]
 
 
 def end_read(conn) -> None:

@@ -273,3 +273,25 @@ def test_stream_interval_aggregates_yields_whole_targets_as_one_read_does(conn, 
     assert 2 <= len(blocks) <= len(TARGETS) and (batch_rows > 1 or len(blocks) == len(TARGETS))  # last target apart
     pd.testing.assert_frame_equal(pd.concat([f for f, _ in blocks], ignore_index=True), whole, check_exact=True)
     assert list(checks.by_target(found).items()) == list(problems.items()) and len(problems) == 5
+
+
+def test_a_streamed_read_neither_blocks_a_writer_nor_sees_its_rows(conn, sql_conn_str):
+    """The snapshot's stream stays open across batches: the loader still commits at once (SQLite in WAL mode),
+    and the stream goes on reading the state it started from."""
+    import time
+
+    loads.upsert_aggregates(conn, _grid(hours=1))
+    stream = reads.stream_interval_aggregates(conn, T0, T0 + dt.timedelta(hours=2), batch_rows=1)
+    first, _ = next(stream)
+    writer = schema.connect(sql_conn_str)
+    try:
+        t0 = time.perf_counter()
+        grid = _grid(hours=2)
+        later = grid[grid["window_start"] >= T0 + dt.timedelta(hours=1)]
+        assert loads.upsert_aggregates(writer, later) == len(later) > 0
+        assert time.perf_counter() - t0 < 10  # the busy timeout is 30 s: a blocked writer waits that long, then fails
+    finally:
+        writer.close()
+    rest = [frame for frame, _ in stream]
+    assert sum(map(len, [first, *rest])) == len(TARGETS) * 12  # one hour per target: the rows when the read began
+    assert len(reads.read_aggregates(conn, T0, T0 + dt.timedelta(hours=2))) == len(TARGETS) * 24

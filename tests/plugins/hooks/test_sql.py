@@ -1,9 +1,10 @@
-"""hooks/sql.sensor_sql on real databases: PostgreSQL reads go through a server-side cursor, in bounded batches."""
+"""hooks/sql.sensor_sql on real databases: PostgreSQL reads go through a server-side cursor, in bounded batches; SQLite's driver steps."""
 from __future__ import annotations
 
 import pytest
 
-from batch_scoring.hooks.sql import PSQL_FETCH_ROWS, bounded_fetch_options, sensor_sql
+from batch_scoring.hooks.sql import sensor_sql
+from batch_scoring.sensor_db.schema import PSQL_FETCH_ROWS, bounded_fetch_options
 from devstack.airflow_env import odbc_connection_uri_json
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,9 +39,20 @@ def test_a_connection_that_sets_usedeclarefetch_keeps_its_own_choice(pg_conn_str
 @pytest.mark.parametrize("driver, extra, expected", [
     ("PostgreSQL Unicode", {}, {"UseDeclareFetch": "1", "Fetch": str(PSQL_FETCH_ROWS)}),
     ("PostgreSQL ANSI", {"usedeclarefetch": "0"}, {}),
-    ("SQLite3", {}, {}),
+    ("SQLite3", {}, {"StepAPI": "1"}),
+    ("SQLite3", {"stepapi": "0"}, {}),
     ("ODBC Driver 18 for SQL Server", {}, {}),
     (None, {}, {}),
 ])
 def test_bounded_fetch_options(driver, extra, expected):
     assert bounded_fetch_options(driver, extra) == expected
+
+
+
+def test_a_sqlite_read_through_the_hook_is_stepped_unless_the_connection_says_otherwise(tmp_path):
+    """The hook adds StepAPI=1 to a SQLite connection: the first batch costs a batch's memory, not the result's."""
+    from tests.sensor_db.test_frames import SQLITE_ROWS, first_batch_memory, sqlite_aggregates
+
+    conn_str = sqlite_aggregates(tmp_path)
+    stepped, whole = first_batch_memory(conn_str, through_hook=True), first_batch_memory(conn_str + ";StepAPI=0", True)
+    assert whole > SQLITE_ROWS * 100 and stepped * 4 < whole, (stepped, whole)  # measured: 11 MB vs 81 MB resident
