@@ -68,7 +68,8 @@ def prepare_data(args, end: dt.datetime):
 
     # Start from scratch: a new SQL database, empty containers, a new Airflow metadata DB.
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    (DEMO_DIR / "sensors.db").unlink(missing_ok=True)
+    for name in ("sensors.db", "sensors.db-wal", "sensors.db-shm"):  # WAL mode: a stale log would replay into a new file
+        (DEMO_DIR / name).unlink(missing_ok=True)
     (AIRFLOW_HOME / "airflow.db").unlink(missing_ok=True)
     shutil.rmtree(AIRFLOW_HOME / "logs", ignore_errors=True)
     store = BlobStore.from_connection_string(services.azurite_connection_string(AZURITE_PORT))
