@@ -213,7 +213,7 @@ def recommend(p: Params, deadline: float | None = None) -> dict:
 
 def _fmt(e: Estimate, mode: str) -> str:
     if mode == "local":
-        return (f"{e.jobs} tasks of {e.targets_per_job} targets, {e.slots} workers, {e.waves} waves of "
+        return (f"{e.jobs} tasks of {e.targets_per_job} targets, {e.slots} workers, {e.waves} wave(s) of "
                 f"{e.job_seconds:.1f}s: run {e.duration_cold:.1f}s (overhead {e.overhead_fraction:.0%} of task time)")
     return (f"{e.jobs} jobs of {e.targets_per_job} targets on {e.nodes} node(s), {e.waves} wave(s) of {e.job_seconds:.1f}s\n"
             f"  scale-to-zero: run {e.duration_cold / 60:.1f} min, {e.node_seconds_cold / 60:.1f} node-min, cost {e.cost_cold:.3f}\n"
@@ -259,7 +259,8 @@ def main(argv=None) -> int:
         return 0
     print(f"estimate for {a.targets} targets, {a.targets_per_job} per job ({a.mode}):\n  " + _fmt(e, a.mode))
     r = Estimate(**rec["estimate"])
-    print(f"recommended: targets_per_unit={rec['targets_per_job']}, max nodes {rec['max_nodes']}"
+    where = f", {a.workers} workers" if a.mode == "local" else f", max nodes {rec['max_nodes']}"
+    print(f"recommended: targets_per_unit={rec['targets_per_job']}{where}"
           f"{'' if rec['meets_deadline'] else ' (no plan meets the deadline: fastest shown)'}\n  " + _fmt(r, a.mode))
     if "idle" in rec:
         print(f"  between runs: {rec['idle']['policy']}, idle_time_before_scale_down={rec['idle']['idle_seconds']}s "

@@ -77,8 +77,12 @@ def test_cli_json(capsys):
                  "--job-overhead", "60", "--per-target", "0.1", "--vm-price", "3.6", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["estimate"]["duration_cold"] == pytest.approx(510)
-    assert main(["--mode", "local", "--targets", "100", "--workers", "2"]) == 0
-    assert "recommended" in capsys.readouterr().out
+    assert main(["--mode", "local", "--targets", "1000", "--workers", "2", "--job-overhead", "1", "--per-target",
+                 "0.025", "--targets-per-job", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "10 tasks of 100 targets, 2 workers, 5 wave(s) of 3.5s: run 17.5s" in out
+    assert "recommended: targets_per_unit=500, 2 workers\n  2 tasks of 500 targets, 2 workers, 1 wave(s)" in out
+    assert "node" not in out  # local mode has task slots, no Azure ML nodes
 
 
 def test_local_mode_run_steps_grow_with_the_fleet():
