@@ -37,7 +37,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from devstack import services
@@ -79,8 +78,8 @@ def build_world(T: int, store, conn_str_sql: str, workdir: Path, settings) -> li
         store.delete_container(c)
     _ensure_containers(store, settings.containers)
     files = sorted(p for p in models.rglob("*") if p.is_file())
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda p: store.upload_file(settings.models_container, p.relative_to(models).as_posix(), p), files))
+    # the store's own pool: more threads than azure-core's 10 pooled connections discard connections (a warning each)
+    store.parallel(lambda p: store.upload_file(settings.models_container, p.relative_to(models).as_posix(), p), files)
     (workdir / "targets.txt").write_text("\n".join(targets) + "\n")
     log(f"T={T}: {T * 288:,} aggregate rows into {conn_str_sql.split(';')[0]} in {t_sql:.1f}s; {len(files)} model files deployed "
         f"({time.perf_counter() - t0:.1f}s in all)")
