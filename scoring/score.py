@@ -8,6 +8,9 @@ CLI::
 For each target writes ``<out>/<device>/<sensor>.parquet`` (device_id,
 sensor_id, window_start, window_end, the FEATURES, decision_score, is_anomaly,
 model_sha256; sorted by window_start) and ``<out>/<device>/<sensor>.receipt.json``.
+``score_unit`` (issue 14, not yet used by the CLI or the backends) writes the
+unit's targets into one part file ``<out>/part-<unit id>.parquet`` instead,
+receipts in its footer (``scoring.part_file``).
 
 Failure semantics: the snapshot is read once; each model is loaded (and its
 sha256 verified) once. A failure of one target (no rows in the snapshot,
@@ -36,8 +39,9 @@ from batch_scoring.scoring.atomic import write_atomic
 from batch_scoring.scoring.cli import InputError, make_parser, progress, read_parquet, read_targets, run
 from batch_scoring.scoring.config import FEATURES, parse_target, target_name
 from batch_scoring.scoring.features import feature_matrix
-from batch_scoring.scoring.layout import prediction_name, receipt_name
+from batch_scoring.scoring.layout import part_name, prediction_name, receipt_name
 from batch_scoring.scoring.model_store import load_model
+from batch_scoring.scoring.part_file import rows_digest, sort_key, write_part
 from batch_scoring.scoring.target_rows import target_ranges
 from batch_scoring.scoring.train import normalise_aggregates
 
@@ -100,14 +104,50 @@ def score_targets(aggregates: pd.DataFrame, models_dir, out_dir, targets) -> lis
     slices of the columns (no per-target DataFrame), its model is loaded once,
     and its parquet is written from pyarrow arrays with one prebuilt schema.
     """
+    receipts = []
+    for receipt, table in _score_all(aggregates, models_dir, targets):
+        receipts.append(_write_target(receipt, table, out_dir))
+    return receipts
+
+
+def score_unit(aggregates: pd.DataFrame, models_dir, out_dir, targets) -> list[dict]:
+    """Score a unit's targets into one part file ``<out_dir>/part-<unit id>.parquet``; return the receipts.
+
+    The file (``scoring.part_file``) holds the rows of the targets that scored, sorted by device_id,
+    sensor_id, window_start, and in its footer every target's receipt (failed ones too; a unit whose
+    targets all failed writes a zero-row file). Receipts are returned in the order given, duplicates
+    removed, with the keys of ``score_targets`` plus ``rows_sha256`` (``part_file.rows_digest`` of the
+    target's rows; ``None`` when it failed); ``output`` is the part file's name for a target that
+    scored, and ``output_sha256``/``output_md5`` (of the whole file) are in the returned receipts only.
+    The unit id comes from the path-safe targets (``layout.unit_id``); when none is path-safe nothing is
+    written. Same snapshot + models + targets (in any order) -> a byte-identical file of the same name.
+    Never raises for a per-target failure; ``OSError`` when ``out_dir`` cannot be written.
+    """
+    results = _score_all(aggregates, models_dir, targets)
+    receipts = [receipt for receipt, _ in results]
+    safe = [r["target"] for r in receipts if r["device_id"] is not None]
+    if not safe:
+        return receipts
+    name = part_name(safe)
+    for receipt, table in results:
+        receipt["rows_sha256"] = rows_digest(table) if table is not None else None
+        if table is not None:
+            receipt["output"] = name
+    ordered = sorted(results, key=lambda item: sort_key(item[0]))
+    hashes = write_part(Path(out_dir) / name, [t for _, t in ordered if t is not None], receipts, OUTPUT_SCHEMA)
+    for receipt in receipts:
+        if receipt["status"] == "ok":
+            receipt.update(hashes)
+    return receipts
+
+
+def _score_all(aggregates: pd.DataFrame, models_dir, targets) -> list[tuple[dict, "pa.Table | None"]]:
+    """(receipt, prediction table or ``None``) per target, in the order given, duplicates removed; no file written."""
     wanted = list(dict.fromkeys(targets))
     frame = normalise_aggregates(_rows_for(aggregates, wanted))
     columns = _Columns(frame)
-    receipts = []
     with sklearn.config_context(assume_finite=True):  # features are checked finite before scoring
-        for raw in progress(wanted, "scoring", unit="target"):
-            receipts.append(_score_one(raw, columns, models_dir, out_dir))
-    return receipts
+        return [_score_one(raw, columns, models_dir) for raw in progress(wanted, "scoring", unit="target")]
 
 
 def _rows_for(aggregates: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
@@ -172,7 +212,8 @@ def _prediction_table(device_id: str, sensor_id: str, columns: _Columns, a: int,
     return pa.Table.from_arrays(arrays, schema=OUTPUT_SCHEMA)
 
 
-def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
+def _score_one(raw: str, columns: _Columns, models_dir) -> tuple[dict, "pa.Table | None"]:
+    """The target's receipt (``output`` and the hashes still ``None``) and its prediction table (``None`` when it failed)."""
     receipt = {
         "target": raw,
         "device_id": None,
@@ -193,9 +234,8 @@ def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
         device_id, sensor_id = parse_target(raw)
     except ValueError as exc:
         receipt["error"] = str(exc)
-        return receipt
+        return receipt, None
     receipt.update(device_id=device_id, sensor_id=sensor_id)
-    pred_file = prediction_path(out_dir, device_id, sensor_id)
     try:
         span = columns.ranges.get(raw)
         if span is None or span[0] == span[1]:
@@ -208,24 +248,49 @@ def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
         model, manifest = load_model(models_dir, device_id, sensor_id)
         receipt["model_sha256"] = manifest["sha256"]
         X, scores, flags = _predict(columns, a, b, model, manifest)
-        _write_table(_prediction_table(device_id, sensor_id, columns, a, b, manifest, X, scores, flags), pred_file)
-        written = pred_file.read_bytes()
-        receipt.update(
-            status="ok",
-            rows_out=b - a,
-            anomalies=int(flags.sum()),
-            anomaly_window_starts=[str(t) for t in columns.window_start[a:b][flags].astype("datetime64[s]")],
-            output=prediction_name(raw),
-            # let the collector tell a blob altered after scoring from the one written here; the MD5 is
-            # what blob storage itself records, so a listing can confirm it without a download
-            output_sha256=hashlib.sha256(written).hexdigest(),
-            output_md5=hashlib.md5(written, usedforsecurity=False).hexdigest(),
-        )
+        table = _prediction_table(device_id, sensor_id, columns, a, b, manifest, X, scores, flags)
     except Exception as exc:  # one target's failure must not stop the others
-        receipt["error"] = f"{type(exc).__name__}: {exc}"
-        receipt["error_type"] = type(exc).__name__  # what the caller decides on (retry or not), not the text
-        if pred_file.exists():
-            pred_file.unlink()
+        _fail(receipt, exc)
+        return receipt, None
+    receipt.update(
+        status="ok",
+        rows_out=b - a,
+        anomalies=int(flags.sum()),
+        anomaly_window_starts=[str(t) for t in columns.window_start[a:b][flags].astype("datetime64[s]")],
+    )
+    return receipt, table
+
+
+def _fail(receipt: dict, exc: Exception) -> None:
+    receipt.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                   error_type=type(exc).__name__)  # what the caller decides on (retry or not), not the text
+
+
+def _write_target(receipt: dict, table: "pa.Table | None", out_dir) -> dict:
+    """Write a target's own prediction file and receipt (the per-target layout); returns the receipt.
+
+    A failed target's prediction file left by an earlier run is removed; a write failure fails the target.
+    """
+    if receipt["device_id"] is None:
+        return receipt  # not path-safe: nowhere to write
+    device_id, sensor_id = receipt["device_id"], receipt["sensor_id"]
+    pred_file = prediction_path(out_dir, device_id, sensor_id)
+    try:
+        if table is not None:
+            _write_table(table, pred_file)
+            written = pred_file.read_bytes()
+            receipt.update(
+                output=prediction_name(receipt["target"]),
+                # let the collector tell a blob altered after scoring from the one written here; the MD5 is
+                # what blob storage itself records, so a listing can confirm it without a download
+                output_sha256=hashlib.sha256(written).hexdigest(),
+                output_md5=hashlib.md5(written, usedforsecurity=False).hexdigest(),
+            )
+    except Exception as exc:
+        receipt.update(status="failed", rows_out=0, anomalies=0, anomaly_window_starts=[])
+        _fail(receipt, exc)
+    if receipt["status"] != "ok" and pred_file.exists():
+        pred_file.unlink()
     write_receipt(receipt, receipt_path(out_dir, device_id, sensor_id))
     return receipt
 

@@ -1,0 +1,117 @@
+"""A scoring unit's part file: its targets' prediction rows and, in the parquet footer, their receipts.
+
+One parquet file per scoring unit (``part-<unit id>.parquet``, named by
+``scoring.layout.part_name``) in the interval's folder of the predictions
+dataset. Rows are sorted by ``device_id``, ``sensor_id``, ``window_start``, so
+one target's rows sit together. The footer's key-value metadata holds
+``batch_scoring.receipts``: a JSON list with one receipt per target of the unit,
+failed targets included (a unit whose targets all failed writes a zero-row file
+so that its receipts exist). A reader gets the receipts from the footer alone
+(``read_receipts``: a few range reads of a blob, not the rows).
+
+A receipt in the footer cannot hold the hash of the file it is part of:
+``output_sha256``/``output_md5`` are absent there (``None``); the writer returns
+them beside the receipts. ``rows_sha256`` (``rows_digest``) lets a reader tell a
+target's rows altered after scoring from the rows written.
+
+Pure pyarrow and the standard library: the scoring job and the collector both use it.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batch_scoring.scoring.atomic import write_atomic
+
+RECEIPTS_KEY = b"batch_scoring.receipts"
+FILE_HASH_KEYS = ("output_sha256", "output_md5")  # of the whole file: returned by the writer, never in its footer
+
+
+def sort_key(receipt: dict) -> tuple[str, str, str]:
+    """The order of receipts in a footer and of targets in the rows: device_id, sensor_id (``""`` when the
+    target did not parse), then the target as given."""
+    return (receipt.get("device_id") or "", receipt.get("sensor_id") or "", str(receipt.get("target")))
+
+
+def rows_digest(table: pa.Table) -> str:
+    """sha256 (hex) of a target's rows: every column in order, integers/floats/timestamps/booleans as
+    little-endian int64/float64/int64 µs/uint8 bytes, text as UTF-8 lines.
+
+    The same rows give the same digest whether they come from the table written or the file read back
+    (timestamps as µs). Raises ``TypeError`` for a column of another type.
+    """
+    h = hashlib.sha256()
+    for name in table.column_names:
+        column = table[name]
+        h.update(name.encode() + b"\0")
+        t = column.type
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            h.update("\n".join(column.to_pylist()).encode())
+        elif pa.types.is_timestamp(t):
+            h.update(column.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy().astype("<i8").tobytes())
+        elif pa.types.is_boolean(t):
+            h.update(column.to_numpy(zero_copy_only=False).astype("u1").tobytes())
+        elif pa.types.is_integer(t):
+            h.update(column.to_numpy(zero_copy_only=False).astype("<i8").tobytes())
+        elif pa.types.is_floating(t):
+            h.update(column.to_numpy(zero_copy_only=False).astype("<f8").tobytes())
+        else:
+            raise TypeError(f"rows_digest: column {name!r} has type {t}, not text, a timestamp, a boolean or a number")
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def part_bytes(tables: list[pa.Table], receipts: list[dict], schema: pa.Schema) -> bytes:
+    """The part file's bytes: ``tables`` (each target's rows, ``schema``) concatenated in the given order,
+    zstd-compressed, with ``receipts`` (without the file hashes) as JSON in the footer.
+
+    ``receipts`` are written sorted by ``sort_key``, as sorted compact JSON; the caller gives the tables in
+    that order. Deterministic: the same rows and receipts give the same bytes.
+    """
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    footer = [{k: v for k, v in r.items() if k not in FILE_HASH_KEYS} for r in sorted(receipts, key=sort_key)]
+    table = table.replace_schema_metadata({RECEIPTS_KEY: json.dumps(footer, sort_keys=True, separators=(",", ":"))})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def write_part(path, tables: list[pa.Table], receipts: list[dict], schema: pa.Schema) -> dict:
+    """Write ``part_bytes`` to ``path`` atomically; returns ``{"output_sha256", "output_md5"}`` of the file.
+
+    The MD5 is what blob storage records for an upload, so a listing can confirm the blob without a
+    download. Raises ``OSError`` when the folder cannot be written.
+    """
+    data = part_bytes(tables, receipts, schema)
+    write_atomic(path, data)
+    return {"output_sha256": hashlib.sha256(data).hexdigest(),
+            "output_md5": hashlib.md5(data, usedforsecurity=False).hexdigest()}
+
+
+def read_receipts(source) -> list[dict]:
+    """The receipts in a part file's footer (a list of dicts, sorted by ``sort_key``).
+
+    ``source``: a path, bytes, or a seekable binary file (``BlobStore.open_reader``: only the footer is
+    read). Raises ``ValueError`` naming what is wrong when the file is not parquet or its footer holds no
+    ``batch_scoring.receipts`` JSON list.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    try:
+        meta = pq.read_metadata(source).metadata or {}
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"not a readable parquet file ({' '.join(str(exc).split())})") from None
+    raw = meta.get(RECEIPTS_KEY)
+    if raw is None:
+        raise ValueError(f"no {RECEIPTS_KEY.decode()} in the parquet footer (not a part file of a scoring unit)")
+    try:
+        receipts = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"{RECEIPTS_KEY.decode()} in the parquet footer is not JSON ({exc})") from None
+    if not isinstance(receipts, list) or not all(isinstance(r, dict) and "target" in r for r in receipts):
+        raise ValueError(f"{RECEIPTS_KEY.decode()} in the parquet footer is not a list of receipts")
+    return receipts
