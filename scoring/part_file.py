@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch_scoring.scoring.atomic import write_atomic
+from batch_scoring.scoring.layout import part_name
 
 RECEIPTS_KEY = b"batch_scoring.receipts"
 FILE_HASH_KEYS = ("output_sha256", "output_md5")  # of the whole file: returned by the writer, never in its footer
@@ -115,3 +116,28 @@ def read_receipts(source) -> list[dict]:
     if not isinstance(receipts, list) or not all(isinstance(r, dict) and "target" in r for r in receipts):
         raise ValueError(f"{RECEIPTS_KEY.decode()} in the parquet footer is not a list of receipts")
     return receipts
+
+
+def without_targets(data: bytes, drop) -> tuple[str | None, bytes | None]:
+    """An earlier part file rewritten without the rows and receipts of the targets in ``drop``.
+
+    For a run that rescored only some targets (a ``targets`` selection): an earlier unit's file that
+    also holds targets this run left out keeps those, and only those. Returns ``(name, bytes)``: the
+    file of the remaining targets, named by them (``layout.part_name``: a file's name always follows
+    from the targets in its footer), or ``(None, None)`` when no target remains. Rows, their order and
+    the remaining receipts are unchanged (their ``rows_sha256`` still holds) but for ``output``, the new name. Raises ``ValueError``
+    (``read_receipts``) for a file that is not a part file.
+    """
+    import pyarrow.compute as pc
+
+    drop = set(drop)
+    receipts = read_receipts(data)
+    keep = [r for r in receipts if r["target"] not in drop]
+    if not keep:
+        return None, None
+    name = part_name([r["target"] for r in keep])
+    keep = [{**r, "output": name} if r.get("output") else r for r in keep]  # a receipt names its file
+    table = pq.read_table(io.BytesIO(data))
+    ids = pc.binary_join_element_wise(table["device_id"], table["sensor_id"], "/")
+    table = table.filter(pc.invert(pc.is_in(ids, value_set=pa.array(sorted(drop), pa.string()))))
+    return name, part_bytes([table.replace_schema_metadata(None)], keep, table.schema.remove_metadata())

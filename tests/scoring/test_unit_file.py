@@ -141,3 +141,21 @@ def test_interval_folders_read_as_one_table_by_day(tmp_path, trained):
     globbed = sorted(p.relative_to(root).as_posix() for p in root.glob(layout.day_glob("2026-03-02")))
     assert globbed == sorted(layout.part_blob(day2, u) for u in (TARGETS[:3], TARGETS[3:]))
     assert len(list(root.glob(layout.day_glob("2026-03-*")))) == 4
+
+
+def test_an_earlier_part_file_without_the_rescored_targets(tmp_path, trained):
+    """A run over a subset keeps the other targets of an earlier unit's file, and only those."""
+    from batch_scoring.scoring.part_file import without_targets
+
+    models, _, score_aggs = trained
+    score_unit(score_aggs, models, tmp_path / "all", TARGETS)
+    data = (tmp_path / "all" / layout.part_name(TARGETS)).read_bytes()
+    name, rest = without_targets(data, {"dev001/s2", "dev002/s1", "dev009/s9"})
+    kept = ["dev001/s1", "dev002/s2"]
+    assert name == layout.part_name(kept)
+    # the same bytes as a unit of just those targets would have written
+    score_unit(score_aggs, models, tmp_path / "kept", kept)
+    assert rest == (tmp_path / "kept" / name).read_bytes()
+    assert [r["target"] for r in read_receipts(rest)] == kept
+    assert without_targets(data, TARGETS) == (None, None)
+    assert without_targets(data, []) == (layout.part_name(TARGETS), data)
