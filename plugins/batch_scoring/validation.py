@@ -118,7 +118,8 @@ def validate_part(data: bytes, unit: list[str], windows: dict, model_manifests: 
     rows are checked with ``validate_rows``; a target whose receipt says it failed gets ``scoring failed:
     <error>``. Faults of the whole file (unreadable, no receipts in the footer, missing columns, rows not
     sorted by device_id/sensor_id/window_start, rows of targets outside the unit) fail every target of
-    the unit with that reason. Summaries are ``validate_prediction``'s. Never raises for a bad file.
+    the unit with that reason. Summaries are ``validate_prediction``'s plus the receipt's ``rows_sha256``.
+    Never raises for a bad file.
     """
     import numpy as np
     import pyarrow.compute as pc
@@ -156,8 +157,11 @@ def validate_part(data: bytes, unit: list[str], windows: dict, model_manifests: 
             results[target] = (None, f"scoring failed: {receipt.get('error')}")
         else:
             a, b = ranges.get(target, (0, 0))
-            results[target] = validate_rows(table.slice(a, b - a), target, windows.get(target, []),
-                                            model_manifests.get(target), receipt)
+            summary, problem = validate_rows(table.slice(a, b - a), target, windows.get(target, []),
+                                             model_manifests.get(target), receipt)
+            if summary is not None:
+                summary["rows_sha256"] = receipt.get("rows_sha256")  # checked against the rows when present
+            results[target] = (summary, problem)
     return results
 
 
