@@ -11,7 +11,7 @@ so that its receipts exist). A reader gets the receipts from the footer alone
 
 A receipt in the footer cannot hold the hash of the file it is part of:
 ``output_sha256``/``output_md5`` are absent there (``None``); the writer returns
-them beside the receipts. ``rows_sha256`` (``rows_digest``) lets a reader tell a
+them beside the receipts. ``rows_sha256`` (``digest``/``rows_digest``) lets a reader tell a
 target's rows altered after scoring from the rows written.
 
 Pure pyarrow and the standard library: the scoring job and the collector both use it.
@@ -38,32 +38,48 @@ def sort_key(receipt: dict) -> tuple[str, str, str]:
     return (receipt.get("device_id") or "", receipt.get("sensor_id") or "", str(receipt.get("target")))
 
 
-def rows_digest(table: pa.Table) -> str:
-    """sha256 (hex) of a target's rows: every column in order, integers/floats/timestamps/booleans as
-    little-endian int64/float64/int64 µs/uint8 bytes, text as UTF-8 lines.
+def digest(texts, arrays) -> str:
+    """sha256 (hex) over ``texts`` (UTF-8, each ended by NUL) then ``arrays`` (numpy, their bytes, each ended by NUL).
 
-    The same rows give the same digest whether they come from the table written or the file read back
-    (timestamps as µs). Raises ``TypeError`` for a column of another type.
+    The one definition of a target's ``rows_sha256``: ``rows_digest`` feeds it a table, the scoring
+    step the arrays it wrote the table from (cheap: no conversion per column).
     """
+    import numpy as np
+
     h = hashlib.sha256()
+    for text in texts:
+        h.update(str(text).encode() + b"\0")
+    for array in arrays:
+        h.update(np.ascontiguousarray(array).tobytes() + b"\0")
+    return h.hexdigest()
+
+
+def rows_digest(table: pa.Table) -> str:
+    """A target's ``rows_sha256`` from its rows: ``digest`` over the distinct values of each text column
+    (sorted, joined by U+001F; a target's ids and model hash are one value each), then each other column
+    in order: timestamps as little-endian int64 µs, integers int64, floats float64, booleans uint8.
+
+    Raises ``TypeError`` for a column of another type.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    texts, arrays = [], []
     for name in table.column_names:
-        column = table[name]
-        h.update(name.encode() + b"\0")
-        t = column.type
+        column, t = table[name], table[name].type
         if pa.types.is_string(t) or pa.types.is_large_string(t):
-            h.update("\n".join(column.to_pylist()).encode())
+            texts.append("\x1f".join(sorted(str(v) for v in pc.unique(column).to_pylist())))
         elif pa.types.is_timestamp(t):
-            h.update(column.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy().astype("<i8").tobytes())
+            arrays.append(column.cast(pa.timestamp("us")).to_numpy().astype("<M8[us]", copy=False))
         elif pa.types.is_boolean(t):
-            h.update(column.to_numpy(zero_copy_only=False).astype("u1").tobytes())
+            arrays.append(column.to_numpy().astype("u1"))
         elif pa.types.is_integer(t):
-            h.update(column.to_numpy(zero_copy_only=False).astype("<i8").tobytes())
+            arrays.append(column.to_numpy().astype("<i8", copy=False))
         elif pa.types.is_floating(t):
-            h.update(column.to_numpy(zero_copy_only=False).astype("<f8").tobytes())
+            arrays.append(column.to_numpy().astype("<f8", copy=False))
         else:
             raise TypeError(f"rows_digest: column {name!r} has type {t}, not text, a timestamp, a boolean or a number")
-        h.update(b"\0")
-    return h.hexdigest()
+    return digest(texts, arrays)
 
 
 def part_bytes(tables: list[pa.Table], receipts: list[dict], schema: pa.Schema) -> bytes:

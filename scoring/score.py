@@ -41,7 +41,7 @@ from batch_scoring.scoring.config import FEATURES, parse_target, target_name
 from batch_scoring.scoring.features import feature_matrix
 from batch_scoring.scoring.layout import part_name, prediction_name, receipt_name
 from batch_scoring.scoring.model_store import load_model
-from batch_scoring.scoring.part_file import rows_digest, sort_key, write_part
+from batch_scoring.scoring.part_file import digest, sort_key, write_part
 from batch_scoring.scoring.target_rows import target_ranges
 from batch_scoring.scoring.train import normalise_aggregates
 
@@ -123,14 +123,13 @@ def score_unit(aggregates: pd.DataFrame, models_dir, out_dir, targets) -> list[d
     written. Same snapshot + models + targets (in any order) -> a byte-identical file of the same name.
     Never raises for a per-target failure; ``OSError`` when ``out_dir`` cannot be written.
     """
-    results = _score_all(aggregates, models_dir, targets)
+    results = _score_all(aggregates, models_dir, targets, with_digest=True)
     receipts = [receipt for receipt, _ in results]
     safe = [r["target"] for r in receipts if r["device_id"] is not None]
     if not safe:
         return receipts
     name = part_name(safe)
     for receipt, table in results:
-        receipt["rows_sha256"] = rows_digest(table) if table is not None else None
         if table is not None:
             receipt["output"] = name
     ordered = sorted(results, key=lambda item: sort_key(item[0]))
@@ -141,13 +140,17 @@ def score_unit(aggregates: pd.DataFrame, models_dir, out_dir, targets) -> list[d
     return receipts
 
 
-def _score_all(aggregates: pd.DataFrame, models_dir, targets) -> list[tuple[dict, "pa.Table | None"]]:
-    """(receipt, prediction table or ``None``) per target, in the order given, duplicates removed; no file written."""
+def _score_all(aggregates: pd.DataFrame, models_dir, targets,
+               with_digest: bool = False) -> list[tuple[dict, "pa.Table | None"]]:
+    """(receipt, prediction table or ``None``) per target, in the order given, duplicates removed; no file written.
+
+    ``with_digest``: receipts get ``rows_sha256`` (``part_file.digest`` of the rows; ``None`` when failed).
+    """
     wanted = list(dict.fromkeys(targets))
     frame = normalise_aggregates(_rows_for(aggregates, wanted))
     columns = _Columns(frame)
     with sklearn.config_context(assume_finite=True):  # features are checked finite before scoring
-        return [_score_one(raw, columns, models_dir) for raw in progress(wanted, "scoring", unit="target")]
+        return [_score_one(raw, columns, models_dir, with_digest) for raw in progress(wanted, "scoring", unit="target")]
 
 
 def _rows_for(aggregates: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
@@ -212,7 +215,7 @@ def _prediction_table(device_id: str, sensor_id: str, columns: _Columns, a: int,
     return pa.Table.from_arrays(arrays, schema=OUTPUT_SCHEMA)
 
 
-def _score_one(raw: str, columns: _Columns, models_dir) -> tuple[dict, "pa.Table | None"]:
+def _score_one(raw: str, columns: _Columns, models_dir, with_digest: bool = False) -> tuple[dict, "pa.Table | None"]:
     """The target's receipt (``output`` and the hashes still ``None``) and its prediction table (``None`` when it failed)."""
     receipt = {
         "target": raw,
@@ -230,6 +233,8 @@ def _score_one(raw: str, columns: _Columns, models_dir) -> tuple[dict, "pa.Table
         "error": None,
         "error_type": None,
     }
+    if with_digest:
+        receipt["rows_sha256"] = None
     try:
         device_id, sensor_id = parse_target(raw)
     except ValueError as exc:
@@ -258,6 +263,11 @@ def _score_one(raw: str, columns: _Columns, models_dir) -> tuple[dict, "pa.Table
         anomalies=int(flags.sum()),
         anomaly_window_starts=[str(t) for t in columns.window_start[a:b][flags].astype("datetime64[s]")],
     )
+    if with_digest:  # part_file.rows_digest of the table, from the arrays it was built of (columns in its order)
+        receipt["rows_sha256"] = digest(
+            (device_id, sensor_id, manifest["sha256"]),
+            (columns.window_start[a:b], columns.window_end[a:b], *np.asarray(X, dtype="<f8").T, scores.astype("<f8"),
+             flags.astype("u1")))
     return receipt, table
 
 
