@@ -25,6 +25,30 @@ from batch_scoring.hooks.blob_storage import read_json
 from batch_scoring.validation import validate_part, window_keys
 
 
+FOOTER_BUFFER = 64 << 10  # bytes fetched per range read: a part file's footer is usually within one or two
+
+
+def part_receipts(store, container: str, blob: str) -> list[dict] | None:
+    """The receipts in a part blob's footer, read by ranges (the rows are not downloaded); ``None`` when
+    the blob does not exist.
+
+    For the Azure ML operator and ``permanent`` (which receipts did a job write) in step c2. Raises
+    ``ValueError`` naming ``container/blob`` when it is no part file (``part_file.read_receipts``), and
+    what the store raises when storage does not answer.
+    """
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from batch_scoring.scoring.part_file import read_receipts
+
+    try:
+        with store.open_reader(container, blob, buffer_size=FOOTER_BUFFER) as fh:
+            return read_receipts(fh)
+    except ResourceNotFoundError:
+        return None
+    except ValueError as exc:
+        raise ValueError(f"{container}/{blob}: {exc}") from None
+
+
 def _flatten(value) -> list[dict]:
     if isinstance(value, dict):
         return [value] if "target" in value else []

@@ -6,6 +6,7 @@ import io
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from batch_scoring.config import settings
 from batch_scoring.scoring.layout import model_manifest_blob, part_blob
@@ -71,3 +72,43 @@ def test_confirmed_units_needs_every_receipt_validated_and_the_listed_md5():
     assert confirmed_units(INTERVAL, [UNIT_A], [returned], {blob: "0" * 32}) == {}  # blob changed since
     assert confirmed_units(INTERVAL, [UNIT_A], [returned[:1]], listing) == {}  # a receipt missing
     assert confirmed_units(INTERVAL, [UNIT_A], [[{**returned[0], "validated": False}, returned[1]]], listing) == {}
+
+
+def test_part_receipts_reads_the_footer_by_ranges(blob_store):
+    from batch_scoring.unit_checks import part_receipts
+
+    data, _ = unit_a()
+    blob = part_blob(INTERVAL, UNIT_A)
+    blob_store.upload_bytes("predictions", blob, data)
+    footer = part_receipts(blob_store, "predictions", blob)
+    assert [r["target"] for r in footer] == UNIT_A and footer[1]["error"] == "UnknownTargetError: no rows"
+    assert part_receipts(blob_store, "predictions", part_blob(INTERVAL, UNIT_B)) is None
+    blob_store.upload_bytes("predictions", part_blob(INTERVAL, UNIT_B), prediction(WINDOWS))  # parquet, no receipts
+    with pytest.raises(ValueError, match=f"predictions/{part_blob(INTERVAL, UNIT_B)}: no batch_scoring.receipts"):
+        part_receipts(blob_store, "predictions", part_blob(INTERVAL, UNIT_B))
+
+
+def test_part_receipts_does_not_download_the_rows(blob_store, monkeypatch):
+    import numpy as np
+    import pyarrow as pa
+
+    from batch_scoring.hooks import blob_storage
+    from batch_scoring.unit_checks import part_receipts
+
+    n = 300_000  # ~2.4 MB of random scores: far more than the footer
+    table = pa.table({"device_id": ["d1"] * n, "sensor_id": ["s1"] * n,
+                      "decision_score": np.random.default_rng(0).random(n)})
+    data = part_bytes([table], [{"target": "d1/s1", "status": "ok"}], table.schema)
+    blob = part_blob(INTERVAL, ["d1/s1"])
+    blob_store.upload_bytes("predictions", blob, data)
+    fetched = []
+    real = blob_storage._BlobRangeFile.readinto
+
+    def counting(self, buffer):
+        got = real(self, buffer)
+        fetched.append(got)
+        return got
+
+    monkeypatch.setattr(blob_storage._BlobRangeFile, "readinto", counting)
+    assert [r["target"] for r in part_receipts(blob_store, "predictions", blob)] == ["d1/s1"]
+    assert len(data) > 2_000_000 and 0 < sum(fetched) <= 2 * (64 << 10), (len(data), fetched)
