@@ -110,7 +110,7 @@ def score_targets(aggregates: pd.DataFrame, models_dir, out_dir, targets) -> lis
     return receipts
 
 
-def score_unit(aggregates: pd.DataFrame, models_dir, out_dir, targets) -> list[dict]:
+def score_unit(aggregates: pd.DataFrame, models_dir, out_dir, targets, error_names: dict | None = None) -> list[dict]:
     """Score a unit's targets into one part file ``<out_dir>/part-<unit id>.parquet``; return the receipts.
 
     The file (``scoring.part_file``) holds the rows of the targets that scored, sorted by device_id,
@@ -121,10 +121,17 @@ def score_unit(aggregates: pd.DataFrame, models_dir, out_dir, targets) -> list[d
     scored, and ``output_sha256``/``output_md5`` (of the whole file) are in the returned receipts only.
     The unit id comes from the path-safe targets (``layout.unit_id``); when none is path-safe nothing is
     written. Same snapshot + models + targets (in any order) -> a byte-identical file of the same name.
+    ``error_names``: local path -> what an operator knows it as (``{"/tmp/x/models/": "models/"}``),
+    replaced in failed receipts' errors before the footer is written (a worker's temporary folder means
+    nothing to whoever reads the receipt).
     Never raises for a per-target failure; ``OSError`` when ``out_dir`` cannot be written.
     """
     results = _score_all(aggregates, models_dir, targets, with_digest=True)
     receipts = [receipt for receipt, _ in results]
+    for receipt in receipts:
+        for local, known in (error_names or {}).items():
+            if receipt["error"]:
+                receipt["error"] = receipt["error"].replace(local, known)
     safe = [r["target"] for r in receipts if r["device_id"] is not None]
     if not safe:
         return receipts

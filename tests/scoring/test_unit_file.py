@@ -159,3 +159,16 @@ def test_an_earlier_part_file_without_the_rescored_targets(tmp_path, trained):
     assert [r["target"] for r in read_receipts(rest)] == kept
     assert without_targets(data, TARGETS) == (None, None)
     assert without_targets(data, []) == (layout.part_name(TARGETS), data)
+
+
+def test_errors_name_what_an_operator_knows_not_the_local_folder(tmp_path, trained):
+    models, _, score_aggs = trained
+    (models / "dev001" / "s2" / "model.joblib").unlink()
+    receipts = score_unit(score_aggs, models, tmp_path / "out", TARGETS[:2], error_names={f"{models}/": "models/"})
+    failed = receipts[1]
+    assert failed["status"] == "failed" and "models/dev001/s2/model.joblib" in failed["error"], failed["error"]
+    assert str(models) not in failed["error"]
+    footer = read_receipts(tmp_path / "out" / layout.part_name(TARGETS[:2]))
+    assert footer[1]["error"] == failed["error"]
+    plain = score_unit(score_aggs, models, tmp_path / "plain", TARGETS[:2])
+    assert f"{models}/dev001/s2/model.joblib" in plain[1]["error"]  # without error_names: the path as it is
