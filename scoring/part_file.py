@@ -134,6 +134,13 @@ def read_receipts(source) -> list[dict]:
     return receipts
 
 
+def _target_ids(table: pa.Table):
+    """Each row's ``device/sensor`` (text of either width)."""
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise(table["device_id"].cast(pa.string()), table["sensor_id"].cast(pa.string()), "/")
+
+
 def without_targets(data: bytes, drop) -> tuple[str | None, bytes | None]:
     """An earlier part file rewritten without the rows and receipts of the targets in ``drop``.
 
@@ -154,6 +161,30 @@ def without_targets(data: bytes, drop) -> tuple[str | None, bytes | None]:
     name = part_name([r["target"] for r in keep])
     keep = [{**r, "output": name} if r.get("output") else r for r in keep]  # a receipt names its file
     table = pq.read_table(io.BytesIO(data))
-    ids = pc.binary_join_element_wise(table["device_id"], table["sensor_id"], "/")
+    ids = _target_ids(table)
     table = table.filter(pc.invert(pc.is_in(ids, value_set=pa.array(sorted(drop), pa.string()))))
     return name, part_bytes([table.replace_schema_metadata(None)], keep, table.schema.remove_metadata())
+
+
+def fail_targets(data: bytes, reasons: dict) -> bytes:
+    """A part file with the targets of ``reasons`` (target -> why) turned into failed ones: their rows
+    removed, their receipts ``status: "failed"`` with ``error`` = the reason (and no rows, anomalies,
+    output or ``rows_sha256``). The other targets' rows and receipts are unchanged; the name stays (the
+    unit's targets are the same). For a scoring unit whose file failed a check after it was written.
+
+    Raises ``ValueError`` (``read_receipts``) for a file that is not a part file, and ``KeyError``
+    naming a target of ``reasons`` the footer does not hold.
+    """
+    import pyarrow.compute as pc
+
+    receipts = {r["target"]: r for r in read_receipts(data)}
+    unknown = sorted(set(reasons) - set(receipts))
+    if unknown:
+        raise KeyError(f"not in the part file's footer: {', '.join(unknown)}")
+    for target, why in reasons.items():
+        receipts[target] = {**receipts[target], "status": "failed", "error": str(why), "rows_out": 0, "anomalies": 0,
+                            "anomaly_window_starts": [], "output": None, "rows_sha256": None}
+    table = pq.read_table(io.BytesIO(data))
+    ids = _target_ids(table)
+    table = table.filter(pc.invert(pc.is_in(ids, value_set=pa.array(sorted(reasons), pa.string()))))
+    return part_bytes([table.replace_schema_metadata(None)], list(receipts.values()), table.schema.remove_metadata())

@@ -74,3 +74,19 @@ def test_a_bad_file_fails_every_target_of_the_unit_naming_why(make, reason):
     assert set(got) == set(UNIT)
     for summary, problem in got.values():
         assert summary is None and reason in problem, problem
+
+
+def test_a_target_failed_after_writing_leaves_the_file_and_keeps_its_receipt():
+    from batch_scoring.scoring.part_file import fail_targets, read_receipts
+
+    t1, t2 = rows("s1"), rows("s2")
+    data = part([t1, t2], [receipt("d1/s1", t1), receipt("d1/s2", t2)])
+    fixed = fail_targets(data, {"d1/s2": "the prediction written failed validation: 12 rows for 11 input windows"})
+    got = validate_part(fixed, UNIT, WINDOWS_BY_TARGET, {})
+    assert got["d1/s1"][1] is None
+    assert got["d1/s2"] == (None, "scoring failed: the prediction written failed validation: 12 rows for 11 input windows")
+    assert pq.read_table(io.BytesIO(fixed)).num_rows == 12
+    assert [r["status"] for r in read_receipts(fixed)] == ["ok", "failed"]
+    assert fail_targets(data, {}) == data
+    with pytest.raises(KeyError, match="d9/s9"):
+        fail_targets(data, {"d9/s9": "x"})
