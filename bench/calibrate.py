@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from batch_scoring.scoring.cli import make_parser
-from batch_scoring.scoring.planner import Params, estimate
+from batch_scoring.scoring.planner import Params, auto_targets_per_unit, estimate
 
 RESULTS = Path(__file__).resolve().parent.parent / ".local" / "bench" / "results.json"
 
@@ -68,6 +68,13 @@ def table(results: dict, fit_max_T: int = 1000, workers: int | None = None) -> s
                             per_target=p, run_overhead=R, run_per_target=r))
         out.append(f"| {T:,} | {mode} ({k}/task) | {e.jobs} | {e.duration_cold:.1f} | {run:.1f} "
                    f"| {100 * (e.duration_cold - run) / run:+.0f} % | {'yes' if (T, mode, k, run) in fit_set else 'no'} |")
+    out += ["", "As settings (what `targets_per_unit=auto` plans with; the fit's slots are its workers):",
+            f"BATCH_SCORING_AUTO_SLOTS={workers} BATCH_SCORING_AUTO_TASK_OVERHEAD_SECONDS={max(0.0, O):.2f} "
+            f"BATCH_SCORING_AUTO_TARGET_SECONDS={max(p, 1e-4):.4f}"]
+    for T in sorted({s[0] for s in samples}):
+        k = auto_targets_per_unit(Params(targets=T, mode="local", workers=workers, job_overhead=max(0.0, O),
+                                         per_target=max(p, 1e-4)))
+        out.append(f"- T={T:,}: auto would take {k:,} targets per unit ({math.ceil(T / k)} units)")
     return "\n".join(out)
 
 

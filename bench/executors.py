@@ -44,8 +44,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from statistics import mean
 
+from bench.report import write_section
 from bench.run import DAY, DAG_ID, WORK as BENCH_WORK, bench_settings, build_world, idle_cpu, log, measure_floor, \
-    run_dag_mode, write_section
+    run_dag_mode
 from devstack.services import REPO
 
 WORK = BENCH_WORK / "executors"

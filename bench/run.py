@@ -42,14 +42,15 @@ from pathlib import Path
 
 from devstack import services
 from devstack.services import REPO
+from bench.report import render, write_markdown
 from batch_scoring.scoring.cli import make_parser
 from batch_scoring.scoring.layout import manifest_blob
 from batch_scoring.scoring.times import utc_naive
 
 WORK = REPO / ".local" / "bench"
+AZURITE_LOG = WORK / "azurite.log"  # its access log: one line per blob request (bench/blob_requests.py)
 DAY = dt.datetime(2026, 1, 1)
 DAG_ID = "batch_scoring"
-MARK_BEGIN, MARK_END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
 
 
 def log(msg: str) -> None:
@@ -65,19 +66,11 @@ def build_world(T: int, store, conn_str_sql: str, workdir: Path, settings) -> li
     Empties every container first; writes ``workdir/models`` and ``workdir/targets.txt``
     (one ``device/sensor`` a line); returns the target names, sorted.
     """
-    from bench.world import synthetic_aggregates, target_names, train_template, write_models
-    from batch_scoring.sensor_db.schema import connect, create_schema
-    from batch_scoring.ingest_sim.loads import upsert_aggregates
+    from bench.world import load_aggregates, target_names, train_template, write_models
 
     t0 = time.perf_counter()
     targets = target_names(T)
-    conn = connect(conn_str_sql)
-    try:
-        create_schema(conn)
-        for i in range(0, T, 1000):  # bounded memory: 1,000 targets (288,000 rows) per upsert
-            upsert_aggregates(conn, synthetic_aggregates(targets[i : i + 1000], DAY, seed=i + 1))
-    finally:
-        conn.close()
+    load_aggregates(conn_str_sql, targets, DAY)
     t_sql = time.perf_counter() - t0
     models = workdir / "models"
     shutil.rmtree(models, ignore_errors=True)
@@ -126,8 +119,9 @@ def write_snapshot(store, conn_str_sql: str, settings, interval) -> None:
 FLOOR_CONTAINER = "floor-predictions"
 
 
-def run_floor(conn_str: str, interval, workdir: Path, azurite_pid: int) -> dict:
-    """Run ``bench.floor`` in its own process; returns its JSON line plus ``azurite_cpu`` (CPU-s of Azurite meanwhile).
+def run_floor(conn_str: str, interval, workdir: Path, azurite_pid: int, requests_log: Path | None = None) -> dict:
+    """Run ``bench.floor`` in its own process; returns its JSON line plus ``azurite_cpu`` (CPU-s of Azurite meanwhile)
+    and, given Azurite's access log, ``blob_requests`` (``bench.blob_requests.count_lines`` of the period).
 
     Raises ``RuntimeError`` with the end of its stderr if it fails.
     """
@@ -135,22 +129,25 @@ def run_floor(conn_str: str, interval, workdir: Path, azurite_pid: int) -> dict:
 
     cmd = [sys.executable, "-m", "bench.floor", "--connection-string", conn_str, "--interval", interval.key,
            "--targets-file", str(workdir / "targets.txt"), "--out-container", FLOOR_CONTAINER]
-    with TreeMeter([azurite_pid]) as az:
+    with TreeMeter([azurite_pid]) as az, _requests(requests_log) as req:
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if res.returncode:
         raise RuntimeError(f"floor failed:\n{res.stderr[-3000:]}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
     out["azurite_cpu"] = az.cpu
+    if req is not None:
+        out["blob_requests"] = req.counts
     return out
 
 
-def measure_floor(store, conn_str: str, sql_odbc: str, settings, interval, workdir: Path, azurite_pid: int) -> dict:
+def measure_floor(store, conn_str: str, sql_odbc: str, settings, interval, workdir: Path, azurite_pid: int,
+                  requests_log: Path | None = None) -> dict:
     """The floor of a built fleet (:func:`build_world`): snapshot blob written, :func:`run_floor` into its own
     emptied container, which is deleted afterwards. Returns :func:`run_floor`'s measures (seconds, bytes)."""
     write_snapshot(store, sql_odbc, settings, interval)
     store.delete_container(FLOOR_CONTAINER)
     _ensure_containers(store, [FLOOR_CONTAINER])
-    floor = run_floor(conn_str, interval, workdir, azurite_pid)
+    floor = run_floor(conn_str, interval, workdir, azurite_pid, requests_log)
     # Azurite's cost per request grows with the blobs in the account: the DAG runs must start
     # from the state the floor started from (models + snapshot), not with the floor's output too
     store.delete_container(FLOOR_CONTAINER)
@@ -185,22 +182,26 @@ def bench_settings(parallelism: int) -> dict[str, str]:
 
 
 def bench_env(home: Path, sql_odbc: str, conn_str: str, parallelism: int) -> dict:
-    """The standalone's Airflow environment of one fleet: ``devstack.airflow_env`` plus :func:`bench_settings`."""
+    """The standalone's Airflow environment of one fleet: ``devstack.airflow_env`` plus :func:`bench_settings`;
+    its model cache (``<home>/model-cache``) is emptied first: the fleet's first run downloads every model,
+    later runs of the same models read them from the cache, as hourly runs do."""
     from devstack.airflow_env import airflow_env
 
     env = airflow_env(home, sql_odbc, conn_str, parallelism=parallelism)
     env.update(bench_settings(parallelism))
+    shutil.rmtree(home / "model-cache", ignore_errors=True)
     return env
 
 
 def run_dag_mode(api, store, settings, interval, T: int, mode, airflow_pids, azurite_pid: int,
-                 timeout: float) -> dict:
+                 timeout: float, requests_log: Path | None = None) -> dict:
     """One manual run of the DAG over ``interval`` with ``targets_per_unit=mode``; returns its measures.
 
     ``airflow_pids``: the root pid of the Airflow processes (the standalone) or a list
     of them (a topology's components and workers), metered as one tree. Wall and CPU
     in seconds, RSS in bytes (see the module docstring); the run is deleted
-    afterwards. Raises ``TimeoutError`` if it is not finished after ``timeout`` s.
+    afterwards. Given Azurite's access log, ``blob_requests`` counts the requests of the run (trigger to
+    finished). Raises ``TimeoutError`` if it is not finished after ``timeout`` s.
     """
     from bench.procs import TreeMeter
 
@@ -209,11 +210,13 @@ def run_dag_mode(api, store, settings, interval, T: int, mode, airflow_pids, azu
     run_id = f"bench_T{T}_{mode}_{int(time.time())}"
     conf = {"targets_per_unit": mode if mode == "auto" else int(mode)}
     pids = [airflow_pids] if isinstance(airflow_pids, int) else list(airflow_pids)
-    with TreeMeter([azurite_pid]) as az, TreeMeter(pids) as af:
-        api.trigger_dag_run(DAG_ID, run_id, interval.start, interval.end, conf)
-        run = api.wait_for_run(DAG_ID, run_id, timeout, every=0.5)
-    tis = api.all_task_instances(DAG_ID, run_id)
-    api.delete_dag_run(DAG_ID, run_id)  # the next mode scores the same interval (one run per logical date)
+    try:
+        with TreeMeter([azurite_pid]) as az, TreeMeter(pids) as af, _requests(requests_log) as req:
+            api.trigger_dag_run(DAG_ID, run_id, interval.start, interval.end, conf)
+            run = api.wait_for_run(DAG_ID, run_id, timeout, every=0.5)
+        tis = api.all_task_instances(DAG_ID, run_id)
+    finally:  # the next mode scores the same interval (one run per logical date): never leave this one behind
+        _end_run(api, run_id)
     score = [t for t in tis if t["task_id"] == "score"]
     durations = [t["duration"] for t in score if t.get("duration") is not None]
     manifest = _manifest(store, settings, interval)
@@ -225,7 +228,28 @@ def run_dag_mode(api, store, settings, interval, T: int, mode, airflow_pids, azu
         "validated": (manifest or {}).get("counts", {}).get("ok"),
         "task_states": {s: sum(t["state"] == s for t in tis) for s in {t["state"] for t in tis}},
         "stage_seconds": {t["task_id"]: t.get("duration") for t in tis if t["task_id"] != "score"},
+        **({"blob_requests": req.counts} if req is not None else {}),
     }
+
+
+def _end_run(api, run_id: str) -> None:
+    """Mark the run failed if it is still going (its tasks stop) and delete it; best effort, logged."""
+    try:
+        if api.dag_run(DAG_ID, run_id)["state"] not in ("success", "failed"):
+            api.fail_dag_run(DAG_ID, run_id)
+            time.sleep(10)  # let the scheduler stop its running tasks
+        api.delete_dag_run(DAG_ID, run_id)
+    except Exception as exc:  # noqa: BLE001 - the measurement's own error is the one to report
+        log(f"could not end run {run_id}: {type(exc).__name__}: {exc}")
+
+
+def _requests(log_path: Path | None):
+    """A ``bench.blob_requests.BlobRequests`` over Azurite's access log, or a context yielding None without one."""
+    from contextlib import nullcontext
+
+    from bench.blob_requests import BlobRequests
+
+    return BlobRequests(log_path) if log_path is not None else nullcontext()
 
 
 def _manifest(store, settings, interval):
@@ -242,74 +266,6 @@ def idle_cpu(pids, seconds: float = 15) -> float:
     with TreeMeter([pids] if isinstance(pids, int) else pids) as m:
         time.sleep(seconds)
     return m.cpu / m.wall
-
-
-# --- report --------------------------------------------------------------------------
-
-def render(results: dict) -> str:
-    """The markdown of ``results`` (the ``results.json`` shape): a table per fleet and mode, floor phases, idle CPU."""
-    lines = [
-        f"Run {results['started']} on {results['machine']}; parallelism {results['parallelism']}; "
-        f"aggregates on {results.get('sql', 'sqlite')}; "
-        f"synthetic fleet, 288 windows per target (one day at 5 minutes).",
-        "",
-        "| T | what | state | wall s | ratio to floor | ratio to physical | CPU s (Airflow tree) | CPU s Azurite "
-        "| peak RSS MiB | score tasks | mean task s | overhead ms/target (wall) | overhead ms/target (CPU) | validated |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for T, r in results["fleets"].items():
-        f, p = r["floor"], r.get("physical")
-        phys = (lambda wall: f"{wall / p['wall']:.2f}") if p else (lambda wall: "-")
-        if p:
-            lines.append(
-                f"| {int(T):,} | physical floor (SQL read, local models and files; 1 process) | ok {p['ok']} "
-                f"| {p['wall']:.1f} | {p['wall'] / f['wall']:.2f} | 1.00 | {p['cpu']:.1f} (own) | - "
-                f"| {p['peak_rss'] / 2**20:.0f} | - | - | {1000 * p['wall'] / int(T):.2f} per target "
-                f"| {1000 * p['cpu'] / int(T):.2f} per target | - |")
-        lines.append(
-            f"| {int(T):,} | floor (1 process, 1 thread) | ok {f['ok']} | {f['wall']:.1f} | 1.00 | {phys(f['wall'])} | {f['cpu']:.1f} (own) "
-            f"| {f['azurite_cpu']:.1f} | {f['peak_rss'] / 2**20:.0f} | - | - | {1000 * f['wall'] / int(T):.2f} per target "
-            f"| {1000 * f['cpu'] / int(T):.2f} per target | - |"
-        )
-        for m in r["dag"]:
-            if "error" in m:
-                lines.append(f"| {int(T):,} | DAG, targets_per_unit={m['mode']} | error | | | | | | | | | | | {m['error'][:80]} |")
-                continue
-            lines.append(
-                f"| {int(T):,} | DAG, targets_per_unit={m['mode']} | {m['state']} | {m['wall']:.1f} "
-                f"| {m['wall'] / f['wall']:.2f} | {phys(m['wall'])} | {m['cpu']:.1f} | {m['azurite_cpu']:.1f} | {m['peak_rss'] / 2**20:.0f} "
-                f"| {m['score_tasks']} | {m['score_task_mean'] or 0:.2f} | {1000 * (m['wall'] - f['wall']) / int(T):.1f} "
-                f"| {1000 * (m['cpu'] - f['cpu']) / int(T):.1f} | {m['validated']} |"
-            )
-    lines.append("")
-    lines.append("Floor phases (s): " + "; ".join(
-        f"T={int(T):,}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["floor"]["phases"].items())
-        + f" (imports {r['floor']['import_seconds']:.2f}, not counted)"
-        for T, r in results["fleets"].items()))
-    lines.append("")
-    lines.append("Physical floor phases (s): " + "; ".join(
-        f"T={int(T):,}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["physical"]["phases"].items())
-        + f" ({r['physical']['rows']:,} aggregate rows)" for T, r in results["fleets"].items() if "physical" in r))
-    lines.append("")
-    lines.append("Idle CPU of the standalone (scheduler, dag-processor, triggerer, api-server), measured before the runs: "
-                 + "; ".join(f"T={int(T):,}: {r['idle_cpu_per_s']:.2f} CPU-s/s" for T, r in results["fleets"].items()))
-    return "\n".join(lines)
-
-
-def write_markdown(results: dict, path: Path) -> None:
-    """Replace the text between the ``bench:results`` markers of ``path`` by :func:`render` (file or markers created if missing)."""
-    write_section(path, render(results), MARK_BEGIN, MARK_END)
-
-
-def write_section(path: Path, body: str, begin: str, end: str) -> None:
-    """Replace the text between the markers ``begin`` and ``end`` of ``path`` by ``body`` (file or markers
-    appended if missing)."""
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{begin}\n{end}\n"
-    if begin not in text:
-        text += f"\n{begin}\n{end}\n"
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{begin}\n{body}\n{end}{tail}")
 
 
 # --- main ----------------------------------------------------------------------------
@@ -343,7 +299,8 @@ def main(argv=None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(WORK / "azurite", ignore_errors=True)
     az_port, af_port = services.free_port(), services.free_port()
-    azurite = services.start_azurite(WORK / "azurite", az_port, log_path=WORK / "azurite.log")
+    AZURITE_LOG.unlink(missing_ok=True)
+    azurite = services.start_azurite(WORK / "azurite", az_port, log_path=AZURITE_LOG)
     conn_str = services.azurite_connection_string(az_port)
     store = BlobStore.from_connection_string(conn_str)
     settings = get_settings()
@@ -373,7 +330,7 @@ def main(argv=None) -> int:
                 create_database(pg, f"sensors_t{T}")
                 sql_odbc = pg.conn_str(f"sensors_t{T}")
             build_world(T, store, sql_odbc, workdir, settings)
-            floor = measure_floor(store, conn_str, sql_odbc, settings, interval, workdir, azurite.pid)
+            floor = measure_floor(store, conn_str, sql_odbc, settings, interval, workdir, azurite.pid, AZURITE_LOG)
             log(f"T={T}: floor {floor['wall']:.1f}s wall, {floor['cpu']:.1f}s CPU "
                 f"({1000 * floor['wall'] / T:.2f} ms/target; phases {json.dumps({k: round(v, 2) for k, v in floor['phases'].items()})})")
             physical = run_physical(sql_odbc, interval, workdir)
@@ -391,7 +348,8 @@ def main(argv=None) -> int:
                         log(f"T={T}: targets_per_unit=1 skipped (over --per-target-max {args.per_target_max})")
                         continue
                     try:
-                        m = run_dag_mode(api, store, settings, interval, T, mode, proc.pid, azurite.pid, args.run_timeout)
+                        m = run_dag_mode(api, store, settings, interval, T, mode, proc.pid, azurite.pid, args.run_timeout,
+                                         AZURITE_LOG)
                     except Exception as exc:  # record and go on with the other modes
                         m = {"mode": str(mode), "error": f"{type(exc).__name__}: {exc}"}
                     fleet["dag"].append(m)

@@ -74,6 +74,24 @@ def synthetic_aggregates(targets: list[str], day_start: dt.datetime, seed: int =
     return frame[list(AGGREGATE_COLUMNS)]
 
 
+def load_aggregates(conn_str_sql: str, targets: list[str], day_start: dt.datetime) -> None:
+    """A fresh sensor schema at ``conn_str_sql`` (ODBC) holding :func:`synthetic_aggregates` of ``targets``' day.
+
+    Loaded 1,000 targets (288,000 rows) per upsert, seeded by position: the same rows every time.
+    Raises pyodbc errors as they come.
+    """
+    from batch_scoring.ingest_sim.loads import upsert_aggregates
+    from batch_scoring.sensor_db.schema import connect, create_schema
+
+    conn = connect(conn_str_sql)
+    try:
+        create_schema(conn)
+        for i in range(0, len(targets), 1000):  # bounded memory
+            upsert_aggregates(conn, synthetic_aggregates(targets[i : i + 1000], day_start, seed=i + 1))
+    finally:
+        conn.close()
+
+
 def train_template(work: Path, day_start: dt.datetime) -> Path:
     """Train one real model on a normal synthetic day; returns its folder (model.joblib + manifest.json)."""
     from batch_scoring.scoring.train import train_models

@@ -41,6 +41,8 @@ def airflow_env(home: Path, sql_odbc: str, blob_connection_string: str, parallel
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__PROVIDERS_ODBC__ALLOW_DRIVER_IN_EXTRA": "True",
+        # the local backend's model cache beside the home (not the machine-wide default): `make clean` clears it
+        "BATCH_SCORING_MODEL_CACHE_DIR": str(home / "model-cache"),
         # the UI's connection Test button (off by default in Airflow 3: it runs hook code in the API server)
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         # Deferrable operators defer (the Azure ML score task follows this unless

@@ -138,13 +138,16 @@ class AirflowApi:
     Every call authenticates with a JWT from ``/auth/token`` (simple auth
     manager, ``user``/``password``); answers are the API's JSON, decoded.
     Errors: ``urllib.error.HTTPError`` (4xx at once, 5xx after ``attempts``
-    tries, the body's start in its message) and ``OSError`` when nothing listens.
+    tries, the body's start in its message) and ``OSError`` when nothing listens
+    (a GET or DELETE that times out or loses its connection is tried ``attempts`` times first).
     """
 
-    def __init__(self, port: int, user: str = "admin", password: str = "admin", attempts: int = 4):
+    def __init__(self, port: int, user: str = "admin", password: str = "admin", attempts: int = 4,
+                 timeout: float = 30.0):
         self.base = f"http://127.0.0.1:{port}"
         self.user, self.password = user, password
         self.attempts = attempts
+        self.timeout = timeout  # seconds one answer may take
         self._token = None
 
     def _request(self, method: str, path: str, body=None, auth: bool = True, attempts: int | None = None):
@@ -156,12 +159,18 @@ class AirflowApi:
             if auth:
                 req.add_header("Authorization", f"Bearer {self.token()}")
             try:
-                with urllib.request.urlopen(req, timeout=30) as resp:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     return json.loads(resp.read() or b"null")
             except urllib.error.HTTPError as exc:
                 if exc.code < 500 or attempt == attempts:
                     detail = exc.read()[:500].decode(errors="replace")
                     raise urllib.error.HTTPError(exc.url, exc.code, f"{exc.reason}: {detail}", exc.headers, None) from exc
+                time.sleep(min(2 * attempt, 6))
+            except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
+                # a busy api-server (a thousand tasks on two cores) can take over 30 s to answer: ask again,
+                # but only where asking twice does no harm (a POST may have been carried out)
+                if method not in ("GET", "DELETE") or attempt == attempts:
+                    raise
                 time.sleep(min(2 * attempt, 6))
 
     def token(self) -> str:
@@ -277,6 +286,10 @@ class AirflowApi:
             out += batch
             if len(batch) < page:
                 return out
+
+    def fail_dag_run(self, dag_id: str, run_id: str) -> None:
+        """Mark a run failed (the UI's *Mark run as failed*: its running tasks are stopped)."""
+        self._request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}", {"state": "failed"})
 
     def delete_dag_run(self, dag_id: str, run_id: str) -> None:
         """Delete a run (and its task instances), so the same logical date can run again."""

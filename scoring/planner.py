@@ -154,6 +154,26 @@ def estimate(p: Params) -> Estimate:
                     ns_cold * price, ns_warm * price, overhead_fraction)
 
 
+def auto_targets_per_unit(p: Params, max_unit_seconds: float = math.inf) -> int:
+    """Targets per unit for ``targets_per_unit="auto"``: the size whose :func:`estimate` is the shortest run.
+
+    Candidates are the smallest sizes giving 1, 2, 3, ... waves over ``p``'s slots (``ceil(targets / (waves *
+    slots))``), kept when one unit's modelled time (``job_overhead + size * per_target``, seconds) is at most
+    ``max_unit_seconds`` (a failed unit is retried whole: the cap bounds what a retry redoes); ties go to
+    the smaller size (more units: finer retries and more tasks to look at). With a positive per-unit overhead
+    the model's optimum is one wave, ``ceil(targets / slots)``, unless the cap asks for more. The size is
+    grown so that no run maps more than ``p.max_jobs`` units. Returns 1 for no targets. The DAG's ``auto``
+    and :func:`recommend` both choose through this function.
+    """
+    if p.targets <= 0:
+        return 1
+    slots = max(1, p.workers if p.mode == "local" else p.max_nodes * p.jobs_per_node)
+    sizes = sorted({math.ceil(p.targets / (waves * slots)) for waves in range(1, math.ceil(p.targets / slots) + 1)})
+    sizes = [effective_targets_per_job(p.targets, k, p.max_jobs) for k in sizes]
+    within = [k for k in sizes if p.job_overhead + k * p.per_target <= max_unit_seconds] or [min(sizes)]
+    return min(within, key=lambda k: (estimate(Params(**{**asdict(p), "targets_per_job": k})).duration_cold, k))
+
+
 def idle_advice(p: Params, duration: float, nodes: int, idle_min: float = 120.0) -> dict:
     """Scale to zero or keep warm between runs, and the idle time to set (see the module docstring)."""
     gap = max(0.0, p.period - duration)
@@ -177,7 +197,8 @@ def recommend(p: Params, deadline: float | None = None) -> dict:
     max_nodes = 1 if p.mode == "local" else max(1, p.max_nodes)
     for nodes in range(1, max_nodes + 1):
         slots = (p.workers if p.mode == "local" else nodes * p.jobs_per_node)
-        for tpj in sorted({1, 10, 100, 1000, math.ceil(p.targets / max(1, slots))}):
+        auto = auto_targets_per_unit(Params(**{**asdict(p), "max_nodes": nodes}))
+        for tpj in sorted({1, 10, 100, 1000, math.ceil(p.targets / max(1, slots)), auto}):
             e = estimate(Params(**{**asdict(p), "max_nodes": nodes, "targets_per_job": tpj}))
             candidates.append((e, nodes))
     feasible = [(e, n) for e, n in candidates if e.duration_cold <= deadline]

@@ -57,6 +57,15 @@ def window_problems(frame: pd.DataFrame, start: dt.datetime, end: dt.datetime,
     return problems
 
 
+def by_target(problems: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``problems`` ({'device/sensor': [messages]}) re-ordered by (device, sensor), as one frame's come.
+
+    Blocks checked apart (:func:`window_problems` sorts within one frame) come
+    back in SQL's order, whose collation may not be Python's.
+    """
+    return dict(sorted(problems.items(), key=lambda kv: kv[0].split("/", 1)))  # no validation: name any id
+
+
 def describe_missing_windows(starts: Sequence[dt.datetime], window_minutes: int = WINDOW_MINUTES,
                              limit: int = 6) -> str:
     """Window starts as '2024-01-01 10:40-11:00 (4 windows)'-style runs of consecutive windows, comma-separated.

@@ -10,7 +10,7 @@ No Airflow import; every function takes an open pyodbc connection.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -178,13 +178,9 @@ def _fetch_frame(cur, types: dict[str, str], columns: Sequence[str], packed: Seq
     return chunks_frame(chunks(), cur.description, types, columns, packed)
 
 
-def select(conn, table: str, columns: Sequence[str], where: str, params: Sequence[Any], order: str,
-           extra: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
-    """SELECT ``columns`` of ``table`` as a typed frame, plus ``extra`` (name, SQL int expression) pairs as int64 columns.
-
-    ``where`` / ``order``: SQL fragments with ``?`` placeholders for ``params`` (empty: none).
-    Ends the read transaction afterwards (:func:`end_read`). Raises pyodbc errors as they come.
-    """
+def _select_sql(conn, table: str, columns: Sequence[str], where: str, order: str,
+                extra: Sequence[tuple[str, str]]) -> tuple[str, dict[str, str], list[str], list[str]]:
+    """``(sql, types, packed, frame columns)`` of :func:`select` / :func:`select_batches`."""
     types = schema.column_types(table)
     d = schema.dialect(conn)
     floats = [c for c in columns if types[c] == "float"]
@@ -198,10 +194,49 @@ def select(conn, table: str, columns: Sequence[str], where: str, params: Sequenc
     if order:
         sql += f" ORDER BY {order}"
     types = {**types, **{name: "int" for name, _ in extra}}
+    return sql, types, packed, [*columns, *(name for name, _ in extra)]
+
+
+def select(conn, table: str, columns: Sequence[str], where: str, params: Sequence[Any], order: str,
+           extra: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
+    """SELECT ``columns`` of ``table`` as a typed frame, plus ``extra`` (name, SQL int expression) pairs as int64 columns.
+
+    ``where`` / ``order``: SQL fragments with ``?`` placeholders for ``params`` (empty: none).
+    Ends the read transaction afterwards (:func:`end_read`). Raises pyodbc errors as they come.
+    """
+    sql, types, packed, names = _select_sql(conn, table, columns, where, order, extra)
     cur = conn.cursor()
     try:
         cur.execute(sql, list(params))
-        return _fetch_frame(cur, types, [*columns, *(name for name, _ in extra)], packed)
+        return _fetch_frame(cur, types, names, packed)
+    finally:
+        cur.close()
+        end_read(conn)
+
+
+def select_batches(conn, table: str, columns: Sequence[str], where: str, params: Sequence[Any], order: str,
+                   extra: Sequence[tuple[str, str]] = (), batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """:func:`select` as a stream: one typed frame per ``cursor.fetchmany(batch_rows)`` (default ``FETCH_ROWS``).
+
+    Same columns, types and row order as :func:`select`; each frame has at
+    most ``batch_rows`` rows and a fresh 0-based index, so memory is bounded by
+    the batch, not the result. A result without rows yields one empty typed
+    frame. The read transaction ends when the stream is exhausted or closed.
+    Raises pyodbc errors as they come, ``ValueError`` / ``TypeError`` as :func:`chunks_frame`.
+    """
+    size = int(batch_rows or FETCH_ROWS)
+    if size < 1:
+        raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+    sql, types, packed, names = _select_sql(conn, table, columns, where, order, extra)
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, list(params))
+        description, yielded = cur.description, False
+        while rows := cur.fetchmany(size):
+            yield chunks_frame([rows], description, types, names, packed)
+            yielded = True
+        if not yielded:
+            yield chunks_frame([], description, types, names, packed)
     finally:
         cur.close()
         end_read(conn)

@@ -1,6 +1,6 @@
 """What the DAG (and the tools around it) read from the sensor database.
 
-Aggregates for the snapshot (:func:`read_interval_aggregates`), watermarks and
+Aggregates for the snapshot (:func:`stream_interval_aggregates`, in bounded memory), watermarks and
 missing windows for the freshness sensor (:func:`target_watermarks`,
 :func:`stale_targets`, :func:`missing_windows`), late-data records
 (:func:`read_revisions`, :func:`interval_revised_at`), readings and anomaly
@@ -13,15 +13,16 @@ empty interval or a malformed target, pyodbc errors as they come.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
 from batch_scoring.scoring.config import AGGREGATE_COLUMNS, WINDOW_MINUTES, target_name
 from batch_scoring.scoring.times import utc_naive
 from batch_scoring.sensor_db import schema
-from batch_scoring.sensor_db.checks import window_problems
-from batch_scoring.sensor_db.frames import end_read, interval, pair_clause, select, select_for_targets, target_pairs
+from batch_scoring.sensor_db.checks import by_target, window_problems
+from batch_scoring.sensor_db.frames import (end_read, interval, pair_clause, select, select_batches, select_for_targets,
+                                            target_pairs)
 
 
 # window_end breaks ties between rows sharing a window_start (only possible without the primary key,
@@ -150,31 +151,65 @@ _TOUCHING = "window_start < ? AND window_end > ?"
 _INSIDE = "window_start >= ? AND window_end <= ?"
 
 
-def read_interval_aggregates(conn, start: Any, end: Any,
-                             window_minutes: int = WINDOW_MINUTES) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """``(aggregates, problems)``: what the snapshot of [start, end) reads, and why it must refuse it.
+def stream_interval_aggregates(conn, start: Any, end: Any, window_minutes: int = WINDOW_MINUTES,
+                               batch_rows: int | None = None) -> Iterator[tuple[pd.DataFrame, dict[str, list[str]]]]:
+    """What the snapshot of [start, end) reads, as a stream of ``(aggregates, problems)`` blocks of whole targets.
 
-    ``aggregates``: exactly :func:`read_aggregates` ``(conn, start, end)``.
-    ``problems``: {'device/sensor': [messages]} for the aggregates *touching*
-    the interval (see :func:`sensor_db.checks.window_problems`): duplicate
-    windows, windows not ``window_minutes`` long, off the grid, or straddling
-    the interval's bounds; empty when the interval is clean. A snapshot built
-    on those would silently drop or double windows.
-
-    At fleet scale (2.88M windows) each part was a full read: here one SELECT
-    of the rows touching or inside the interval serves both. SQL flags which is
-    which (``part_of``), so each part has exactly the rows its own query would
-    select (SQLite compares timestamps as text). Raises ``ValueError`` for an
-    empty interval.
+    One SELECT of the rows touching or inside the interval (SQL flags which is
+    which, ``part_of``, so each part has exactly the rows its own query would
+    select: SQLite compares timestamps as text), fetched ``batch_rows`` at a
+    time (default ``frames.FETCH_ROWS``). A target's rows may straddle two
+    fetches: the last target of each fetch is carried into the next, so every
+    target is checked whole and sits in one block. Per block: ``aggregates``
+    are its rows inside the interval (columns exactly ``AGGREGATE_COLUMNS``,
+    sorted by device, sensor, window_start, 0-based index) and ``problems`` its
+    targets' structural faults (:func:`sensor_db.checks.window_problems` of the
+    rows touching the interval). Memory is one fetch plus one target. At least
+    one block (empty when there are no rows). Raises ``ValueError`` for an
+    empty interval, pyodbc errors as they come.
     """
     s, e = interval(start, end)
     part = f"CASE WHEN {_TOUCHING} THEN 1 ELSE 0 END + CASE WHEN {_INSIDE} THEN 2 ELSE 0 END"
-    frame = select(conn, schema.AGGREGATES, AGGREGATE_COLUMNS, f"({_TOUCHING}) OR ({_INSIDE})", [e, s, s, e, e, s, s, e],
-                    _AGG_ORDER, extra=[("part_of", part)])
-    flags = frame.pop("part_of").to_numpy()
+    tail = None
+    for batch in select_batches(conn, schema.AGGREGATES, AGGREGATE_COLUMNS, f"({_TOUCHING}) OR ({_INSIDE})",
+                                [e, s, s, e, e, s, s, e], _AGG_ORDER, extra=[("part_of", part)], batch_rows=batch_rows):
+        block = batch if tail is None or tail.empty else pd.concat([tail, batch], ignore_index=True)
+        if block.empty:
+            tail = block
+            continue
+        dev, sen = block["device_id"].to_numpy(), block["sensor_id"].to_numpy()
+        last = (dev == dev[-1]) & (sen == sen[-1])  # rows are ordered by target: the last one's rows are the end
+        if not last.all():
+            yield _checked_block(block[~last], s, e, window_minutes)
+        tail = block[last].reset_index(drop=True)
+    yield _checked_block(tail, s, e, window_minutes)
+
+
+def _checked_block(block: pd.DataFrame, s: dt.datetime, e: dt.datetime, window_minutes: int):
+    flags = block["part_of"].to_numpy()
+    frame = block.drop(columns="part_of")
     touching, inside = (flags & 1).astype(bool), (flags & 2).astype(bool)
     problems = window_problems(frame if touching.all() else frame[touching], s, e, window_minutes)
-    return (frame if inside.all() else frame[inside].reset_index(drop=True)), problems
+    return (frame if inside.all() else frame[inside]).reset_index(drop=True), problems
+
+
+def read_interval_aggregates(conn, start: Any, end: Any,
+                             window_minutes: int = WINDOW_MINUTES) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """``(aggregates, problems)``: :func:`stream_interval_aggregates` gathered into one frame (small intervals, tools).
+
+    ``aggregates``: exactly :func:`read_aggregates` ``(conn, start, end)``.
+    ``problems``: {'device/sensor': [messages]} for the aggregates *touching*
+    the interval, sorted by (device, sensor) (see
+    :func:`sensor_db.checks.window_problems`): duplicate windows, windows not
+    ``window_minutes`` long, off the grid, or straddling the interval's
+    bounds; empty when the interval is clean. A snapshot built on those would
+    silently drop or double windows. Raises ``ValueError`` for an empty interval.
+    """
+    frames, problems = [], {}
+    for frame, found in stream_interval_aggregates(conn, start, end, window_minutes):
+        frames.append(frame)
+        problems.update(found)
+    return (frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)), by_target(problems)
 
 
 def missing_windows(conn, start: Any, end: Any, targets: Iterable[Any],

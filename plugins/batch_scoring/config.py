@@ -28,6 +28,10 @@ _CONN_ID = "an Airflow connection id (non-empty, no spaces)"
 _NAME = "a non-empty name (no spaces)"
 _CONTAINER_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"  # plus 3-63 characters (min/max_length)
 _NO_SPACES = r"^\S+$"
+#: settings that were removed, and what replaced them (a deployment still setting one is told so).
+REMOVED = {"BATCH_SCORING_AUTO_UNITS": "targets_per_unit=auto now plans from costs: BATCH_SCORING_AUTO_SLOTS, "
+                                      "BATCH_SCORING_AUTO_TASK_OVERHEAD_SECONDS, BATCH_SCORING_AUTO_TARGET_SECONDS, "
+                                      "BATCH_SCORING_AUTO_MAX_UNIT_SECONDS; see the README's settings"}
 #: ``BATCH_SCORING_*`` variables that are not settings of this object: read by other parts
 #: (``batch_scoring.preload``) or by the live Azure tests (``BATCH_SCORING_LIVE_*``).
 OTHER_VARIABLES = ("BATCH_SCORING_PRELOAD",)
@@ -71,7 +75,8 @@ class Settings(BaseSettings):
     ``azureml``), Airflow connection ids, the three blob containers, the
     freshness sensor's poke interval and timeout (seconds), the late-data
     lookback (days), retries and their delay (seconds), ``max_active_runs``,
-    ``auto_units`` and the Azure ML job's settings (compute, environment, code,
+    the costs ``targets_per_unit="auto"`` plans for (``auto_*``), the local backend's model cache (folder, size cap
+    in bytes) and the Azure ML job's settings (compute, environment, code,
     datastores, experiment, poll interval and timeout in seconds, deferrable,
     job generation). Each field's ``description`` says what it accepts.
     Building it raises ``SettingsError`` (a ``ValueError``) listing every
@@ -103,8 +108,20 @@ class Settings(BaseSettings):
     retries: int = _accepts("a whole number >= 0", default=2, ge=0)
     retry_delay_seconds: int = _accepts("a whole number of seconds >= 0", default=30, ge=0)
     max_active_runs: int = _accepts("a whole number >= 1", default=4, ge=1)
-    # targets_per_unit="auto" splits a run into about this many mapped units.
-    auto_units: int = _accepts("a whole number >= 1", default=8, ge=1)
+    # targets_per_unit="auto": the unit size the cost model (scoring.planner.auto_targets_per_unit) finds
+    # quickest for these costs. Defaults for the local backend: fitted on this project's benchmark
+    # (BENCHMARKS.md §5, `python -m bench.calibrate` prints yours).
+    # Parallel scoring slots; 0 = Airflow's [core] parallelism capped by max_active_tasks_per_dag (local),
+    # azureml_max_nodes (azureml).
+    auto_slots: int = _accepts("a whole number >= 0 (0 = from Airflow's parallelism)", default=0, ge=0)
+    auto_task_overhead_seconds: float = _accepts("a number of seconds >= 0", default=1.0, ge=0, allow_inf_nan=False)
+    auto_target_seconds: float = _accepts("a number of seconds > 0", default=0.025, gt=0, allow_inf_nan=False)
+    # A failed unit is retried whole: auto keeps one unit's modelled time under this.
+    auto_max_unit_seconds: float = _accepts("a number of seconds > 0", default=900.0, gt=0, allow_inf_nan=False)
+    # Local backend: the worker's cache of models by sha256 (batch_scoring.model_cache); "" = <system temp>/batch-scoring-model-cache.
+    model_cache_dir: str = _accepts("a folder path (empty: a folder under the system temp dir)", default="")
+    # Least recently used models are evicted above this size; 0 turns the cache off (every unit downloads its models).
+    model_cache_max_bytes: int = _accepts("a whole number of bytes >= 0 (0 = no cache)", default=2 * 1024 ** 3, ge=0)
     # --- Azure ML backend (BATCH_SCORING_BACKEND=azureml); see docs/azure_ml.md ------------
     azureml_conn_id: str = _accepts(_CONN_ID, default="azure_ml", pattern=_NO_SPACES)
     azureml_compute: str = _accepts(_NAME, default="cpu-scoring", pattern=_NO_SPACES)
@@ -116,6 +133,10 @@ class Settings(BaseSettings):
     azureml_models_datastore: str = _accepts(_NAME, default="scoring_models", pattern=_NO_SPACES)
     azureml_predictions_datastore: str = _accepts(_NAME, default="scoring_predictions", pattern=_NO_SPACES)
     azureml_experiment: str = _accepts(_NAME, default="batch-scoring", pattern=_NO_SPACES)
+    # What `auto` plans Azure ML jobs for: the cluster's max_instances (azure_setup --max-instances) and the
+    # fixed cost of one job once its node is up (seconds; measure yours: a job's Preparing -> Running in studio).
+    azureml_max_nodes: int = _accepts("a whole number >= 1", default=4, ge=1)
+    azureml_job_overhead_seconds: float = _accepts("a number of seconds >= 0", default=60.0, ge=0, allow_inf_nan=False)
     azureml_poll_seconds: float = _accepts("a number of seconds > 0", default=30.0, gt=0, allow_inf_nan=False)
     # Give up waiting (and cancel the job) after this long; 0 = wait forever.
     azureml_timeout_seconds: float = _accepts("a number of seconds >= 0 (0 = wait forever)", default=7200.0, ge=0,
@@ -183,6 +204,9 @@ def unknown_variables(environ) -> list[str]:
         upper = name.upper()
         if upper.startswith(PREFIX) and upper not in known and upper not in OTHER_VARIABLES \
                 and not upper.startswith(OTHER_PREFIXES):
+            if upper in REMOVED:
+                lines.append(f"{name}: no longer a setting ({REMOVED[upper]})")
+                continue
             close = difflib.get_close_matches(upper.removeprefix(PREFIX), [k.removeprefix(PREFIX) for k in known],
                                               n=1, cutoff=0.6)
             hint = f"did you mean {PREFIX}{close[0]}?" if close else "see batch_scoring.config.Settings"

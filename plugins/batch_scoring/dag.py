@@ -76,9 +76,11 @@ same bytes). The UI's *Trigger → Backfill* does the same.
   collector merges a subset's results into the interval's manifest: the other
   targets keep their earlier results (listed `not_selected` if they have none),
   and `min_coverage` judges the selected targets.
-- `targets_per_unit`: targets per mapped task (1 = one task per `device/sensor`;
-  `auto` ≈ {S.auto_units} units); grown automatically so a run never maps more
-  than `max_map_length` units.
+- `targets_per_unit`: targets per mapped task (1 = one task per `device/sensor`);
+  `auto` picks the size a cost model finds quickest (per-task overhead, seconds
+  per target, parallel slots: the `BATCH_SCORING_AUTO_*` settings; the snapshot
+  task's log says what it chose and why). Grown automatically so a run never
+  maps more than `max_map_length` units.
 - `backend`: `local` or `azureml`.
 - `min_coverage`: fraction of targets that must validate for the run to pass.
 - `dry_run`: snapshot and plan only; nothing is scored.

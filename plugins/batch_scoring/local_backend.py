@@ -1,6 +1,7 @@
 """The local scoring backend: one scoring unit run in the Airflow worker, the way an Azure ML job runs it.
 
-Downloads the unit's models and the snapshot's row groups of its devices,
+Fetches the unit's models (from this worker's ``model_cache`` when unchanged, else
+downloaded) and the snapshot's row groups of its devices,
 runs ``scoring.score.score_targets`` on local paths, validates each prediction
 where it was written (``batch_scoring.validation``) and uploads predictions and
 receipts under the interval's prefix. Decides which failed targets retrying
@@ -17,7 +18,6 @@ from batch_scoring.scoring.config import parse_target
 from batch_scoring.scoring.layout import (
     Interval,
     interval_prefix,
-    model_blob,
     model_manifest_blob,
     prediction_blob,
     prediction_name,
@@ -28,6 +28,7 @@ from batch_scoring.scoring.layout import (
 
 from batch_scoring.config import Containers
 from batch_scoring.errors import PermanentPipelineError, PipelineError
+from batch_scoring.model_cache import ModelCache, unit_model_versions
 from batch_scoring.permanent import permanent_cause, way_out
 from batch_scoring.snapshot import require_snapshot
 from batch_scoring.validation import validate_prediction, windows_by_target
@@ -38,10 +39,12 @@ UNIT_RECEIPT_KEYS = ("target", "status", "rows_out", "anomalies", "anomaly_windo
                      "output_sha256", "output_md5", "validated", "error")  # what a score task returns per target (XCom)
 
 
-def score_unit_local(store, containers: Containers, interval: Interval, targets: list[str]) -> list[dict]:
+def score_unit_local(store, containers: Containers, interval: Interval, targets: list[str],
+                     cache: ModelCache | None = None) -> list[dict]:
     """Score one unit as an Azure ML job would: download inputs, run the CLI's code on local paths, upload outputs.
 
-    ``containers``: the deployment's (``Settings.containers``). Returns the receipts (one per target). Errors in receipts, uploaded and raised, name blobs
+    ``containers``: the deployment's (``Settings.containers``); ``cache``: where models come from when
+    unchanged (default: ``ModelCache.from_settings()``, this worker's folder). Returns the receipts (one per target). Errors in receipts, uploaded and raised, name blobs
     (``models/<device>/<sensor>/model.joblib``), never this worker's temporary folder. Raises
     ``PermanentPipelineError`` when a target failed for a reason retrying cannot fix (any
     ``scoring.model_store.ModelStoreError``: a model or manifest missing, tampered, corrupt or
@@ -57,11 +60,12 @@ def score_unit_local(store, containers: Containers, interval: Interval, targets:
         tmp = Path(tmp)
         require_snapshot(store, containers.aggregates, interval)
         models = tmp / "models"
-        wanted = [blob for t in targets for blob in (model_blob(t), model_manifest_blob(t))]
-        for blob, data in store.download_many(containers.models, wanted).items():
-            if data is not None:  # a missing model fails its target in scoring, by name
-                (models / blob).parent.mkdir(parents=True, exist_ok=True)
-                (models / blob).write_bytes(data)
+        # from this worker's cache where a listing made now says a model is unchanged, else downloaded;
+        # a missing model is left out and fails its target in scoring, by name
+        cache = cache if cache is not None else ModelCache.from_settings()
+        counts = cache.fill(store, containers.models, unit_model_versions(store, containers.models, targets), models)
+        log.info("interval %s: %d model(s) from the cache, %d downloaded (%d cached copies failed their check)",
+                 interval.key, counts["cached"], counts["downloaded"], counts["refetched"])
         out = tmp / "out"
         try:
             # only the row groups holding this unit's devices (the snapshot is sorted by device)

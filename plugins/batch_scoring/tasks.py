@@ -13,6 +13,14 @@ PLAN_KEYS = ("interval", "targets", "skipped", "selection", "unselected", "unsel
              "dry_run", "aggregates_revised_at")
 
 
+def airflow_slots() -> int:
+    """Task instances Airflow runs at once for one DAG: ``[core] parallelism`` capped by
+    ``[core] max_active_tasks_per_dag`` (what ``targets_per_unit="auto"`` plans local units for)."""
+    from airflow.configuration import conf
+
+    return max(1, min(conf.getint("core", "parallelism"), conf.getint("core", "max_active_tasks_per_dag")))
+
+
 def snapshot_task(context) -> list[list[str]]:
     """Snapshot the interval, plan it with the run's params; returns the units to map over.
 
@@ -25,17 +33,28 @@ def snapshot_task(context) -> list[list[str]]:
 
     from batch_scoring.hooks.blob_storage import BlobStore
     from batch_scoring.hooks.sql import sensor_sql
-    from batch_scoring.units import apply_run_params
+    from batch_scoring.units import apply_run_params, auto_costs
 
     s = settings()
     interval = interval_from_context(context)
     try:
         with sensor_sql(s.sql_conn_id) as conn:
             plan = snapshot_interval(conn, BlobStore.from_conn_id(s.blob_conn_id), s, interval)
-        plan = apply_run_params(plan, context["params"], conf.getint("core", "max_map_length"), s.auto_units)
+        max_map = conf.getint("core", "max_map_length")
+        costs = auto_costs(s, context["params"].get("backend") or s.backend, airflow_slots(), max_map)
+        plan = apply_run_params(plan, context["params"], max_map, costs, s.auto_max_unit_seconds)
     except PermanentPipelineError as exc:
         raise AirflowFailException(str(exc)) from exc
     context["ti"].xcom_push(key="plan", value={k: plan[k] for k in PLAN_KEYS})
+    if context["params"].get("targets_per_unit") == "auto" and plan["targets"]:
+        from dataclasses import replace
+
+        from batch_scoring.scoring.planner import estimate
+
+        e = estimate(replace(costs, targets=len(plan["targets"]), targets_per_job=plan["targets_per_unit"]))
+        print(f"interval {interval.key}: targets_per_unit=auto: {plan['targets_per_unit']} per unit, {e.jobs} units in "
+              f"{e.waves} wave(s) over {e.slots} slots; modelled {e.job_seconds:.1f} s per unit "
+              f"({costs.job_overhead:g} s + {costs.per_target * 1000:g} ms per target)")
     for note in plan["selection_notes"]:
         print(f"interval {interval.key}: {note}")
     print(

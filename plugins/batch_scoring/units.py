@@ -32,16 +32,43 @@ def select_targets(targets: list[str], patterns: list[str] | None) -> list[str]:
     return [t for t in targets if any(fnmatch.fnmatchcase(t, p) for p in patterns)]
 
 
-def unit_size(n_targets: int, requested, max_map_length: int, auto_units: int) -> int:
-    """Targets per unit: the requested size (or ``auto``: about ``auto_units`` units), grown to fit ``max_map_length``."""
+def auto_costs(settings, backend: str, airflow_slots: int, max_map_length: int):
+    """The ``scoring.planner.Params`` (for 0 targets: fill in ``targets``) that ``auto`` plans a run with.
+
+    ``backend`` ``local``: ``settings.auto_slots`` task slots (0 = ``airflow_slots``, the Airflow side's
+    parallel task capacity), ``auto_task_overhead_seconds`` per task; ``azureml``: ``auto_slots`` (0 =
+    ``azureml_max_nodes``) nodes of one job each, ``azureml_job_overhead_seconds`` per job. Both:
+    ``auto_target_seconds`` per target and ``max_map_length`` as the cap on units.
+    """
+    from batch_scoring.scoring.planner import Params
+
+    if backend == "azureml":
+        return Params(0, max_nodes=settings.auto_slots or settings.azureml_max_nodes, jobs_per_node=1,
+                      job_overhead=settings.azureml_job_overhead_seconds, per_target=settings.auto_target_seconds,
+                      max_jobs=max_map_length, mode="azureml")
+    return Params(0, workers=settings.auto_slots or max(1, airflow_slots), job_overhead=settings.auto_task_overhead_seconds,
+                  per_target=settings.auto_target_seconds, max_jobs=max_map_length, mode="local")
+
+
+def unit_size(n_targets: int, requested, max_map_length: int, costs=None, max_unit_seconds: float = math.inf) -> int:
+    """Targets per unit: the requested whole number, grown to fit ``max_map_length``; or, for ``"auto"``,
+    ``scoring.planner.auto_targets_per_unit`` for ``costs`` (:func:`auto_costs`) and ``max_unit_seconds``.
+
+    Raises ``ValueError`` for a size below 1, or ``auto`` without ``costs``.
+    """
     if n_targets == 0:
         return 1
     if requested == "auto":
-        size = math.ceil(n_targets / max(1, auto_units))
-    else:
-        size = int(requested)
-        if size < 1:
-            raise ValueError(f"targets_per_unit must be >= 1 or 'auto', got {requested!r}")
+        from dataclasses import replace
+
+        from batch_scoring.scoring.planner import auto_targets_per_unit
+
+        if costs is None:
+            raise ValueError("targets_per_unit='auto' needs the cost model (auto_costs)")
+        return auto_targets_per_unit(replace(costs, targets=n_targets, max_jobs=max_map_length), max_unit_seconds)
+    size = int(requested)
+    if size < 1:
+        raise ValueError(f"targets_per_unit must be >= 1 or 'auto', got {requested!r}")
     return max(size, math.ceil(n_targets / max_map_length))
 
 
@@ -90,8 +117,11 @@ def check_selection(plan: dict, patterns: list[str]) -> list[str]:
             "and a model selected"] + lines
 
 
-def apply_run_params(plan: dict, params: dict, max_map_length: int, auto_units: int) -> dict:
+def apply_run_params(plan: dict, params: dict, max_map_length: int, costs=None,
+                     max_unit_seconds: float = math.inf) -> dict:
     """Narrow the snapshot's plan to the run's ``targets`` and group it into units (none for a dry run).
+
+    ``costs``/``max_unit_seconds``: what ``targets_per_unit="auto"`` plans with (:func:`unit_size`).
 
     Adds ``selection`` (the globs; ``[]`` = every target), ``unselected`` (targets with aggregates and a
     model the globs left out: the collector keeps their earlier results), ``unselected_skipped`` (skipped
@@ -103,7 +133,7 @@ def apply_run_params(plan: dict, params: dict, max_map_length: int, auto_units: 
     targets = select_targets(plan["targets"], patterns)
     chosen_skipped = set(select_targets(list(plan["skipped"]), patterns))
     skipped = {t: why for t, why in plan["skipped"].items() if t in chosen_skipped}
-    size = unit_size(len(targets), params.get("targets_per_unit", 1), max_map_length, auto_units)
+    size = unit_size(len(targets), params.get("targets_per_unit", 1), max_map_length, costs, max_unit_seconds)
     units = [] if params.get("dry_run") else chunk(targets, size)
     chosen = set(targets)
     return {**plan, "targets": targets, "skipped": skipped, "units": units, "targets_per_unit": size,

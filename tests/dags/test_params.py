@@ -57,6 +57,18 @@ def test_target_filter_and_batching(dag, world, blob_store):
 
 
 @pytest.mark.parametrize("sql_conn_str", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("slots, units", [("3", [("score", 0), ("score", 1)]), ("1", [("score", 0)])])
+def test_auto_batching_plans_units_from_the_cost_model(dag, world, blob_store, monkeypatch, slots, units):
+    """4 targets, 1 s per task + 25 ms per target: one wave over the slots (3 slots: 2 units of 2; 1 slot: 1 of 4)."""
+    monkeypatch.setenv("BATCH_SCORING_AUTO_SLOTS", slots)
+    run, ok = run_interval(dag, SCORING[0], targets=[], targets_per_unit="auto")  # every param this test relies on:
+    # dag.test() of a logical date an earlier test ran keeps that run's other params
+    assert ok, run.state
+    assert [k for k in task_states(run) if k[0] == "score"] == units
+    assert read_manifest(blob_store, KEY)["counts"]["ok"] == 4
+
+
+@pytest.mark.parametrize("sql_conn_str", ["sqlite"], indirect=True)
 def test_dry_run_scores_nothing(dag, world, blob_store):
     run, ok = run_interval(dag, SCORING[0], dry_run=True)
     assert ok, run.state

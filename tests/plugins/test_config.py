@@ -18,7 +18,8 @@ DEFAULTS = {
     "sql_conn_id": "sensor_sql", "blob_conn_id": "sensor_blob", "aggregates_container": "aggregates",
     "models_container": "models", "predictions_container": "predictions", "freshness_poke_seconds": 60,
     "freshness_timeout_seconds": 3600, "late_data_lookback_days": 30.0, "retries": 2, "retry_delay_seconds": 30,
-    "max_active_runs": 4, "auto_units": 8, "azureml_conn_id": "azure_ml", "azureml_compute": "cpu-scoring",
+    "max_active_runs": 4, "auto_slots": 0, "auto_task_overhead_seconds": 1.0, "auto_target_seconds": 0.025,
+    "auto_max_unit_seconds": 900.0, "azureml_max_nodes": 4, "azureml_job_overhead_seconds": 60.0, "azureml_conn_id": "azure_ml", "azureml_compute": "cpu-scoring",
     "azureml_environment": "batch-scoring-env:1", "azureml_code": "batch-scoring-code:1",
     "azureml_aggregates_datastore": "scoring_aggregates", "azureml_models_datastore": "scoring_models",
     "azureml_predictions_datastore": "scoring_predictions", "azureml_experiment": "batch-scoring",
@@ -32,7 +33,10 @@ BAD = [  # (variable, value, what the message says it expects)
     ("FRESHNESS_POKE_SECONDS", "0", "a whole number of seconds > 0"),
     ("FRESHNESS_TIMEOUT_SECONDS", "1h", "a whole number of seconds > 0"),
     ("MAX_ACTIVE_RUNS", "0", "a whole number >= 1"),
-    ("AUTO_UNITS", "1.5", "a whole number >= 1"),
+    ("AUTO_SLOTS", "1.5", "a whole number >= 0 (0 = from Airflow's parallelism)"),
+    ("AUTO_TARGET_SECONDS", "0", "a number of seconds > 0"),
+    ("AUTO_TASK_OVERHEAD_SECONDS", "inf", "a number of seconds >= 0"),
+    ("AZUREML_MAX_NODES", "0", "a whole number >= 1"),
     ("LATE_DATA_LOOKBACK_DAYS", "-3", "a number of days > 0"),
     ("AZUREML_POLL_SECONDS", "nan", "a number of seconds > 0"),
     ("AZUREML_TIMEOUT_SECONDS", "-1", "a number of seconds >= 0 (0 = wait forever)"),
@@ -49,6 +53,7 @@ BAD = [  # (variable, value, what the message says it expects)
     ("BLOB_CONN_ID", "sensor blob", "an Airflow connection id (non-empty, no spaces)"),
     ("DAG_ID", "batch scoring", "an Airflow DAG id"),
     ("AZUREML_COMPUTE", "", "a non-empty name (no spaces)"),
+    ("MODEL_CACHE_MAX_BYTES", "2GB", "a whole number of bytes >= 0 (0 = no cache)"),
 ]
 
 
@@ -64,7 +69,8 @@ def test_defaults_are_the_ones_read_before():
     s = settings()
     assert {k: getattr(s, k) for k in DEFAULTS} == DEFAULTS
     assert s.containers == ("aggregates", "models", "predictions")
-    assert set(Settings.model_fields) == set(DEFAULTS) | {"azureml_deferrable"}
+    assert (s.model_cache_dir, s.model_cache_max_bytes) == ("", 2 * 1024 ** 3)  # issue 14: the model cache
+    assert set(Settings.model_fields) == set(DEFAULTS) | {"azureml_deferrable", "model_cache_dir", "model_cache_max_bytes"}
 
 
 @pytest.mark.parametrize("name, value, expects", BAD, ids=[f"{n}={v[:12]!r}" for n, v, _ in BAD])
@@ -110,6 +116,16 @@ def test_a_misspelt_variable_name_is_refused_not_ignored(monkeypatch, name, hint
     with pytest.raises(SettingsError) as err:
         settings()
     assert str(err.value) == f"1 invalid batch_scoring setting (environment variables):\n  {name}: no such setting ({hint})"
+
+
+def test_a_removed_setting_is_refused_naming_what_replaced_it(monkeypatch):
+    monkeypatch.setenv("BATCH_SCORING_AUTO_UNITS", "8")
+    with pytest.raises(SettingsError) as err:
+        settings()
+    assert str(err.value) == ("1 invalid batch_scoring setting (environment variables):\n  BATCH_SCORING_AUTO_UNITS: no "
+                              "longer a setting (targets_per_unit=auto now plans from costs: BATCH_SCORING_AUTO_SLOTS, "
+                              "BATCH_SCORING_AUTO_TASK_OVERHEAD_SECONDS, BATCH_SCORING_AUTO_TARGET_SECONDS, "
+                              "BATCH_SCORING_AUTO_MAX_UNIT_SECONDS; see the README's settings)")
 
 
 def test_variables_of_other_parts_are_not_settings_and_not_refused(monkeypatch):

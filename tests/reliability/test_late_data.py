@@ -121,7 +121,7 @@ def test_a_subset_rescoring_leaves_the_interval_stale_until_every_target_is_resc
     world.run(IV)
     _late(world, "dev001/s1", dt.datetime(2026, 6, 1, 8, 5, 5), 50.0, dt.datetime(2026, 6, 1, 11, 0))
     assert [s["interval"] for s in _sensor().check_late_data(_context(LATER))] == [IV.key]
-    plan = apply_run_params(world.snapshot(IV), {"targets": ["dev002/*"]}, 1024, 8)
+    plan = apply_run_params(world.snapshot(IV), {"targets": ["dev002/*"]}, 1024)
     assert plan["aggregates_revised_at"] == "2026-06-01T11:00:00"
     world.score(plan, IV)
     merged = world.collect(plan, IV)

@@ -23,7 +23,7 @@ MANIFEST = f"{KEY}/_manifest.json"
 
 def plan_for(world, patterns=None) -> dict:
     """The snapshot's plan narrowed by the run's `targets` param, as the snapshot task does."""
-    return apply_run_params(world.snapshot(), {"targets": patterns or []}, 1024, 8)
+    return apply_run_params(world.snapshot(), {"targets": patterns or []}, 1024)
 
 
 def run(world, patterns=None, min_coverage: float = 1.0) -> dict:

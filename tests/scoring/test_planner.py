@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from batch_scoring.scoring.planner import Params, effective_targets_per_job, estimate, idle_advice, main, recommend
+from batch_scoring.scoring.planner import Params, auto_targets_per_unit, effective_targets_per_job, estimate, idle_advice, main, \
+    recommend
 
 # 1,000 targets, 100 per job, 4 nodes; a price of 3.6 per node-hour = 0.001 per node-second
 BASE = dict(targets=1000, targets_per_job=100, max_nodes=4, node_startup=300, job_overhead=60,
@@ -87,3 +88,29 @@ def test_local_mode_run_steps_grow_with_the_fleet():
     assert e.duration_cold == pytest.approx(100)
     cold = estimate(Params(**{**BASE, "run_per_target": 0.001}))
     assert cold.duration_cold == pytest.approx(estimate(Params(**BASE)).duration_cold + BASE["targets"] * 0.001)
+
+
+@pytest.mark.parametrize("targets, mode, slots, overhead, per_target, cap", [
+    (1000, "local", 4, 1.0, 0.025, float("inf")),
+    (1000, "local", 3, 0.0, 0.025, float("inf")),   # no overhead: every one-wave size ties; the smallest wins
+    (997, "local", 4, 2.0, 0.01, 3.0),              # the cap forces several waves
+    (500, "azureml", 4, 60.0, 0.01, float("inf")),
+    (50, "local", 8, 0.5, 0.2, 1.2),                # the cap allows at most 3 targets per unit
+])
+def test_auto_is_the_quickest_size_of_all_within_the_cap(targets, mode, slots, overhead, per_target, cap):
+    p = Params(targets, mode=mode, workers=slots, max_nodes=slots, job_overhead=overhead, per_target=per_target)
+
+    def run(k):
+        return estimate(Params(**{**p.__dict__, "targets_per_job": k})).duration_cold
+
+    k = auto_targets_per_unit(p, cap)
+    allowed = [j for j in range(1, targets + 1) if overhead + j * per_target <= cap] or [1]
+    assert k in allowed
+    best = min(run(j) for j in allowed)
+    assert run(k) == pytest.approx(best)
+    assert k == min(j for j in allowed if run(j) == pytest.approx(best))  # ties: the smaller size
+
+
+def test_recommend_considers_auto():
+    p = Params(1000, mode="local", workers=3, job_overhead=1.0, per_target=0.025)
+    assert recommend(p)["targets_per_job"] == auto_targets_per_unit(p) == 334

@@ -64,3 +64,24 @@ def test_typed_frame_fails_like_the_per_value_conversion(rows, error):
         _old_typed_frame(rows, DESCRIPTION, TYPES, list(TYPES))
     with pytest.raises(error):
         frames.chunks_frame([rows], DESCRIPTION, TYPES, list(TYPES))
+
+
+@pytest.mark.parametrize("batch_rows", [1, 5, 100_000])
+def test_select_batches_streams_the_rows_select_reads(conn, batch_rows):
+    """Same rows, types and order as one select; no frame above batch_rows; no rows: one empty typed frame."""
+    from batch_scoring.ingest_sim import loads
+    from tests.sensor_db.test_reads import _grid
+
+    args = (conn, schema.AGGREGATES, list(schema.column_types(schema.AGGREGATES)), "device_id <> ?", ["d3"],
+            "device_id, sensor_id, window_start")
+    empty = list(frames.select_batches(*args, batch_rows=batch_rows))
+    assert len(empty) == 1 and empty[0].empty
+    pd.testing.assert_frame_equal(empty[0], frames.select(*args), check_exact=True)
+    loads.upsert_aggregates(conn, _grid(hours=1))
+    whole = frames.select(*args)
+    batches = list(frames.select_batches(*args, batch_rows=batch_rows))
+    assert len(whole) == 5 * 12 and len(batches) == -(-len(whole) // batch_rows)
+    assert all(len(b) <= batch_rows and b.index[0] == 0 for b in batches)
+    pd.testing.assert_frame_equal(pd.concat(batches, ignore_index=True), whole, check_exact=True)
+    with pytest.raises(ValueError, match="batch_rows must be at least 1, got -1"):
+        next(frames.select_batches(*args, batch_rows=-1))

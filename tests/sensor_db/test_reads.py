@@ -13,7 +13,7 @@ import pytest
 
 from batch_scoring.ingest_sim import loads
 from batch_scoring.scoring.config import AGGREGATE_COLUMNS, target_name
-from batch_scoring.sensor_db import frames, reads, schema
+from batch_scoring.sensor_db import checks, frames, reads, schema
 from tests.fixtures.sensor_data import readings
 
 T0 = dt.datetime(2024, 1, 1)
@@ -255,3 +255,21 @@ def test_reads_do_not_block_another_writer(conn, sql_conn_str):
     finally:
         writer.close()
     assert len(reads.read_aggregates(conn, T0, T0 + dt.timedelta(minutes=10))) == 6
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 13, 100_000])
+def test_stream_interval_aggregates_yields_whole_targets_as_one_read_does(conn, batch_rows):
+    """Every target checked whole in one block however the fetches split it; blocks join to the one-batch read."""
+    _malformed(conn)
+    whole, problems = reads.read_interval_aggregates(conn, S, E)  # FETCH_ROWS: one fetch
+    blocks = list(reads.stream_interval_aggregates(conn, S, E, batch_rows=batch_rows))
+    named, found = [], {}
+    for frame, block_problems in blocks:
+        named += sorted({target_name(d, s) for d, s in frame[["device_id", "sensor_id"]].itertuples(index=False)})
+        assert not set(block_problems) & set(found)  # a target's problems come once, from one block
+        found.update(block_problems)
+        assert list(frame.index) == list(range(len(frame)))
+    assert len(named) == len(set(named))  # no target split across blocks
+    assert 2 <= len(blocks) <= len(TARGETS) and (batch_rows > 1 or len(blocks) == len(TARGETS))  # last target apart
+    pd.testing.assert_frame_equal(pd.concat([f for f, _ in blocks], ignore_index=True), whole, check_exact=True)
+    assert list(checks.by_target(found).items()) == list(problems.items()) and len(problems) == 5

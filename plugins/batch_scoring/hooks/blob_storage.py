@@ -163,6 +163,20 @@ class BlobStore:
         return dict(sorted(found.items()))
 
     @_reachable
+    def list_versions(self, container: str, prefix: str = "") -> dict[str, str]:
+        """``name -> version`` in one listing call per 5,000 blobs: ``md5:<hex>`` (the Content-MD5 the service
+        records for every blob uploaded in one request), else ``etag:<etag>`` (never reused by a later write).
+
+        Raises ``BlobStoreUnavailable`` when storage does not answer.
+        """
+        client = self._client.get_container_client(container)
+        found = {}
+        for b in client.list_blobs(name_starts_with=prefix or None):
+            md5 = b.content_settings.content_md5 if b.content_settings else None
+            found[b.name] = f"md5:{bytes(md5).hex()}" if md5 else f"etag:{b.etag}"
+        return dict(sorted(found.items()))
+
+    @_reachable
     def delete(self, container: str, name: str) -> None:
         """Delete the blob; raises azure's ``ResourceNotFoundError`` when it does not exist."""
         self._blob(container, name).delete_blob()
