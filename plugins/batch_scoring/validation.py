@@ -195,16 +195,23 @@ def windows_by_target(snapshot) -> dict:
     return {target: starts[a:b] for target, (a, b) in ranges.items()}
 
 
-def anomaly_starts(data: bytes) -> "np.ndarray":
+def anomaly_starts(data: bytes, target: str | None = None) -> "np.ndarray":
     """A prediction blob's flagged window starts (sorted int64 µs), from its parquet bytes.
 
-    Raises pyarrow's ``ArrowInvalid`` for bytes that are not parquet and ``KeyError`` when the columns
-    ``window_start``/``is_anomaly`` are missing.
+    ``target`` (``device/sensor``): only that target's rows (a part file holds a unit's targets);
+    ``None``: every row. Raises pyarrow's ``ArrowInvalid`` for bytes that are not parquet and ``KeyError``
+    when the columns ``window_start``/``is_anomaly`` (with ``target``: ``device_id``/``sensor_id``) are missing.
     """
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(data), columns=["window_start", "is_anomaly"])
+    ids = ["device_id", "sensor_id"] if target is not None else []
+    table = pq.read_table(io.BytesIO(data), columns=ids + ["window_start", "is_anomaly"])
+    if target is not None:
+        device, sensor = parse_target(target)
+        table = table.filter(pc.and_(pc.equal(table["device_id"].cast(pa.string()), device),
+                                     pc.equal(table["sensor_id"].cast(pa.string()), sensor)))
     starts = table["window_start"].cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("int64")
     return np.sort(starts[table["is_anomaly"].to_numpy(zero_copy_only=False).astype(bool)])
