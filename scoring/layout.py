@@ -5,20 +5,20 @@ path inside a models, aggregates or predictions folder. Container-relative
 names (the container itself comes from the deployment's settings)::
 
     aggregates/<interval>/aggregates.parquet                 snapshot_blob
-    predictions/<interval>/<device>/<sensor>.parquet         prediction_blob
-    predictions/<interval>/<device>/<sensor>.receipt.json    receipt_blob
-    predictions/<interval>/_manifest.json                    manifest_blob
-    predictions/<interval>/_report.html, _heatmap.png        report_blob, heatmap_blob
-    predictions/<interval>/_stale.json                       stale_marker_blob
+    predictions/<folder>/                                    interval_folder = interval_prefix
+    predictions/<folder>/<device>/<sensor>.parquet           prediction_blob
+    predictions/<folder>/<device>/<sensor>.receipt.json      receipt_blob
+    predictions/<folder>/_manifest.json                      manifest_blob
+    predictions/<folder>/_report.html, _heatmap.png          report_blob, heatmap_blob
+    predictions/<folder>/_stale.json                         stale_marker_blob
     models/<device>/<sensor>/model.joblib, manifest.json     model_blob, model_manifest_blob
 
-Being introduced (issue 14 item 2, docs/predictions-dataset-wip.md): the
-predictions container as a hive-partitioned parquet dataset, one file per
-scoring unit; the per-target names above go once every writer and reader uses
-these::
-
-    predictions/date=<YYYY-MM-DD>/interval=<interval>/             interval_folder
-    predictions/date=.../interval=.../part-<unit id>.parquet       part_blob (part_name below the folder)
+``<folder>`` is the interval's hive partition folder
+``date=<YYYY-MM-DD>/interval=<interval>/`` (:func:`interval_folder`): the
+predictions container is a hive-partitioned parquet dataset (issue 14 item 2,
+docs/predictions-dataset-wip.md). Being introduced: one file per scoring unit,
+``<folder>/part-<unit id>.parquet`` (:func:`part_blob`; :func:`part_name` below the
+folder); the per-target names above go once every writer and reader uses it.
 
 ``date`` is the interval start's UTC date. Everything else in an interval folder
 starts with ``_`` (``_manifest.json``, ...): pyarrow.dataset and DuckDB skip
@@ -117,8 +117,8 @@ def snapshot_blob(interval: "Interval | str") -> str:
 
 # --------------------------------------------------------------------------- predictions container
 def interval_prefix(interval: "Interval | str") -> str:
-    """The prefix under which every output of the interval lives (``<interval>/``)."""
-    return f"{_key(interval)}/"
+    """The prefix under which every output of the interval lives: its :func:`interval_folder`."""
+    return interval_folder(interval)
 
 
 def prediction_name(target: str) -> str:
@@ -132,33 +132,33 @@ def receipt_name(target: str) -> str:
 
 
 def prediction_blob(interval: "Interval | str", target: str) -> str:
-    """A target's prediction blob: ``<interval>/<device>/<sensor>.parquet`` (``ValueError`` for ids not path-safe)."""
-    return f"{_key(interval)}/{prediction_name(target)}"
+    """A target's prediction blob: ``<folder>/<device>/<sensor>.parquet`` (``ValueError`` for ids not path-safe)."""
+    return f"{interval_folder(interval)}{prediction_name(target)}"
 
 
 def receipt_blob(interval: "Interval | str", target: str) -> str:
-    """A target's receipt blob: ``<interval>/<device>/<sensor>.receipt.json`` (``ValueError`` for ids not path-safe)."""
-    return f"{_key(interval)}/{receipt_name(target)}"
+    """A target's receipt blob: ``<folder>/<device>/<sensor>.receipt.json`` (``ValueError`` for ids not path-safe)."""
+    return f"{interval_folder(interval)}{receipt_name(target)}"
 
 
 def manifest_blob(interval: "Interval | str") -> str:
-    """The interval's run manifest blob: ``<interval>/_manifest.json``."""
-    return f"{_key(interval)}/{MANIFEST_FILE}"
+    """The interval's run manifest blob: ``<folder>/_manifest.json``."""
+    return f"{interval_folder(interval)}{MANIFEST_FILE}"
 
 
 def report_blob(interval: "Interval | str") -> str:
-    """The interval's HTML report blob: ``<interval>/_report.html``."""
-    return f"{_key(interval)}/{REPORT_FILE}"
+    """The interval's HTML report blob: ``<folder>/_report.html``."""
+    return f"{interval_folder(interval)}{REPORT_FILE}"
 
 
 def heatmap_blob(interval: "Interval | str") -> str:
-    """The interval's heatmap image blob: ``<interval>/_heatmap.png``."""
-    return f"{_key(interval)}/{HEATMAP_FILE}"
+    """The interval's heatmap image blob: ``<folder>/_heatmap.png``."""
+    return f"{interval_folder(interval)}{HEATMAP_FILE}"
 
 
 def stale_marker_blob(interval: "Interval | str") -> str:
-    """The marker written beside the manifest when the interval's aggregates changed after scoring: ``<interval>/_stale.json``."""
-    return f"{_key(interval)}/{STALE_MARKER}"
+    """The marker written beside the manifest when the interval's aggregates changed after scoring: ``<folder>/_stale.json``."""
+    return f"{interval_folder(interval)}{STALE_MARKER}"
 
 
 # --------------------------------------------------------------------------- predictions dataset (issue 14)

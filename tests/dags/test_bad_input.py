@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from batch_scoring.scoring.layout import interval_prefix, receipt_blob
 from tests.dags.conftest import build_world, read_manifest, run_interval, task_states
 
 HISTORY = (dt.datetime(2026, 4, 1), dt.datetime(2026, 4, 2))
@@ -34,10 +35,10 @@ def test_tampered_model_fails_only_its_target_and_names_it(dag, world, blob_stor
     manifest = read_manifest(blob_store, KEY)
     assert manifest["counts"] == {"ok": 3, "failed": 1, "skipped": 0}
     assert manifest["targets"]["dev002/s1"]["status"] == "failed"
-    receipt = json.loads(blob_store.download_bytes("predictions", f"{KEY}/dev002/s1.receipt.json"))
+    receipt = json.loads(blob_store.download_bytes("predictions", receipt_blob(KEY, "dev002/s1")))
     assert receipt["status"] == "failed"
     assert "dev002/s1" in receipt["error"] and "sha256" in receipt["error"].lower()
-    assert "dev002/s1.parquet" not in " ".join(blob_store.list_names("predictions", KEY))
+    assert "dev002/s1.parquet" not in " ".join(blob_store.list_names("predictions", interval_prefix(KEY)))
     # the other targets' predictions are intact
     for target in ("dev001/s1", "dev001/s2", "dev002/s2"):
         assert manifest["targets"][target]["status"] == "ok"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from batch_scoring.scoring.layout import interval_prefix
 from tests.fixtures.aml_emulator import created
 from tests.plugins.test_azure_ml_e2e import HISTORY, SCORING, parse_dag, run_interval, run_key, simulated_world
 
@@ -41,15 +42,15 @@ def world(airflow_db, monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, t
 
 def outputs(store, s) -> dict[str, str]:
     digests = {}
-    for container in (s.aggregates_container, s.predictions_container):
-        for name in sorted(store.list_names(container, f"{KEY}/")):
+    for container, prefix in ((s.aggregates_container, f"{KEY}/"), (s.predictions_container, interval_prefix(KEY))):
+        for name in sorted(store.list_names(container, prefix)):
             digests[f"{container}/{name}"] = hashlib.sha256(store.download_bytes(container, name)).hexdigest()
     return digests
 
 
 def clear(store, s) -> None:
-    for container in (s.aggregates_container, s.predictions_container):
-        for name in store.list_names(container, f"{KEY}/"):
+    for container, prefix in ((s.aggregates_container, f"{KEY}/"), (s.predictions_container, interval_prefix(KEY))):
+        for name in store.list_names(container, prefix):
             store.delete(container, name)
 
 

@@ -11,7 +11,10 @@ import pytest
 from batch_scoring.collect import collect_interval
 from batch_scoring.config import settings
 from batch_scoring.errors import PipelineError
+from batch_scoring.scoring.layout import interval_folder
 from tests.plugins.predictions import INTERVAL, WINDOWS, prediction
+
+FOLDER = interval_folder(INTERVAL)  # the interval's predictions folder
 
 
 @pytest.fixture
@@ -25,7 +28,7 @@ def planned(blob_store):
 
 
 def test_collect_writes_manifest_and_fails_naming_missing_targets(planned, blob_store):
-    blob_store.upload_bytes("predictions", f"{INTERVAL.key}/d1/s1.parquet", prediction(WINDOWS))
+    blob_store.upload_bytes("predictions", f"{FOLDER}d1/s1.parquet", prediction(WINDOWS))
     with pytest.raises(PipelineError, match=r"1 of 2 targets failed validation .*d1/s2: prediction blob missing"):
         collect_interval(blob_store, settings(), INTERVAL, planned)
     verified = {}
@@ -34,28 +37,28 @@ def test_collect_writes_manifest_and_fails_naming_missing_targets(planned, blob_
     assert manifest["targets"]["d1/s2"]["reason"] == "prediction blob missing"
     assert manifest["selected"] == {"targets": 2, "ok": 1, "failed": 1, "coverage": 0.5}
     assert verified == {"confirmed": 0, "read": 2}
-    assert json.loads(blob_store.download_bytes("predictions", f"{INTERVAL.key}/_manifest.json")) == manifest
+    assert json.loads(blob_store.download_bytes("predictions", f"{FOLDER}_manifest.json")) == manifest
 
 
 def test_collect_confirms_validated_receipts_by_md5_and_flags_unexpected_blobs(planned, blob_store):
     data = prediction(WINDOWS)
     receipts = []
     for target in planned["targets"]:
-        blob_store.upload_bytes("predictions", f"{INTERVAL.key}/{target}.parquet", data)
+        blob_store.upload_bytes("predictions", f"{FOLDER}{target}.parquet", data)
         receipts.append({"target": target, "status": "ok", "validated": True, "rows_out": 12, "anomalies": 0,
                          "model_sha256": "ab" * 32, "output_sha256": hashlib.sha256(data).hexdigest(),
                          "output_md5": hashlib.md5(data).hexdigest(), "anomaly_window_starts": []})
-    blob_store.upload_bytes("predictions", f"{INTERVAL.key}/d7/s7.parquet", b"stray")
-    blob_store.upload_bytes("predictions", f"{INTERVAL.key}/_report.html", b"the collector's own")
+    blob_store.upload_bytes("predictions", f"{FOLDER}d7/s7.parquet", b"stray")
+    blob_store.upload_bytes("predictions", f"{FOLDER}_report.html", b"the collector's own")
     keep, verified = {}, {}
-    with pytest.raises(PipelineError, match=rf"1 unexpected blob\(s\) under predictions/{INTERVAL.key}/ .*"
-                                            rf"{INTERVAL.key}/d7/s7.parquet"):
+    with pytest.raises(PipelineError, match=rf"1 unexpected blob\(s\) under predictions/{FOLDER} .*"
+                                            rf"{FOLDER}d7/s7.parquet"):
         collect_interval(blob_store, settings(), INTERVAL, planned, unit_receipts=[receipts[:1], receipts[1:]],
                          keep=keep, verified=verified)
     assert verified == {"confirmed": 2, "read": 0} and sorted(keep) == ["d1/s1", "d1/s2"]
-    manifest = json.loads(blob_store.download_bytes("predictions", f"{INTERVAL.key}/_manifest.json"))
+    manifest = json.loads(blob_store.download_bytes("predictions", f"{FOLDER}_manifest.json"))
     assert manifest["counts"] == {"ok": 2, "failed": 0, "skipped": 1}
-    assert manifest["unexpected_blobs"] == [f"{INTERVAL.key}/d7/s7.parquet"]
+    assert manifest["unexpected_blobs"] == [f"{FOLDER}d7/s7.parquet"]
 
 
 def test_collect_fails_when_nothing_was_planned(blob_store):

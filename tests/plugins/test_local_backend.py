@@ -9,10 +9,11 @@ import pytest
 from batch_scoring.config import settings
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 from batch_scoring.local_backend import UNIT_RECEIPT_KEYS, score_unit_local, upload_outputs
-from batch_scoring.scoring.layout import Interval
+from batch_scoring.scoring.layout import Interval, interval_folder
 
 HISTORY = ("2026-03-01 00:00", "2026-03-01 06:00")
 INTERVAL = Interval(dt.datetime(2026, 3, 1, 6), dt.datetime(2026, 3, 1, 7))
+FOLDER = interval_folder(INTERVAL)  # the interval's predictions folder
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,8 @@ def test_score_unit_local_uploads_validated_predictions_and_receipts(blob_store,
     assert [r["target"] for r in receipts] == deployed[:2]
     assert all(r["status"] == "ok" and r["validated"] for r in receipts)
     assert set(UNIT_RECEIPT_KEYS) <= set(receipts[0])
-    names = set(blob_store.list_names("predictions", prefix=f"{INTERVAL.key}/"))
-    assert names == {f"{INTERVAL.key}/{t}{suffix}" for t in deployed[:2] for suffix in (".parquet", ".receipt.json")}
+    names = set(blob_store.list_names("predictions", prefix=FOLDER))
+    assert names == {f"{FOLDER}{t}{suffix}" for t in deployed[:2] for suffix in (".parquet", ".receipt.json")}
 
 
 def test_a_missing_model_fails_the_unit_for_good_naming_the_blobs(blob_store, deployed):
@@ -57,10 +58,10 @@ def test_a_missing_model_fails_the_unit_for_good_naming_the_blobs(blob_store, de
     assert f"scoring failed for {target}: ModelNotFoundError" in message
     assert f"redeploy the model of {target} (blobs models/{target}/model.joblib and manifest.json" in message
     assert "/tmp" not in message and "score-unit-" not in message  # blobs, not the worker's temporary folder
-    receipt = json.loads(blob_store.download_bytes("predictions", f"{INTERVAL.key}/{target}.receipt.json"))
+    receipt = json.loads(blob_store.download_bytes("predictions", f"{FOLDER}{target}.receipt.json"))
     assert receipt["status"] == "failed" and "models/" in receipt["error"]
-    assert not blob_store.exists("predictions", f"{INTERVAL.key}/{target}.parquet")
-    assert blob_store.exists("predictions", f"{INTERVAL.key}/{deployed[1]}.parquet")
+    assert not blob_store.exists("predictions", f"{FOLDER}{target}.parquet")
+    assert blob_store.exists("predictions", f"{FOLDER}{deployed[1]}.parquet")
 
 
 def test_a_target_the_snapshot_lacks_says_to_replan(blob_store, deployed):
@@ -80,12 +81,12 @@ def test_a_missing_or_unreadable_snapshot_is_retried(blob_store, deployed):
 
 
 def test_upload_outputs_mirrors_the_folder_deleting_what_was_not_produced(blob_store, tmp_path):
-    blob_store.upload_bytes("predictions", f"{INTERVAL.key}/d1/s2.parquet", b"stale")
+    blob_store.upload_bytes("predictions", f"{FOLDER}d1/s2.parquet", b"stale")
     (tmp_path / "d1").mkdir()
     (tmp_path / "d1" / "s1.parquet").write_bytes(b"new")
     (tmp_path / "d1" / "s1.receipt.json").write_bytes(b"{}")
     (tmp_path / "d1" / "s2.receipt.json").write_bytes(b"{}")
     upload_outputs(blob_store, settings().predictions_container, INTERVAL, tmp_path, ["d1/s1", "d1/s2"])
-    assert blob_store.download_bytes("predictions", f"{INTERVAL.key}/d1/s1.parquet") == b"new"
-    assert not blob_store.exists("predictions", f"{INTERVAL.key}/d1/s2.parquet")
-    assert blob_store.exists("predictions", f"{INTERVAL.key}/d1/s2.receipt.json")
+    assert blob_store.download_bytes("predictions", f"{FOLDER}d1/s1.parquet") == b"new"
+    assert not blob_store.exists("predictions", f"{FOLDER}d1/s2.parquet")
+    assert blob_store.exists("predictions", f"{FOLDER}d1/s2.receipt.json")

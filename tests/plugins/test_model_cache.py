@@ -89,7 +89,9 @@ def world(blob_conn_str, blob_store, trained, tmp_path):
 def predictions(store, interval, target) -> pd.DataFrame:
     import io
 
-    return pd.read_parquet(io.BytesIO(store.download_bytes("predictions", f"{interval.key}/{target}.parquet")))
+    from batch_scoring.scoring.layout import prediction_blob
+
+    return pd.read_parquet(io.BytesIO(store.download_bytes("predictions", prediction_blob(interval, target))))
 
 
 def manifest(folder: Path, target: str) -> dict:

@@ -16,7 +16,7 @@ import pytest
 
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 
-from batch_scoring.scoring.layout import prediction_blob, snapshot_blob
+from batch_scoring.scoring.layout import interval_folder, prediction_blob, receipt_blob, snapshot_blob
 from tests.reliability.conftest import HOUR, SCORING, TARGETS, interval
 
 IV = interval()
@@ -379,9 +379,9 @@ def test_collector_catches_every_deleted_truncated_or_altered_prediction(world):
 def test_collector_flags_an_unexpected_blob_in_the_interval_prefix(world):
     clean = world.run()
     good = world.predictions()
-    stray = f"{KEY}/dev009/s1.parquet"
+    stray = f"{interval_folder(IV)}dev009/s1.parquet"
     world.store.upload_bytes("predictions", stray, good[prediction_blob(IV, "dev001/s1")])
-    with pytest.raises(PipelineError, match=f"1 unexpected blob\\(s\\) under predictions/{KEY}/ that no planned target wrote: {stray}"):
+    with pytest.raises(PipelineError, match=f"1 unexpected blob\\(s\\) under predictions/{interval_folder(IV)} that no planned target wrote: {stray}"):
         world.collect(world.snapshot())
     manifest = world.manifest()
     assert manifest["unexpected_blobs"] == [stray] and manifest["counts"]["ok"] == 4
@@ -395,7 +395,7 @@ def test_prediction_of_a_target_now_skipped_is_flagged_not_trusted(world):
         world.store.delete("models", name)  # model retired: its old prediction must not linger unnoticed
     plan = world.snapshot()
     assert plan["skipped"] == {"dev002/s2": "no model deployed"}
-    with pytest.raises(PipelineError, match=f"unexpected blob.*{KEY}/dev002/s2.parquet, {KEY}/dev002/s2.receipt.json"):
+    with pytest.raises(PipelineError, match=f"unexpected blob.*{prediction_blob(IV, 'dev002/s2')}, {receipt_blob(IV, 'dev002/s2')}"):
         world.collect(plan)
 
 

@@ -17,6 +17,7 @@ import pytest
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 
 from batch_scoring.local_backend import score_unit_local
+from batch_scoring.scoring.layout import receipt_blob
 from tests.reliability.conftest import interval
 
 IV = interval()
@@ -75,7 +76,7 @@ def test_a_model_blob_gone_bad_after_the_snapshot_is_named_by_blob_and_permanent
     assert message.endswith("; " + WAY_OUT)
     assert "score-unit-" not in message and "/tmp" not in message
     # what is uploaded and what the collector records name the blob too
-    receipt = json.loads(world.store.download_bytes("predictions", f"{KEY}/dev002/s2.receipt.json"))
+    receipt = json.loads(world.store.download_bytes("predictions", receipt_blob(KEY, "dev002/s2")))
     assert receipt["error"].startswith(error) and "score-unit-" not in receipt["error"]
     world.score({"units": [u for u in plan["units"] if u != ["dev002/s2"]]})
     with pytest.raises(PipelineError, match="1 of 4 targets failed validation"):

@@ -12,13 +12,15 @@ import pytest
 
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 
-from batch_scoring.scoring.layout import prediction_blob, receipt_blob
+from batch_scoring.scoring.layout import (heatmap_blob, interval_folder, manifest_blob, prediction_blob, receipt_blob,
+                                            report_blob)
 from batch_scoring.units import apply_run_params
 from tests.reliability.conftest import interval
 
 IV = interval()
 KEY = IV.key
-MANIFEST = f"{KEY}/_manifest.json"
+FOLDER = interval_folder(IV)
+MANIFEST = manifest_blob(IV)
 
 
 def plan_for(world, patterns=None) -> dict:
@@ -130,7 +132,7 @@ def test_a_subset_run_without_an_earlier_manifest_lists_the_rest_as_not_selected
     assert second["targets"]["dev002/s1"] == manifest["targets"]["dev002/s1"]
     after_subsets = run(world)
     subset_then_full = manifest_bytes(world)
-    for name in world.store.list_names("predictions", f"{KEY}/"):
+    for name in world.store.list_names("predictions", FOLDER):
         world.store.delete("predictions", name)
     assert run(world) == after_subsets and manifest_bytes(world) == subset_then_full
 
@@ -165,7 +167,7 @@ def test_predictions_of_a_target_whose_model_was_removed_stay_unexpected_in_a_su
     assert plan["unselected"] == ["dev002/s1"] and plan["unselected_skipped"] == {"dev002/s2": "no model deployed"}
     world.score(plan)
     stale = [prediction_blob(IV, "dev002/s2"), receipt_blob(IV, "dev002/s2")]
-    with pytest.raises(PipelineError, match=f"2 unexpected blob\\(s\\) under predictions/{KEY}/ that no planned target "
+    with pytest.raises(PipelineError, match=f"2 unexpected blob\\(s\\) under predictions/{FOLDER} that no planned target "
                        f"wrote: {stale[0]}, {stale[1]}; remove them"):
         world.collect(plan)
     m = world.manifest()
@@ -179,7 +181,7 @@ def test_the_report_of_a_merged_manifest_shows_every_target(world):
 
     world.run()
     write_report(world.store, world.settings, IV, world.manifest())  # the full run's report
-    full_png = world.store.download_bytes("predictions", f"{KEY}/_heatmap.png")
+    full_png = world.store.download_bytes("predictions", heatmap_blob(IV))
     plan = plan_for(world, ["dev001/*"])
     world.score(plan)
     flags = {}
@@ -190,8 +192,8 @@ def test_the_report_of_a_merged_manifest_shows_every_target(world):
     assert sorted(flags) == ["dev001/s1", "dev001/s2"]  # the collector validated only these
     write_report(world.store, world.settings, IV, manifest, flags)
     # the kept targets' flags are read from their blobs: the heatmap is the complete interval's
-    assert world.store.download_bytes("predictions", f"{KEY}/_heatmap.png") == full_png
-    page = world.store.download_bytes("predictions", f"{KEY}/_report.html").decode()
+    assert world.store.download_bytes("predictions", heatmap_blob(IV)) == full_png
+    page = world.store.download_bytes("predictions", report_blob(IV)).decode()
     assert "4 targets validated, 0 failed, 0 skipped;" in page
     assert ("coverage of the interval 100.0%; this run scored the 2 targets selected by <code>[&#x27;dev001/*&#x27;]"
             "</code>: 2 validated, 0 failed, coverage 100.0% (required 100%)") in page

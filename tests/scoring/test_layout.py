@@ -28,15 +28,18 @@ def test_a_malformed_key_is_refused_by_name(bad):
 
 
 def test_interval_blob_names():
+    folder = f"date=2026-01-01/interval={KEY}/"  # every predictions blob of the interval sits in its hive folder
     assert layout.snapshot_blob(IV) == f"{KEY}/aggregates.parquet"
-    assert layout.interval_prefix(IV) == f"{KEY}/"
-    assert layout.prediction_blob(IV, "dev001/s1") == f"{KEY}/dev001/s1.parquet"
-    assert layout.receipt_blob(IV, "dev001/s1") == f"{KEY}/dev001/s1.receipt.json"
-    assert layout.manifest_blob(IV) == f"{KEY}/_manifest.json"
-    assert layout.report_blob(IV) == f"{KEY}/_report.html"
-    assert layout.heatmap_blob(IV) == f"{KEY}/_heatmap.png"
-    assert layout.stale_marker_blob(IV) == f"{KEY}/_stale.json"
+    assert layout.interval_prefix(IV) == folder == layout.interval_folder(IV)
+    assert layout.prediction_blob(IV, "dev001/s1") == f"{folder}dev001/s1.parquet"
+    assert layout.receipt_blob(IV, "dev001/s1") == f"{folder}dev001/s1.receipt.json"
+    assert layout.manifest_blob(IV) == f"{folder}_manifest.json"
+    assert layout.report_blob(IV) == f"{folder}_report.html"
+    assert layout.heatmap_blob(IV) == f"{folder}_heatmap.png"
+    assert layout.stale_marker_blob(IV) == f"{folder}_stale.json"
     assert layout.manifest_blob(KEY) == layout.manifest_blob(IV)  # a key names the same blobs
+    with pytest.raises(ValueError, match="bad interval key"):
+        layout.manifest_blob("<interval>")
 
 
 def test_names_relative_to_a_folder():
