@@ -6,8 +6,7 @@ names (the container itself comes from the deployment's settings)::
 
     aggregates/<interval>/aggregates.parquet                 snapshot_blob
     predictions/<folder>/                                    interval_folder = interval_prefix
-    predictions/<folder>/<device>/<sensor>.parquet           prediction_blob
-    predictions/<folder>/<device>/<sensor>.receipt.json      receipt_blob
+    predictions/<folder>/part-<unit id>.parquet              part_blob (part_name below the folder)
     predictions/<folder>/_manifest.json                      manifest_blob
     predictions/<folder>/_report.html, _heatmap.png          report_blob, heatmap_blob
     predictions/<folder>/_stale.json                         stale_marker_blob
@@ -15,10 +14,9 @@ names (the container itself comes from the deployment's settings)::
 
 ``<folder>`` is the interval's hive partition folder
 ``date=<YYYY-MM-DD>/interval=<interval>/`` (:func:`interval_folder`): the
-predictions container is a hive-partitioned parquet dataset (issue 14 item 2,
-docs/predictions-dataset-wip.md). Being introduced: one file per scoring unit,
-``<folder>/part-<unit id>.parquet`` (:func:`part_blob`; :func:`part_name` below the
-folder); the per-target names above go once every writer and reader uses it.
+predictions container is a hive-partitioned parquet dataset (issue 14 item 2),
+one part file per scoring unit (its targets' rows; their receipts in its
+footer, ``scoring.part_file``), named by the unit's targets (:func:`unit_id`).
 
 ``date`` is the interval start's UTC date. Everything else in an interval folder
 starts with ``_`` (``_manifest.json``, ...): pyarrow.dataset and DuckDB skip
@@ -44,8 +42,6 @@ from batch_scoring.scoring.times import utc_naive
 INTERVAL_KEY_FORMAT = "%Y%m%dT%H%MZ"
 
 SNAPSHOT_FILE = "aggregates.parquet"
-PREDICTION_SUFFIX = ".parquet"
-RECEIPT_SUFFIX = ".receipt.json"
 MANIFEST_FILE = "_manifest.json"
 REPORT_FILE = "_report.html"
 HEATMAP_FILE = "_heatmap.png"
@@ -121,26 +117,6 @@ def interval_prefix(interval: "Interval | str") -> str:
     return interval_folder(interval)
 
 
-def prediction_name(target: str) -> str:
-    """A target's prediction file relative to its interval folder: ``<device>/<sensor>.parquet``."""
-    return f"{target_path(target)}{PREDICTION_SUFFIX}"
-
-
-def receipt_name(target: str) -> str:
-    """A target's receipt relative to its interval folder: ``<device>/<sensor>.receipt.json``."""
-    return f"{target_path(target)}{RECEIPT_SUFFIX}"
-
-
-def prediction_blob(interval: "Interval | str", target: str) -> str:
-    """A target's prediction blob: ``<folder>/<device>/<sensor>.parquet`` (``ValueError`` for ids not path-safe)."""
-    return f"{interval_folder(interval)}{prediction_name(target)}"
-
-
-def receipt_blob(interval: "Interval | str", target: str) -> str:
-    """A target's receipt blob: ``<folder>/<device>/<sensor>.receipt.json`` (``ValueError`` for ids not path-safe)."""
-    return f"{interval_folder(interval)}{receipt_name(target)}"
-
-
 def manifest_blob(interval: "Interval | str") -> str:
     """The interval's run manifest blob: ``<folder>/_manifest.json``."""
     return f"{interval_folder(interval)}{MANIFEST_FILE}"
@@ -161,7 +137,7 @@ def stale_marker_blob(interval: "Interval | str") -> str:
     return f"{interval_folder(interval)}{STALE_MARKER}"
 
 
-# --------------------------------------------------------------------------- predictions dataset (issue 14)
+# --------------------------------------------------------------------------- the predictions dataset
 def interval_folder(interval: "Interval | str") -> str:
     """The interval's hive partition folder: ``date=2026-01-01/interval=20260101T0000Z_20260101T0100Z/``.
 

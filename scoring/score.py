@@ -5,26 +5,23 @@ CLI::
     python -m batch_scoring.scoring.score --aggregates SNAPSHOT.parquet --models DIR --out DIR \\
         --targets d/s [d/s ...]   (or --targets-file FILE)
 
-For each target writes ``<out>/<device>/<sensor>.parquet`` (device_id,
-sensor_id, window_start, window_end, the FEATURES, decision_score, is_anomaly,
-model_sha256; sorted by window_start) and ``<out>/<device>/<sensor>.receipt.json``.
-``score_unit`` (issue 14, not yet used by the CLI or the backends) writes the
-unit's targets into one part file ``<out>/part-<unit id>.parquet`` instead,
-receipts in its footer (``scoring.part_file``).
+Writes the unit's targets into one part file ``<out>/part-<unit id>.parquet``
+(``scoring.layout.part_name``; ``scoring.part_file``): device_id, sensor_id,
+window_start, window_end, the FEATURES, decision_score, is_anomaly,
+model_sha256; rows sorted by device_id, sensor_id, window_start; every
+target's receipt (failed ones too) in its footer. ``--out`` is the interval's
+folder of the predictions dataset (the Azure ML job mounts it).
 
 Failure semantics: the snapshot is read once; each model is loaded (and its
 sha256 verified) once. A failure of one target (no rows in the snapshot,
 missing/tampered/corrupt model, ...) never stops the others: its receipt gets
-``status: "failed"`` and the error, and any prediction file left at its path
-by an earlier run is removed (so a collector sees it missing, not stale).
-``score_targets`` never raises for a per-target failure: it returns the
+``status: "failed"`` and the error, and the file holds no rows of it.
+``score_unit`` never raises for a per-target failure: it returns the
 receipts. The CLI exits 1 when any target failed (2 on bad arguments).
 Outputs are deterministic: same snapshot + models -> byte-identical files.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import sys
 from pathlib import Path
@@ -32,14 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import sklearn
 
-from batch_scoring.scoring.atomic import write_atomic
 from batch_scoring.scoring.cli import InputError, make_parser, progress, read_parquet, read_targets, run
-from batch_scoring.scoring.config import FEATURES, parse_target, target_name
+from batch_scoring.scoring.config import FEATURES, parse_target
 from batch_scoring.scoring.features import feature_matrix
-from batch_scoring.scoring.layout import part_name, prediction_name, receipt_name
+from batch_scoring.scoring.layout import part_name
 from batch_scoring.scoring.model_store import load_model
 from batch_scoring.scoring.part_file import digest, sort_key, write_part
 from batch_scoring.scoring.target_rows import target_ranges
@@ -52,22 +47,6 @@ OUTPUT_COLUMNS = (
 
 class UnknownTargetError(LookupError):
     """The snapshot holds no rows of the target (unknown device/sensor, or no data in the interval)."""
-
-
-def prediction_path(out_dir, device_id: str, sensor_id: str) -> Path:
-    """Where a target's prediction is written below ``out_dir``: ``<device>/<sensor>.parquet``.
-
-    Raises ``ValueError`` for ids that are not path-safe.
-    """
-    return Path(out_dir) / prediction_name(target_name(device_id, sensor_id))
-
-
-def receipt_path(out_dir, device_id: str, sensor_id: str) -> Path:
-    """Where a target's receipt is written below ``out_dir``: ``<device>/<sensor>.receipt.json``.
-
-    Raises ``ValueError`` for ids that are not path-safe.
-    """
-    return Path(out_dir) / receipt_name(target_name(device_id, sensor_id))
 
 
 def output_schema() -> pa.Schema:
@@ -90,43 +69,31 @@ def output_schema() -> pa.Schema:
 OUTPUT_SCHEMA = output_schema()  # built once; every prediction file uses it
 
 
-def score_targets(aggregates: pd.DataFrame, models_dir, out_dir, targets) -> list[dict]:
-    """Score each target; return one receipt per target (in the order given, duplicates removed).
-
-    Receipt keys: target, device_id, sensor_id, status ("ok"/"failed"),
-    rows_in, rows_out, anomalies, anomaly_window_starts (ISO, UTC), model_sha256,
-    output (relative path or None), output_sha256, output_md5, error (None or message), error_type
-    (None or the exception's class name, e.g. ``ModelNotFoundError``).
-
-    Fast path (the per-target fixed costs are what decide a batched unit's
-    time): the snapshot is cut down to the requested devices before it is
-    normalised, sorted and grouped once; each target then works on numpy
-    slices of the columns (no per-target DataFrame), its model is loaded once,
-    and its parquet is written from pyarrow arrays with one prebuilt schema.
-    """
-    receipts = []
-    for receipt, table in _score_all(aggregates, models_dir, targets):
-        receipts.append(_write_target(receipt, table, out_dir))
-    return receipts
-
-
 def score_unit(aggregates: pd.DataFrame, models_dir, out_dir, targets, error_names: dict | None = None) -> list[dict]:
     """Score a unit's targets into one part file ``<out_dir>/part-<unit id>.parquet``; return the receipts.
 
     The file (``scoring.part_file``) holds the rows of the targets that scored, sorted by device_id,
     sensor_id, window_start, and in its footer every target's receipt (failed ones too; a unit whose
     targets all failed writes a zero-row file). Receipts are returned in the order given, duplicates
-    removed, with the keys of ``score_targets`` plus ``rows_sha256`` (``part_file.rows_digest`` of the
-    target's rows; ``None`` when it failed); ``output`` is the part file's name for a target that
-    scored, and ``output_sha256``/``output_md5`` (of the whole file) are in the returned receipts only.
+    removed. Receipt keys: target, device_id, sensor_id, status ("ok"/"failed"), rows_in, rows_out,
+    anomalies, anomaly_window_starts (ISO, UTC), model_sha256, output, output_sha256, output_md5, error
+    (None or message), error_type (None or the exception's class name, e.g. ``ModelNotFoundError``) and
+    ``rows_sha256`` (``part_file.rows_digest`` of the target's rows; ``None`` when it failed); ``output``
+    is the part file's name for a target that scored, and ``output_sha256``/``output_md5`` (of the whole
+    file) are in the returned receipts only.
     The unit id comes from the path-safe targets (``layout.unit_id``); when none is path-safe nothing is
     written. Same snapshot + models + targets (in any order) -> a byte-identical file of the same name.
     ``error_names``: local path -> what an operator knows it as (``{"/tmp/x/models/": "models/"}``),
     replaced in failed receipts' errors before the footer is written (a worker's temporary folder means
     nothing to whoever reads the receipt).
     Never raises for a per-target failure; ``OSError`` when ``out_dir`` cannot be written.
+
+    Fast path (the per-target fixed costs are what decide a batched unit's time): the snapshot is cut
+    down to the requested devices before it is normalised, sorted and grouped once; each target then
+    works on numpy slices of the columns (no per-target DataFrame), its model is loaded once, and its
+    rows become a pyarrow table of one prebuilt schema.
     """
-    results = _score_all(aggregates, models_dir, targets, with_digest=True)
+    results = score_tables(aggregates, models_dir, targets)
     receipts = [receipt for receipt, _ in results]
     for receipt in receipts:
         for local, known in (error_names or {}).items():
@@ -147,11 +114,13 @@ def score_unit(aggregates: pd.DataFrame, models_dir, out_dir, targets, error_nam
     return receipts
 
 
-def _score_all(aggregates: pd.DataFrame, models_dir, targets,
-               with_digest: bool = False) -> list[tuple[dict, "pa.Table | None"]]:
+def score_tables(aggregates: pd.DataFrame, models_dir, targets,
+                 with_digest: bool = True) -> list[tuple[dict, "pa.Table | None"]]:
     """(receipt, prediction table or ``None``) per target, in the order given, duplicates removed; no file written.
 
-    ``with_digest``: receipts get ``rows_sha256`` (``part_file.digest`` of the rows; ``None`` when failed).
+    What ``score_unit`` writes, for a caller that lays the tables out itself (bench/floor.py: one part
+    file per target). ``with_digest``: receipts get ``rows_sha256`` (``part_file.digest`` of the rows;
+    ``None`` when failed). Never raises for a per-target failure.
     """
     wanted = list(dict.fromkeys(targets))
     frame = normalise_aggregates(_rows_for(aggregates, wanted))
@@ -283,51 +252,8 @@ def _fail(receipt: dict, exc: Exception) -> None:
                    error_type=type(exc).__name__)  # what the caller decides on (retry or not), not the text
 
 
-def _write_target(receipt: dict, table: "pa.Table | None", out_dir) -> dict:
-    """Write a target's own prediction file and receipt (the per-target layout); returns the receipt.
-
-    A failed target's prediction file left by an earlier run is removed; a write failure fails the target.
-    """
-    if receipt["device_id"] is None:
-        return receipt  # not path-safe: nowhere to write
-    device_id, sensor_id = receipt["device_id"], receipt["sensor_id"]
-    pred_file = prediction_path(out_dir, device_id, sensor_id)
-    try:
-        if table is not None:
-            _write_table(table, pred_file)
-            written = pred_file.read_bytes()
-            receipt.update(
-                output=prediction_name(receipt["target"]),
-                # let the collector tell a blob altered after scoring from the one written here; the MD5 is
-                # what blob storage itself records, so a listing can confirm it without a download
-                output_sha256=hashlib.sha256(written).hexdigest(),
-                output_md5=hashlib.md5(written, usedforsecurity=False).hexdigest(),
-            )
-    except Exception as exc:
-        receipt.update(status="failed", rows_out=0, anomalies=0, anomaly_window_starts=[])
-        _fail(receipt, exc)
-    if receipt["status"] != "ok" and pred_file.exists():
-        pred_file.unlink()
-    write_receipt(receipt, receipt_path(out_dir, device_id, sensor_id))
-    return receipt
-
-
-def _write_table(table: pa.Table, path: Path) -> None:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    write_atomic(path, buf.getvalue())
-
-
-def write_receipt(receipt: dict, path: Path) -> None:
-    """Write a receipt (the dict ``score_targets`` returns per target) as sorted, indented JSON, atomically.
-
-    Raises ``OSError`` when the folder cannot be written.
-    """
-    write_atomic(path, (json.dumps(receipt, indent=2, sort_keys=True) + "\n").encode())
-
-
 def main(argv=None) -> int:
-    """Run ``python -m batch_scoring.scoring.score`` on ``argv``: score the targets of one snapshot into ``--out``.
+    """Run ``python -m batch_scoring.scoring.score`` on ``argv``: score the targets of one snapshot into one part file in ``--out``.
 
     Prints one JSON line per target and a summary on stderr. Returns 0 when
     every target scored, 1 when one failed (its receipt says why), 2 for a
@@ -337,7 +263,7 @@ def main(argv=None) -> int:
     parser = make_parser("python -m batch_scoring.scoring.score", __doc__.splitlines()[0])
     parser.add_argument("--aggregates", required=True, help="snapshot parquet (the interval's aggregates)")
     parser.add_argument("--models", required=True, help="models directory")
-    parser.add_argument("--out", required=True, help="predictions directory (written)")
+    parser.add_argument("--out", required=True, help="the interval's predictions folder (the unit's part file is written there)")
     parser.add_argument("--targets", nargs="+", metavar="DEVICE/SENSOR",
                         help="targets to score (this or --targets-file is required)")
     parser.add_argument("--targets-file", help="one device/sensor per line (or a JSON list); this or --targets is required")
@@ -355,7 +281,7 @@ def _main(args) -> int:
     devices = sorted({t.split("/")[0] for t in targets if t.count("/") == 1})
     aggregates = read_parquet(args.aggregates, "--aggregates: snapshot parquet of the interval's aggregates",
                               filters=[("device_id", "in", devices)] if devices else None)
-    receipts = score_targets(aggregates, args.models, args.out, targets)
+    receipts = score_unit(aggregates, args.models, args.out, targets)
     failed = [r for r in receipts if r["status"] != "ok"]
     for r in receipts:
         print(json.dumps({k: r[k] for k in ("target", "status", "rows_in", "rows_out", "anomalies", "error")}))

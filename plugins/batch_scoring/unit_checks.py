@@ -1,6 +1,6 @@
 """The collector's per-target entries from part files (issue 14: one file per scoring unit).
 
-Two ways, as for per-target blobs before, same entries in the manifest:
+Two ways, same entries in the manifest:
 
 * ``confirmed_units``: a unit whose score task validated its part file where
   it wrote it (the returned receipts are marked ``validated``) and whose blob's
@@ -12,7 +12,6 @@ Two ways, as for per-target blobs before, same entries in the manifest:
 An entry is ``{"status": "ok", "blob", "sha256", "md5", "rows", "anomalies",
 "model_sha256", "rows_sha256"}`` (``blob``/``sha256``/``md5``: the part file's,
 shared by the unit's targets) or ``{"status": "failed", "reason", "blob"}``.
-``collect.py`` switches to these in step c2 (docs/predictions-dataset-wip.md).
 """
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ def part_receipts(store, container: str, blob: str) -> list[dict] | None:
     """The receipts in a part blob's footer, read by ranges (the rows are not downloaded); ``None`` when
     the blob does not exist.
 
-    For the Azure ML operator and ``permanent`` (which receipts did a job write) in step c2. Raises
+    For the Azure ML operator and ``permanent`` (which receipts did a job write). Raises
     ``ValueError`` naming ``container/blob`` when it is no part file (``part_file.read_receipts``), and
     what the store raises when storage does not answer.
     """
@@ -89,16 +88,18 @@ def confirmed_units(interval, units: list[list[str]], unit_receipts, listing: di
 
 
 def read_units(store, settings, interval, units: list[list[str]], present: set, windows: dict,
-               keep: dict | None = None) -> dict[str, dict]:
+               keep: dict | None = None, blobs: list[str] | None = None) -> dict[str, dict]:
     """Entries of every target of ``units``, each unit's part file downloaded and checked in full.
 
     ``present``: the blob names listed under the interval folder; ``windows``: target -> its snapshot
-    window starts (``validation.windows_by_target``). A unit whose part file is missing fails each of its
-    targets with ``part file missing``. ``keep`` as in ``confirmed_units``. Raises what the store
-    raises (``BlobStoreUnavailable``); a bad file is never raised, it is each target's reason.
+    window starts (``validation.windows_by_target``); ``blobs``: each unit's part blob when it is not
+    ``layout.part_blob(interval, unit)`` (an earlier file, for the targets a subset run left out). A unit
+    whose part file is missing fails each of its targets with ``part file missing``. ``keep`` as in
+    ``confirmed_units``. Raises what the store raises (``BlobStoreUnavailable``); a bad file is never
+    raised, it is each target's reason.
     """
-    def check(unit: list[str]) -> dict[str, dict]:
-        blob = part_blob(interval, unit)
+    def check(item) -> dict[str, dict]:
+        unit, blob = item
         if blob not in present:
             return {t: {"status": "failed", "blob": blob, "reason": "part file missing"} for t in unit}
         data = store.download_bytes(settings.predictions_container, blob)
@@ -118,6 +119,7 @@ def read_units(store, settings, interval, units: list[list[str]], present: set, 
         return entries
 
     results = {}
-    for entries in store.parallel(check, units):
+    names = blobs if blobs is not None else [part_blob(interval, u) for u in units]
+    for entries in store.parallel(check, list(zip(units, names))):
         results.update(entries)
     return results

@@ -1,4 +1,4 @@
-"""The bytes a run leaves behind, pinned: snapshot, predictions, receipts, manifest, report and heatmap.
+"""The bytes a run leaves behind, pinned: snapshot, part files (predictions, receipts in their footers), manifest, report and heatmap.
 
 One simulated world (3 devices x 2 sensors, one target's model withdrawn so the
 manifest lists a skip) is scored for one hour on the local backend, then again
@@ -60,7 +60,7 @@ def test_both_backends_leave_the_recorded_bytes(monkeypatch, world, aml_emulator
     assert ok, run.state
     assert run_key(run) == KEY
     local = outputs(blob_store, s)
-    assert len(local) == 1 + 5 * 2 + 3  # snapshot; 5 predictions + receipts; manifest, report, heatmap
+    assert len(local) == 1 + 5 + 3  # snapshot; 5 part files (one target each, receipts in them); manifest, report, heatmap
     assert not any(WITHDRAWN in name for name in local)
     clear(blob_store, s)
 

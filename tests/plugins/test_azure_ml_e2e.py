@@ -84,7 +84,7 @@ def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite
     assert ok, run.state
     key = run_key(run)
     local = predictions(blob_store, key)
-    assert len(local) == 11  # 4 predictions + 4 receipts + manifest + report + heatmap
+    assert len(local) == 7  # 4 part files (one target each, receipts in them) + manifest + report + heatmap
     for name in local:
         blob_store.delete("predictions", name)
     assert created(aml_emulator) == []

@@ -93,8 +93,11 @@ def test_the_products_job_is_submitted_runs_and_writes_its_predictions(aml_emula
     got = hook.get_job("score-it")
     assert got.tags["models_digest"] == inputs.models_digest and got.tags["interval"] == KEY
     assert str(got.compute).endswith("cpu-scoring")
-    names = set(blob_store.list_names("predictions", FOLDER))
-    assert {f"{FOLDER}dev001/s1.parquet", f"{FOLDER}dev001/s2.parquet"} <= names
+    from batch_scoring.scoring.layout import part_blob
+    from batch_scoring.unit_checks import part_receipts
+
+    assert set(blob_store.list_names("predictions", FOLDER)) == {part_blob(KEY, unit)}  # the unit's one part file
+    assert [r["status"] for r in part_receipts(blob_store, "predictions", part_blob(KEY, unit))] == ["ok", "ok"]
     ledger = aml_emulator.ledger()
     assert [j["name"] for j in ledger] == ["score-it"] and ledger[0]["tags"]["interval"] == KEY
     methods = [(m, p.rsplit("/", 2)[-2:]) for m, p, s in aml_emulator.requests() if s < 300 and "/jobs/score-it" in p]

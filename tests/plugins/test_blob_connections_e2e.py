@@ -28,4 +28,4 @@ def test_interval_runs_with_connection_of_kind(airflow_db, monkeypatch, sqlite_c
     key = run_key(run)
     manifest = json.loads(blob_store.download_bytes("predictions", manifest_blob(key)))
     assert manifest["counts"] == {"ok": 4, "failed": 0, "skipped": 0}
-    assert len(blob_store.list_names("predictions", interval_prefix(key))) == 11  # 4 predictions + 4 receipts + 3 reports
+    assert len(blob_store.list_names("predictions", interval_prefix(key))) == 7  # 4 part files (one target each) + manifest, report, heatmap

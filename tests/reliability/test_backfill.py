@@ -43,7 +43,7 @@ def _key(start: dt.datetime) -> str:
 
 
 def _outputs(store, keys) -> dict[str, bytes]:
-    """Prediction parquet, receipts and manifests (run reports are HTML for people, not compared)."""
+    """Part files (predictions, receipts in their footers) and manifests (run reports are HTML for people, not compared)."""
     out = {}
     for key in keys:
         for name in store.list_names("predictions", interval_prefix(key)):
@@ -155,8 +155,8 @@ def test_backfill_24_intervals_rerun_and_scheduled_run_are_byte_identical(tmp_pa
             assert manifest["counts"] == {"ok": 4, "failed": 0, "skipped": 0}, (key, manifest)
             assert manifest["rows"] == 48
         backfilled = _outputs(blob_store, keys)
-        assert len(backfilled) == INTERVALS * 9  # 4 predictions + 4 receipts + manifest per interval
-        assert {n: b for n, b in backfilled.items() if n.startswith(_key(latest))} == scheduled
+        assert len(backfilled) == INTERVALS * 5  # 4 part files (one target each, receipts in them) + manifest per interval
+        assert {n: b for n, b in backfilled.items() if n.startswith(interval_prefix(_key(latest)))} == scheduled
         ends = {r["dag_run_id"]: r["end_date"] for r in runs}
         _wait_backfill_completed(airflow, backfill_id)  # a new backfill is refused while this one is open
         t_backfill = time.monotonic() - t0

@@ -122,7 +122,7 @@ def test_a_model_blob_gone_fails_its_task_after_one_try_while_a_transient_outage
             "task(s) and collect") in text
     assert "score-unit-" not in text
     entry = world.manifest()["targets"]["dev002/s2"]
-    assert entry["reason"] == ("prediction blob missing; scoring failed: ModelNotFoundError: no model for target "
+    assert entry["reason"] == ("scoring failed: ModelNotFoundError: no model for target "
                                "dev002/s2: model file models/dev002/s2/model.joblib does not exist")
     # the way out: redeploy, rerun (here: the whole run) -> whole again
     world.store.upload_bytes("models", "dev002/s2/model.joblib",

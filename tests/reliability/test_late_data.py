@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from batch_scoring.scoring.layout import prediction_blob, stale_marker_blob
+from batch_scoring.scoring.layout import part_blob, stale_marker_blob
 from tests.reliability.conftest import HOUR, SCORING, interval
 
 IV = interval()                      # 08:00-09:00, scored below
@@ -62,14 +62,14 @@ def test_late_data_marks_the_scored_interval_stale_until_it_is_rescored(world):
         "rescore": "airflow backfill create --dag-id batch_scoring --from-date 2026-06-01T08:00:00 "
                    "--to-date 2026-06-01T08:00:00 --reprocess-behavior completed",
     }
-    assert world.predictions(IV)[prediction_blob(IV, "dev002/s1")] == before[prediction_blob(IV, "dev002/s1")]
+    assert world.predictions(IV)[part_blob(IV, ["dev002/s1"])] == before[part_blob(IV, ["dev002/s1"])]
 
     # the rescoring (what the backfill command runs) records the revision it scored and clears the marker
     again = world.run(IV)
     assert again["aggregates_revised_at"] == "2026-06-01T11:30:00"
     assert not world.store.exists("predictions", stale_marker_blob(IV))
     assert _sensor().check_late_data(_context(LATER)) == []
-    assert world.predictions(IV)[prediction_blob(IV, "dev002/s1")] != before[prediction_blob(IV, "dev002/s1")]
+    assert world.predictions(IV)[part_blob(IV, ["dev002/s1"])] != before[part_blob(IV, ["dev002/s1"])]
 
 
 def test_late_data_for_an_interval_not_yet_scored_or_already_rescored_is_not_stale(world):

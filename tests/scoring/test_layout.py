@@ -31,8 +31,7 @@ def test_interval_blob_names():
     folder = f"date=2026-01-01/interval={KEY}/"  # every predictions blob of the interval sits in its hive folder
     assert layout.snapshot_blob(IV) == f"{KEY}/aggregates.parquet"
     assert layout.interval_prefix(IV) == folder == layout.interval_folder(IV)
-    assert layout.prediction_blob(IV, "dev001/s1") == f"{folder}dev001/s1.parquet"
-    assert layout.receipt_blob(IV, "dev001/s1") == f"{folder}dev001/s1.receipt.json"
+    assert layout.part_blob(IV, ["dev001/s1"]) == f"{folder}{layout.part_name(['dev001/s1'])}"
     assert layout.manifest_blob(IV) == f"{folder}_manifest.json"
     assert layout.report_blob(IV) == f"{folder}_report.html"
     assert layout.heatmap_blob(IV) == f"{folder}_heatmap.png"
@@ -43,8 +42,6 @@ def test_interval_blob_names():
 
 
 def test_names_relative_to_a_folder():
-    assert layout.prediction_name("dev001/s1") == "dev001/s1.parquet"
-    assert layout.receipt_name("dev001/s1") == "dev001/s1.receipt.json"
     assert layout.model_blob("dev001/s1") == "dev001/s1/model.joblib"
     assert layout.model_manifest_blob("dev001/s1") == "dev001/s1/manifest.json"
 
@@ -58,7 +55,7 @@ def test_model_manifest_target():
 @pytest.mark.parametrize("bad", ["dev001", "dev001/s1/x", "../s1", "dev 1/s1"])
 def test_ids_that_are_not_path_safe_are_refused(bad):
     with pytest.raises(ValueError, match=f"bad target {bad!r}"):
-        layout.prediction_blob(IV, bad)
+        layout.part_blob(IV, [bad])
 
 
 # --------------------------------------------------------------------------- predictions dataset (issue 14)
