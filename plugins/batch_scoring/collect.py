@@ -8,8 +8,10 @@
 3. for a run over a subset, sort the targets it left out by what the earlier manifest says of them
    (kept unchanged, checked again, or never scored);
 4. read and check in full every unit not confirmed, and the files of those to check again;
-5. merge the results into the manifest and upload it (``<interval folder>/_manifest.json``), then delete
-   the part files no target of the manifest is in (an earlier batching's);
+5. rewrite each earlier part file holding targets a subset run left out beside ones it rescored (those
+   targets only, ``part_file.without_targets``, checked again), merge the results into the manifest and
+   upload it (``<interval folder>/_manifest.json``), then delete the part files no target of the manifest
+   is in (an earlier batching's, or the files just rewritten): the folder holds what the manifest names;
 6. clear a late-data marker the new manifest makes obsolete, then fail when the run is short.
 """
 from __future__ import annotations
@@ -66,9 +68,9 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
     without ``md5`` or ``failed``); one without an earlier result is listed as
     ``not_selected``. Part files are never "unexpected": once the manifest is
     written, those that are neither this run's nor hold an unselected target
-    kept from before are deleted (``stale_parts.tidy``; an earlier part file
-    holding kept targets beside rescored ones stays as it is for now: issue 14
-    step e2 rewrites it).
+    kept from before are deleted (``stale_parts.tidy``); an earlier part file
+    holding kept targets beside rescored ones is first rewritten with the kept
+    ones only, named by them, and their entries checked against it.
     ``counts`` (plus ``not_selected`` when there are any), ``coverage``,
     ``rows`` and ``anomalies`` describe the merged entries; ``selected`` holds
     this run's own targets, ok, failed and coverage, and ``min_coverage`` is
@@ -97,8 +99,8 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
     n_confirmed = len(results)
     kept, recheck, not_selected = _sort_unselected(interval, unselected, earlier, listing)
     unread = [u for u in units if any(t not in results for t in u)]
+    windows = _snapshot_windows(store, settings, interval) if unread or recheck or folder.rewrite else {}
     if unread or recheck:
-        windows = _snapshot_windows(store, settings, interval)
         results.update(read_units(store, settings, interval, unread, set(listing), windows, keep))
         results.update(_recheck(store, settings, interval, recheck, earlier, set(listing), windows, keep))
     counts = {"confirmed": n_confirmed + len(kept), "read": sum(len(u) for u in unread) + len(recheck)}
@@ -117,6 +119,7 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
                            "reason": f"not in this run's targets selection {selection}; no earlier result"}
     for target, reason in {**plan.get("unselected_skipped", {}), **plan.get("skipped", {})}.items():
         results[target] = {"status": "skipped", "reason": reason}
+    _rewrite_mixed(store, settings, interval, folder, results, set(listing), windows, keep)
 
     # Late data (batch_scoring.late_data): the revision these predictions were computed from. A subset
     # run keeps the earlier manifest's, since the targets it left out were scored from those aggregates.
@@ -155,10 +158,33 @@ def _remove_stale(store, settings, interval: Interval, folder, results: dict[str
             log.info("interval %s: removing %s/%s: a part file of an earlier run that no target of the manifest is in",
                      interval.key, settings.predictions_container, blob)
             store.delete(settings.predictions_container, blob)
-    for blob, targets in folder.rewrite.items():
-        log.warning("interval %s: %s/%s holds targets kept from an earlier run (%s) beside ones this run rescored: "
-                    "left as it is (their rows are in two files until the interval is scored in full)",
-                    interval.key, settings.predictions_container, blob, ", ".join(targets[:10]))
+
+
+def _rewrite_mixed(store, settings, interval: Interval, folder, results: dict[str, dict], present: set[str],
+                   windows, keep: dict | None) -> None:
+    """Rewrite each earlier part file holding targets this run left out beside ones it rescored
+    (``folder.rewrite``): the left-out targets' rows and receipts only (``part_file.without_targets``), named by
+    them, uploaded, then read back and checked like any unit (their entries name the new file); the old file
+    joins ``folder.delete``. ``windows``: the snapshot's windows by target (``_snapshot_windows``).
+    A file that is no part file fails its left-out targets and stays (the run names it)."""
+    from batch_scoring.scoring.part_file import read_receipts, without_targets
+
+    for blob, targets in sorted(folder.rewrite.items()):
+        data = store.download_bytes(settings.predictions_container, blob)
+        try:
+            name, new = without_targets(data, {r["target"] for r in read_receipts(data)} - set(targets))
+        except ValueError as exc:
+            for target in targets:
+                results[target] = {"status": "failed", "blob": blob, "reason": f"unreadable part file ({exc})"}
+            continue
+        new_blob = f"{interval_prefix(interval)}{name}"
+        store.upload_bytes(settings.predictions_container, new_blob, new)
+        log.info("interval %s: rewrote %s/%s as %s with the targets this run left out (%s)", interval.key,
+                 settings.predictions_container, blob, new_blob, ", ".join(targets[:10]))
+        results.update(read_units(store, settings, interval, [targets], present | {new_blob}, windows, keep,
+                                  blobs=[new_blob]))
+        if new_blob != blob:
+            folder.delete.append(blob)
 
 
 def _sort_unselected(interval: Interval, unselected: list[str], earlier: dict,

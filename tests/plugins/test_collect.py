@@ -93,3 +93,22 @@ def test_a_rerun_with_other_batching_leaves_only_the_files_the_manifest_names(pl
 def test_collect_fails_when_nothing_was_planned(blob_store):
     with pytest.raises(PipelineError, match="nothing to score"):
         collect_interval(blob_store, settings(), INTERVAL, {"targets": [], "skipped": {}})
+
+
+def test_a_subset_run_rewrites_the_earlier_file_that_held_a_target_it_left_out(planned, blob_store):
+    both = ["d1/s1", "d1/s2"]
+    data, receipts = part(both)
+    blob_store.upload_bytes("predictions", part_blob(INTERVAL, both), data)
+    collect_interval(blob_store, settings(), INTERVAL, {**planned, "units": [both]}, unit_receipts=[receipts])
+    subset = {**planned, "targets": ["d1/s1"], "units": [["d1/s1"]], "selection": ["*/s1"], "unselected": ["d1/s2"]}
+    data, receipts = part(["d1/s1"])
+    blob_store.upload_bytes("predictions", part_blob(INTERVAL, ["d1/s1"]), data)
+    manifest = collect_interval(blob_store, settings(), INTERVAL, subset, unit_receipts=[receipts])
+    left_out = part_blob(INTERVAL, ["d1/s2"])  # the earlier file without d1/s1, named by what it holds now
+    assert {t: (e["status"], e["blob"]) for t, e in manifest["targets"].items() if t.startswith("d1/")} == \
+        {"d1/s1": ("ok", part_blob(INTERVAL, ["d1/s1"])), "d1/s2": ("ok", left_out)}
+    assert sorted(blob_store.list_names("predictions", FOLDER)) == \
+        sorted([part_blob(INTERVAL, ["d1/s1"]), left_out, manifest_blob(INTERVAL)])
+    rows_left = pd.read_parquet(io.BytesIO(blob_store.download_bytes("predictions", left_out)))
+    assert set(rows_left["sensor_id"]) == {"s2"} and len(rows_left) == 12
+    assert manifest["targets"]["d1/s2"]["md5"] == hashlib.md5(blob_store.download_bytes("predictions", left_out)).hexdigest()
