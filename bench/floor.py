@@ -4,8 +4,10 @@
 
 Same blob store and same work as the DAG's score step, with nothing around it:
 download the interval's snapshot blob once, download each target's model and
-manifest, score every target with ``scoring.score.score_targets`` (the
-production code), upload every prediction and receipt. Interpreter start-up
+manifest, score every target with ``scoring.score.score_tables`` (the
+production code), write and upload one part file per target (what the DAG
+writes with one target per unit: the receipt in the file's footer).
+Interpreter start-up
 and imports are excluded (reported apart): the DAG's task processes are
 forked from a scheduler that preloaded them. Prints one JSON line.
 """
@@ -23,9 +25,10 @@ import pandas as pd  # noqa: E402
 from bench.procs import own_usage  # noqa: E402
 
 from batch_scoring.hooks.blob_storage import BlobStore  # noqa: E402
-from batch_scoring.scoring.layout import (SNAPSHOT_FILE, model_blob, model_manifest_blob, prediction_blob,  # noqa: E402
-                            prediction_name, receipt_blob, receipt_name, snapshot_blob)
-from batch_scoring.scoring.score import score_targets  # noqa: E402
+from batch_scoring.scoring.layout import (SNAPSHOT_FILE, model_blob, model_manifest_blob, part_blob,  # noqa: E402
+                                          part_name, snapshot_blob)
+from batch_scoring.scoring.part_file import write_part  # noqa: E402
+from batch_scoring.scoring.score import OUTPUT_SCHEMA, score_tables  # noqa: E402
 from batch_scoring.scoring.cli import make_parser  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - T_IMPORT
@@ -60,13 +63,17 @@ def main(argv=None) -> int:
                 store.download_file(args.models_container, name, tmp / "models" / name)
         phases["download_models"] = time.perf_counter() - t
         t = time.perf_counter()
-        receipts = score_targets(frame, tmp / "models", tmp / "out", targets)
+        results = score_tables(frame, tmp / "models", targets)
+        receipts = [receipt for receipt, _ in results]
+        for receipt, table in results:
+            if receipt["device_id"] is not None:
+                write_part(tmp / "out" / part_name([receipt["target"]]), [table] if table is not None else [],
+                           [{**receipt, "output": part_name([receipt["target"]]) if table is not None else None}],
+                           OUTPUT_SCHEMA)
         phases["score"] = time.perf_counter() - t
         t = time.perf_counter()
         for target in targets:
-            for blob, local in ((prediction_blob(args.interval, target), prediction_name(target)),
-                                (receipt_blob(args.interval, target), receipt_name(target))):
-                store.upload_file(args.out_container, blob, tmp / "out" / local)
+            store.upload_file(args.out_container, part_blob(args.interval, [target]), tmp / "out" / part_name([target]))
         phases["upload"] = time.perf_counter() - t
     wall, cpu = time.perf_counter() - w0, own_usage()[0] - c0
     ok = sum(r["status"] == "ok" for r in receipts)

@@ -5,8 +5,8 @@
 One plain process, one thread: read the interval's aggregates from SQL through the same ODBC path as the
 DAG's snapshot task (``sensor_db.schema.connect`` + ``sensor_db.reads.read_aggregates``), load every
 target's model from local files (integrity-checked by the production loader), score every target with
-``scoring.score.score_targets`` (the production code) and write each prediction parquet and receipt to a
-local folder. That is what a run cannot avoid doing; the blob-store floor (``bench.floor``) adds the model
+``scoring.score.score_unit`` (the production code) and write the predictions as one part file (receipts
+in its footer) to a local folder. That is what a run cannot avoid doing; the blob-store floor (``bench.floor``) adds the model
 downloads and the uploads, the DAG adds Airflow. Interpreter start-up and imports are excluded (reported
 apart), as for ``bench.floor``. Prints one JSON line: ``targets``, ``ok``, ``rows``, ``wall`` and ``cpu``
 (seconds), ``peak_rss`` (bytes), ``import_seconds``, ``phases`` (seconds: ``sql_read``,
@@ -25,7 +25,7 @@ T_IMPORT = time.perf_counter()
 from batch_scoring.scoring.cli import make_parser  # noqa: E402
 from bench.procs import own_usage  # noqa: E402
 from batch_scoring.scoring.layout import Interval  # noqa: E402
-from batch_scoring.scoring.score import score_targets  # noqa: E402
+from batch_scoring.scoring.score import score_unit  # noqa: E402
 from batch_scoring.sensor_db.reads import read_aggregates  # noqa: E402
 from batch_scoring.sensor_db.schema import connect  # noqa: E402
 
@@ -44,7 +44,7 @@ def measure(sql_odbc: str, interval: Interval, targets: list[str], models_dir: P
         conn.close()
     phases["sql_read"] = time.perf_counter() - t
     t = time.perf_counter()
-    receipts = score_targets(frame, models_dir, out_dir, targets)
+    receipts = score_unit(frame, models_dir, out_dir, targets)
     phases["score_and_write"] = time.perf_counter() - t
     return {"targets": len(targets), "ok": sum(r["status"] == "ok" for r in receipts), "rows": len(frame),
             "wall": time.perf_counter() - w0, "cpu": own_usage()[0] - c0, "peak_rss": own_usage()[1],

@@ -7,9 +7,9 @@ one real trained model copied per target, deployed to Azurite), then in one run:
 
 * **physical floor**: ``bench/physical.py`` in its own process: the interval's
   SQL read through the same ODBC path -> every model from local files ->
-  ``score_targets`` -> predictions + receipts to local files (the work itself);
+  ``score_unit`` -> one part file (receipts in its footer) to a local folder (the work itself);
 * **floor**: ``bench/floor.py`` in its own process: snapshot blob -> every
-  model -> ``score_targets`` -> every prediction + receipt uploaded, one
+  model -> ``score_tables`` -> one part file per target uploaded, one
   thread, same Azurite;
 * **DAG**: ``airflow standalone`` (LocalExecutor, parallelism ``--parallelism``,
   fresh metadata DB per T, scoring stack preloaded in the scheduler),

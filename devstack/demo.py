@@ -148,7 +148,7 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
     from batch_scoring.sensor_db.reads import read_labels
     from batch_scoring.sensor_db.schema import connect
     from batch_scoring.scoring.evaluate import precision_recall
-    from batch_scoring.scoring.layout import Interval, manifest_blob, report_blob
+    from batch_scoring.scoring.layout import Interval, interval_folder, manifest_blob, report_blob
 
     s = settings()
     store = BlobStore.from_connection_string(services.azurite_connection_string(AZURITE_PORT))
@@ -159,9 +159,11 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
         if store.exists(s.predictions_container, name):
             manifest = json.loads(store.download_bytes(s.predictions_container, name))
             manifests.append(manifest)
-            for target, entry in manifest["targets"].items():
-                if entry["status"] == "ok":
-                    frames.append(pd.read_parquet(io.BytesIO(store.download_bytes(s.predictions_container, entry["blob"]))))
+            ok = {t for t, e in manifest["targets"].items() if e["status"] == "ok"}
+            for blob in sorted({manifest["targets"][t]["blob"] for t in ok}):  # a file may hold several targets
+                frame = pd.read_parquet(io.BytesIO(store.download_bytes(s.predictions_container, blob)))
+                names = frame["device_id"].astype(str) + "/" + frame["sensor_id"].astype(str)
+                frames.append(frame[names.isin(ok)])
     conn = connect(SQL_ODBC)
     labels = read_labels(conn)
     conn.close()
@@ -180,7 +182,7 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
         for kind, m in pr["by_kind"].items():
             print(f"  {kind:<12} recall {m['recall']:.3f} ({m['detected']}/{m['windows']} anomalous windows)")
     print(f"predictions    blob container '{s.predictions_container}' in Azurite (127.0.0.1:{AZURITE_PORT}), "
-          f"one prefix per interval, e.g. {manifest_blob(manifests[0]['interval'] if manifests else '?')}")
+          f"one hive folder per interval, e.g. {interval_folder(manifests[0]['interval']) if manifests else 'date=<day>/interval=<interval>/'}")
     if manifests:
         report_dir = DEMO_DIR / "reports"
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -188,7 +190,8 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
             name = report_blob(m["interval"])
             if store.exists(s.predictions_container, name):
                 (report_dir / f"{m['interval']}.html").write_bytes(store.download_bytes(s.predictions_container, name))
-        print(f"run reports    blob {s.predictions_container}/{report_blob('<interval>')} (heatmap + per-target table); "
+        print(f"run reports    blob {s.predictions_container}/{report_blob(manifests[0]['interval'])} and the like "
+              "(heatmap + per-target table); "
               f"copies: {report_dir}/<interval>.html")
     print(f"local copy     Azurite's files live in {AZURITE_DIR}")
     print("Airflow UI     make airflow   (then http://localhost:8080, login admin / admin)")

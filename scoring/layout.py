@@ -5,12 +5,22 @@ path inside a models, aggregates or predictions folder. Container-relative
 names (the container itself comes from the deployment's settings)::
 
     aggregates/<interval>/aggregates.parquet                 snapshot_blob
-    predictions/<interval>/<device>/<sensor>.parquet         prediction_blob
-    predictions/<interval>/<device>/<sensor>.receipt.json    receipt_blob
-    predictions/<interval>/_manifest.json                    manifest_blob
-    predictions/<interval>/_report.html, _heatmap.png        report_blob, heatmap_blob
-    predictions/<interval>/_stale.json                       stale_marker_blob
+    predictions/<folder>/                                    interval_folder = interval_prefix
+    predictions/<folder>/part-<unit id>.parquet              part_blob (part_name below the folder)
+    predictions/<folder>/_manifest.json                      manifest_blob
+    predictions/<folder>/_report.html, _heatmap.png          report_blob, heatmap_blob
+    predictions/<folder>/_stale.json                         stale_marker_blob
     models/<device>/<sensor>/model.joblib, manifest.json     model_blob, model_manifest_blob
+
+``<folder>`` is the interval's hive partition folder
+``date=<YYYY-MM-DD>/interval=<interval>/`` (:func:`interval_folder`): the
+predictions container is a hive-partitioned parquet dataset (issue 14 item 2),
+one part file per scoring unit (its targets' rows; their receipts in its
+footer, ``scoring.part_file``), named by the unit's targets (:func:`unit_id`).
+
+``date`` is the interval start's UTC date. Everything else in an interval folder
+starts with ``_`` (``_manifest.json``, ...): pyarrow.dataset and DuckDB skip
+``_``/``.`` files, so a glob over the folders reads the part files only.
 
 ``<interval>`` is :func:`interval_key`: ``20260101T0000Z_20260101T0100Z`` for
 [2026-01-01 00:00, 01:00) UTC. Keying every output by the data interval, never
@@ -23,6 +33,7 @@ Pure standard library: the DAG file and the scoring job both import it.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 from batch_scoring.scoring.config import parse_target, target_name
@@ -31,12 +42,15 @@ from batch_scoring.scoring.times import utc_naive
 INTERVAL_KEY_FORMAT = "%Y%m%dT%H%MZ"
 
 SNAPSHOT_FILE = "aggregates.parquet"
-PREDICTION_SUFFIX = ".parquet"
-RECEIPT_SUFFIX = ".receipt.json"
 MANIFEST_FILE = "_manifest.json"
 REPORT_FILE = "_report.html"
 HEATMAP_FILE = "_heatmap.png"
 STALE_MARKER = "_stale.json"
+PART_PREFIX = "part-"
+PART_SUFFIX = ".parquet"
+DATE_PARTITION = "date"  # hive partition keys of the predictions dataset, in folder order
+INTERVAL_PARTITION = "interval"
+UNIT_HASH_CHARS = 12  # hex digits of sha256 in a unit id: 48 bits, no collision at any fleet size planned
 MODEL_FILE = "model.joblib"
 MODEL_MANIFEST = "manifest.json"
 
@@ -99,48 +113,101 @@ def snapshot_blob(interval: "Interval | str") -> str:
 
 # --------------------------------------------------------------------------- predictions container
 def interval_prefix(interval: "Interval | str") -> str:
-    """The prefix under which every output of the interval lives (``<interval>/``)."""
-    return f"{_key(interval)}/"
-
-
-def prediction_name(target: str) -> str:
-    """A target's prediction file relative to its interval folder: ``<device>/<sensor>.parquet``."""
-    return f"{target_path(target)}{PREDICTION_SUFFIX}"
-
-
-def receipt_name(target: str) -> str:
-    """A target's receipt relative to its interval folder: ``<device>/<sensor>.receipt.json``."""
-    return f"{target_path(target)}{RECEIPT_SUFFIX}"
-
-
-def prediction_blob(interval: "Interval | str", target: str) -> str:
-    """A target's prediction blob: ``<interval>/<device>/<sensor>.parquet`` (``ValueError`` for ids not path-safe)."""
-    return f"{_key(interval)}/{prediction_name(target)}"
-
-
-def receipt_blob(interval: "Interval | str", target: str) -> str:
-    """A target's receipt blob: ``<interval>/<device>/<sensor>.receipt.json`` (``ValueError`` for ids not path-safe)."""
-    return f"{_key(interval)}/{receipt_name(target)}"
+    """The prefix under which every output of the interval lives: its :func:`interval_folder`."""
+    return interval_folder(interval)
 
 
 def manifest_blob(interval: "Interval | str") -> str:
-    """The interval's run manifest blob: ``<interval>/_manifest.json``."""
-    return f"{_key(interval)}/{MANIFEST_FILE}"
+    """The interval's run manifest blob: ``<folder>/_manifest.json``."""
+    return f"{interval_folder(interval)}{MANIFEST_FILE}"
 
 
 def report_blob(interval: "Interval | str") -> str:
-    """The interval's HTML report blob: ``<interval>/_report.html``."""
-    return f"{_key(interval)}/{REPORT_FILE}"
+    """The interval's HTML report blob: ``<folder>/_report.html``."""
+    return f"{interval_folder(interval)}{REPORT_FILE}"
 
 
 def heatmap_blob(interval: "Interval | str") -> str:
-    """The interval's heatmap image blob: ``<interval>/_heatmap.png``."""
-    return f"{_key(interval)}/{HEATMAP_FILE}"
+    """The interval's heatmap image blob: ``<folder>/_heatmap.png``."""
+    return f"{interval_folder(interval)}{HEATMAP_FILE}"
 
 
 def stale_marker_blob(interval: "Interval | str") -> str:
-    """The marker written beside the manifest when the interval's aggregates changed after scoring: ``<interval>/_stale.json``."""
-    return f"{_key(interval)}/{STALE_MARKER}"
+    """The marker written beside the manifest when the interval's aggregates changed after scoring: ``<folder>/_stale.json``."""
+    return f"{interval_folder(interval)}{STALE_MARKER}"
+
+
+# --------------------------------------------------------------------------- the predictions dataset
+def interval_folder(interval: "Interval | str") -> str:
+    """The interval's hive partition folder: ``date=2026-01-01/interval=20260101T0000Z_20260101T0100Z/``.
+
+    ``date`` is the UTC date of the interval's start. Raises ``ValueError`` for a malformed key.
+    """
+    iv = Interval.from_key(interval) if isinstance(interval, str) else interval
+    return f"{DATE_PARTITION}={iv.start:%Y-%m-%d}/{INTERVAL_PARTITION}={iv.key}/"
+
+
+def parse_interval_folder(folder: str) -> "Interval":
+    """``date=.../interval=<key>/`` (trailing ``/`` optional) -> its ``Interval``.
+
+    Raises ``ValueError`` naming the folder when it is not one :func:`interval_folder` writes
+    (other shape, bad key, or a date that is not the key's start date).
+    """
+    parts = folder.rstrip("/").split("/")
+    names = [p.split("=", 1)[0] for p in parts]
+    if len(parts) == 2 and names == [DATE_PARTITION, INTERVAL_PARTITION]:
+        iv = Interval.from_key(parts[1].split("=", 1)[1])
+        if interval_folder(iv) == folder.rstrip("/") + "/":
+            return iv
+    raise ValueError(f"bad interval folder {folder!r}: expected e.g. date=2026-01-01/interval=20260101T0000Z_20260101T0100Z/")
+
+
+def unit_id(targets) -> str:
+    """A scoring unit's id from its targets (``device/sensor``), independent of their order and duplicates.
+
+    ``<first device>_<first sensor>-<12 hex>``: the sorted first target, then the start of
+    sha256 over the sorted distinct targets joined by newlines. The same targets give the
+    same id, other batching other ids. Raises ``ValueError`` for no targets or a target
+    that is not path-safe.
+    """
+    names = sorted(set(targets))
+    if not names:
+        raise ValueError("a scoring unit needs at least one target")
+    device, sensor = parse_target(names[0])
+    for name in names[1:]:
+        parse_target(name)
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:UNIT_HASH_CHARS]
+    return f"{device}_{sensor}-{digest}"
+
+
+def part_name(targets) -> str:
+    """A unit's part file relative to its interval folder: ``part-<unit id>.parquet`` (see :func:`unit_id`)."""
+    return f"{PART_PREFIX}{unit_id(targets)}{PART_SUFFIX}"
+
+
+def part_blob(interval: "Interval | str", targets) -> str:
+    """A unit's part file in the predictions container: ``date=.../interval=.../part-<unit id>.parquet``."""
+    return f"{interval_folder(interval)}{part_name(targets)}"
+
+
+def is_part_name(name: str) -> bool:
+    """Whether ``name`` (relative to an interval folder) is a part file: ``part-*.parquet``, no sub-folder."""
+    return "/" not in name and name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX) \
+        and len(name) > len(PART_PREFIX) + len(PART_SUFFIX)
+
+
+def day_glob(day) -> str:
+    """The part files of one UTC day, as a glob DuckDB reads: ``date=2026-03-02/*/part-*.parquet``.
+
+    ``day``: a ``date``/``datetime`` or ``YYYY-MM-DD`` text, or ``YYYY-MM-*`` for a month.
+    Raises ``ValueError`` for other text.
+    """
+    text = day if isinstance(day, str) else f"{day:%Y-%m-%d}"
+    day_part = text[8:]
+    if not (len(text) in (9, 10) and text[4] == text[7] == "-" and text[:4].isdigit() and text[5:7].isdigit()
+            and ((len(day_part) == 2 and day_part.isdigit()) or day_part == "*")):
+        raise ValueError(f"bad day {day!r}: expected YYYY-MM-DD, or YYYY-MM-* for a month")
+    return f"{DATE_PARTITION}={text}/*/{PART_PREFIX}*{PART_SUFFIX}"
 
 
 # --------------------------------------------------------------------------- models container

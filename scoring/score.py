@@ -5,23 +5,23 @@ CLI::
     python -m batch_scoring.scoring.score --aggregates SNAPSHOT.parquet --models DIR --out DIR \\
         --targets d/s [d/s ...]   (or --targets-file FILE)
 
-For each target writes ``<out>/<device>/<sensor>.parquet`` (device_id,
-sensor_id, window_start, window_end, the FEATURES, decision_score, is_anomaly,
-model_sha256; sorted by window_start) and ``<out>/<device>/<sensor>.receipt.json``.
+Writes the unit's targets into one part file ``<out>/part-<unit id>.parquet``
+(``scoring.layout.part_name``; ``scoring.part_file``): device_id, sensor_id,
+window_start, window_end, the FEATURES, decision_score, is_anomaly,
+model_sha256; rows sorted by device_id, sensor_id, window_start; every
+target's receipt (failed ones too) in its footer. ``--out`` is the interval's
+folder of the predictions dataset (the Azure ML job mounts it).
 
 Failure semantics: the snapshot is read once; each model is loaded (and its
 sha256 verified) once. A failure of one target (no rows in the snapshot,
 missing/tampered/corrupt model, ...) never stops the others: its receipt gets
-``status: "failed"`` and the error, and any prediction file left at its path
-by an earlier run is removed (so a collector sees it missing, not stale).
-``score_targets`` never raises for a per-target failure: it returns the
+``status: "failed"`` and the error, and the file holds no rows of it.
+``score_unit`` never raises for a per-target failure: it returns the
 receipts. The CLI exits 1 when any target failed (2 on bad arguments).
 Outputs are deterministic: same snapshot + models -> byte-identical files.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import sys
 from pathlib import Path
@@ -29,15 +29,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import sklearn
 
-from batch_scoring.scoring.atomic import write_atomic
 from batch_scoring.scoring.cli import InputError, make_parser, progress, read_parquet, read_targets, run
-from batch_scoring.scoring.config import FEATURES, parse_target, target_name
+from batch_scoring.scoring.config import FEATURES, parse_target
 from batch_scoring.scoring.features import feature_matrix
-from batch_scoring.scoring.layout import prediction_name, receipt_name
+from batch_scoring.scoring.layout import part_name
 from batch_scoring.scoring.model_store import load_model
+from batch_scoring.scoring.part_file import digest, sort_key, write_part
 from batch_scoring.scoring.target_rows import target_ranges
 from batch_scoring.scoring.train import normalise_aggregates
 
@@ -48,22 +47,6 @@ OUTPUT_COLUMNS = (
 
 class UnknownTargetError(LookupError):
     """The snapshot holds no rows of the target (unknown device/sensor, or no data in the interval)."""
-
-
-def prediction_path(out_dir, device_id: str, sensor_id: str) -> Path:
-    """Where a target's prediction is written below ``out_dir``: ``<device>/<sensor>.parquet``.
-
-    Raises ``ValueError`` for ids that are not path-safe.
-    """
-    return Path(out_dir) / prediction_name(target_name(device_id, sensor_id))
-
-
-def receipt_path(out_dir, device_id: str, sensor_id: str) -> Path:
-    """Where a target's receipt is written below ``out_dir``: ``<device>/<sensor>.receipt.json``.
-
-    Raises ``ValueError`` for ids that are not path-safe.
-    """
-    return Path(out_dir) / receipt_name(target_name(device_id, sensor_id))
 
 
 def output_schema() -> pa.Schema:
@@ -86,28 +69,64 @@ def output_schema() -> pa.Schema:
 OUTPUT_SCHEMA = output_schema()  # built once; every prediction file uses it
 
 
-def score_targets(aggregates: pd.DataFrame, models_dir, out_dir, targets) -> list[dict]:
-    """Score each target; return one receipt per target (in the order given, duplicates removed).
+def score_unit(aggregates: pd.DataFrame, models_dir, out_dir, targets, error_names: dict | None = None) -> list[dict]:
+    """Score a unit's targets into one part file ``<out_dir>/part-<unit id>.parquet``; return the receipts.
 
-    Receipt keys: target, device_id, sensor_id, status ("ok"/"failed"),
-    rows_in, rows_out, anomalies, anomaly_window_starts (ISO, UTC), model_sha256,
-    output (relative path or None), output_sha256, output_md5, error (None or message), error_type
-    (None or the exception's class name, e.g. ``ModelNotFoundError``).
+    The file (``scoring.part_file``) holds the rows of the targets that scored, sorted by device_id,
+    sensor_id, window_start, and in its footer every target's receipt (failed ones too; a unit whose
+    targets all failed writes a zero-row file). Receipts are returned in the order given, duplicates
+    removed. Receipt keys: target, device_id, sensor_id, status ("ok"/"failed"), rows_in, rows_out,
+    anomalies, anomaly_window_starts (ISO, UTC), model_sha256, output, output_sha256, output_md5, error
+    (None or message), error_type (None or the exception's class name, e.g. ``ModelNotFoundError``) and
+    ``rows_sha256`` (``part_file.rows_digest`` of the target's rows; ``None`` when it failed); ``output``
+    is the part file's name for a target that scored, and ``output_sha256``/``output_md5`` (of the whole
+    file) are in the returned receipts only.
+    The unit id comes from the path-safe targets (``layout.unit_id``); when none is path-safe nothing is
+    written. Same snapshot + models + targets (in any order) -> a byte-identical file of the same name.
+    ``error_names``: local path -> what an operator knows it as (``{"/tmp/x/models/": "models/"}``),
+    replaced in failed receipts' errors before the footer is written (a worker's temporary folder means
+    nothing to whoever reads the receipt).
+    Never raises for a per-target failure; ``OSError`` when ``out_dir`` cannot be written.
 
-    Fast path (the per-target fixed costs are what decide a batched unit's
-    time): the snapshot is cut down to the requested devices before it is
-    normalised, sorted and grouped once; each target then works on numpy
-    slices of the columns (no per-target DataFrame), its model is loaded once,
-    and its parquet is written from pyarrow arrays with one prebuilt schema.
+    Fast path (the per-target fixed costs are what decide a batched unit's time): the snapshot is cut
+    down to the requested devices before it is normalised, sorted and grouped once; each target then
+    works on numpy slices of the columns (no per-target DataFrame), its model is loaded once, and its
+    rows become a pyarrow table of one prebuilt schema.
+    """
+    results = score_tables(aggregates, models_dir, targets)
+    receipts = [receipt for receipt, _ in results]
+    for receipt in receipts:
+        for local, known in (error_names or {}).items():
+            if receipt["error"]:
+                receipt["error"] = receipt["error"].replace(local, known)
+    safe = [r["target"] for r in receipts if r["device_id"] is not None]
+    if not safe:
+        return receipts
+    name = part_name(safe)
+    for receipt, table in results:
+        if table is not None:
+            receipt["output"] = name
+    ordered = sorted(results, key=lambda item: sort_key(item[0]))
+    hashes = write_part(Path(out_dir) / name, [t for _, t in ordered if t is not None], receipts, OUTPUT_SCHEMA)
+    for receipt in receipts:
+        if receipt["status"] == "ok":
+            receipt.update(hashes)
+    return receipts
+
+
+def score_tables(aggregates: pd.DataFrame, models_dir, targets,
+                 with_digest: bool = True) -> list[tuple[dict, "pa.Table | None"]]:
+    """(receipt, prediction table or ``None``) per target, in the order given, duplicates removed; no file written.
+
+    What ``score_unit`` writes, for a caller that lays the tables out itself (bench/floor.py: one part
+    file per target). ``with_digest``: receipts get ``rows_sha256`` (``part_file.digest`` of the rows;
+    ``None`` when failed). Never raises for a per-target failure.
     """
     wanted = list(dict.fromkeys(targets))
     frame = normalise_aggregates(_rows_for(aggregates, wanted))
     columns = _Columns(frame)
-    receipts = []
     with sklearn.config_context(assume_finite=True):  # features are checked finite before scoring
-        for raw in progress(wanted, "scoring", unit="target"):
-            receipts.append(_score_one(raw, columns, models_dir, out_dir))
-    return receipts
+        return [_score_one(raw, columns, models_dir, with_digest) for raw in progress(wanted, "scoring", unit="target")]
 
 
 def _rows_for(aggregates: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
@@ -172,7 +191,8 @@ def _prediction_table(device_id: str, sensor_id: str, columns: _Columns, a: int,
     return pa.Table.from_arrays(arrays, schema=OUTPUT_SCHEMA)
 
 
-def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
+def _score_one(raw: str, columns: _Columns, models_dir, with_digest: bool = False) -> tuple[dict, "pa.Table | None"]:
+    """The target's receipt (``output`` and the hashes still ``None``) and its prediction table (``None`` when it failed)."""
     receipt = {
         "target": raw,
         "device_id": None,
@@ -189,13 +209,14 @@ def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
         "error": None,
         "error_type": None,
     }
+    if with_digest:
+        receipt["rows_sha256"] = None
     try:
         device_id, sensor_id = parse_target(raw)
     except ValueError as exc:
         receipt["error"] = str(exc)
-        return receipt
+        return receipt, None
     receipt.update(device_id=device_id, sensor_id=sensor_id)
-    pred_file = prediction_path(out_dir, device_id, sensor_id)
     try:
         span = columns.ranges.get(raw)
         if span is None or span[0] == span[1]:
@@ -208,44 +229,31 @@ def _score_one(raw: str, columns: _Columns, models_dir, out_dir) -> dict:
         model, manifest = load_model(models_dir, device_id, sensor_id)
         receipt["model_sha256"] = manifest["sha256"]
         X, scores, flags = _predict(columns, a, b, model, manifest)
-        _write_table(_prediction_table(device_id, sensor_id, columns, a, b, manifest, X, scores, flags), pred_file)
-        written = pred_file.read_bytes()
-        receipt.update(
-            status="ok",
-            rows_out=b - a,
-            anomalies=int(flags.sum()),
-            anomaly_window_starts=[str(t) for t in columns.window_start[a:b][flags].astype("datetime64[s]")],
-            output=prediction_name(raw),
-            # let the collector tell a blob altered after scoring from the one written here; the MD5 is
-            # what blob storage itself records, so a listing can confirm it without a download
-            output_sha256=hashlib.sha256(written).hexdigest(),
-            output_md5=hashlib.md5(written, usedforsecurity=False).hexdigest(),
-        )
+        table = _prediction_table(device_id, sensor_id, columns, a, b, manifest, X, scores, flags)
     except Exception as exc:  # one target's failure must not stop the others
-        receipt["error"] = f"{type(exc).__name__}: {exc}"
-        receipt["error_type"] = type(exc).__name__  # what the caller decides on (retry or not), not the text
-        if pred_file.exists():
-            pred_file.unlink()
-    write_receipt(receipt, receipt_path(out_dir, device_id, sensor_id))
-    return receipt
+        _fail(receipt, exc)
+        return receipt, None
+    receipt.update(
+        status="ok",
+        rows_out=b - a,
+        anomalies=int(flags.sum()),
+        anomaly_window_starts=[str(t) for t in columns.window_start[a:b][flags].astype("datetime64[s]")],
+    )
+    if with_digest:  # part_file.rows_digest of the table, from the arrays it was built of (columns in its order)
+        receipt["rows_sha256"] = digest(
+            (device_id, sensor_id, manifest["sha256"]),
+            (columns.window_start[a:b], columns.window_end[a:b], *np.asarray(X, dtype="<f8").T, scores.astype("<f8"),
+             flags.astype("u1")))
+    return receipt, table
 
 
-def _write_table(table: pa.Table, path: Path) -> None:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    write_atomic(path, buf.getvalue())
-
-
-def write_receipt(receipt: dict, path: Path) -> None:
-    """Write a receipt (the dict ``score_targets`` returns per target) as sorted, indented JSON, atomically.
-
-    Raises ``OSError`` when the folder cannot be written.
-    """
-    write_atomic(path, (json.dumps(receipt, indent=2, sort_keys=True) + "\n").encode())
+def _fail(receipt: dict, exc: Exception) -> None:
+    receipt.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                   error_type=type(exc).__name__)  # what the caller decides on (retry or not), not the text
 
 
 def main(argv=None) -> int:
-    """Run ``python -m batch_scoring.scoring.score`` on ``argv``: score the targets of one snapshot into ``--out``.
+    """Run ``python -m batch_scoring.scoring.score`` on ``argv``: score the targets of one snapshot into one part file in ``--out``.
 
     Prints one JSON line per target and a summary on stderr. Returns 0 when
     every target scored, 1 when one failed (its receipt says why), 2 for a
@@ -255,7 +263,7 @@ def main(argv=None) -> int:
     parser = make_parser("python -m batch_scoring.scoring.score", __doc__.splitlines()[0])
     parser.add_argument("--aggregates", required=True, help="snapshot parquet (the interval's aggregates)")
     parser.add_argument("--models", required=True, help="models directory")
-    parser.add_argument("--out", required=True, help="predictions directory (written)")
+    parser.add_argument("--out", required=True, help="the interval's predictions folder (the unit's part file is written there)")
     parser.add_argument("--targets", nargs="+", metavar="DEVICE/SENSOR",
                         help="targets to score (this or --targets-file is required)")
     parser.add_argument("--targets-file", help="one device/sensor per line (or a JSON list); this or --targets is required")
@@ -273,7 +281,7 @@ def _main(args) -> int:
     devices = sorted({t.split("/")[0] for t in targets if t.count("/") == 1})
     aggregates = read_parquet(args.aggregates, "--aggregates: snapshot parquet of the interval's aggregates",
                               filters=[("device_id", "in", devices)] if devices else None)
-    receipts = score_targets(aggregates, args.models, args.out, targets)
+    receipts = score_unit(aggregates, args.models, args.out, targets)
     failed = [r for r in receipts if r["status"] != "ok"]
     for r in receipts:
         print(json.dumps({k: r[k] for k in ("target", "status", "rows_in", "rows_out", "anomalies", "error")}))

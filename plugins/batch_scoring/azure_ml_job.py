@@ -25,7 +25,7 @@ import re
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from batch_scoring.scoring.layout import interval_prefix, model_manifest_blob, snapshot_blob
+from batch_scoring.scoring.layout import interval_folder, model_manifest_blob, snapshot_blob
 
 MAX_JOB_NAME = 255
 #: The job's command, before its targets; part of every job name (a new command is a new computation).
@@ -59,7 +59,7 @@ class AzureMLJobConfig:
     :param job_generation: mixed into every job name; bump it only to force fresh jobs.
     :param aggregates_container: container of the interval snapshots (read through the blob connection).
     :param models_container: container of the deployed models and their manifests.
-    :param predictions_container: container of the predictions and receipts.
+    :param predictions_container: container of the predictions dataset (part files, receipts in their footers).
     """
 
     compute: str = "cpu-scoring"
@@ -284,9 +284,9 @@ def build_scoring_job(config: AzureMLJobConfig, interval_key: str, unit: list[st
             ),
         },
         outputs={
-            "predictions": Output(
+            "predictions": Output(  # the interval's folder: the CLI writes part-<unit id>.parquet there
                 type=AssetTypes.URI_FOLDER,
-                path=datastore_uri(config.predictions_datastore, interval_prefix(interval_key)),
+                path=datastore_uri(config.predictions_datastore, interval_folder(interval_key)),
                 mode=InputOutputModes.RW_MOUNT,
             ),
         },

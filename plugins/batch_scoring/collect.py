@@ -2,29 +2,30 @@
 
 ``collect_interval`` runs these steps in order:
 
-1. list the interval's prefix once (names and MD5s) and flag blobs no target wrote;
-2. confirm by MD5 the targets whose scoring unit validated the prediction where it wrote it;
+1. list the interval's folder once (names and MD5s); sort its blobs (``stale_parts.tidy``): this run's
+   part files, earlier ones to keep or delete, and blobs no unit wrote (unexpected);
+2. confirm by MD5 the units that validated their part file where they wrote it (``unit_checks``);
 3. for a run over a subset, sort the targets it left out by what the earlier manifest says of them
    (kept unchanged, checked again, or never scored);
-4. read and check in full every target not confirmed, and those to check again;
-5. merge the results into the manifest and upload it (``<interval>/_manifest.json``);
+4. read and check in full every unit not confirmed, and the files of those to check again;
+5. rewrite each earlier part file holding targets a subset run left out beside ones it rescored (those
+   targets only, ``part_file.without_targets``, checked again), merge the results into the manifest and
+   upload it (``<interval folder>/_manifest.json``), then delete the part files no target of the manifest
+   is in (an earlier batching's, or the files just rewritten): the folder holds what the manifest names;
 6. clear a late-data marker the new manifest makes obsolete, then fail when the run is short.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
 
-from batch_scoring.scoring.config import parse_target
 from batch_scoring.scoring.layout import (
     Interval,
     interval_prefix,
+    is_part_name,
     manifest_blob,
-    model_manifest_blob,
-    prediction_blob,
-    receipt_blob,
+    part_blob,
     snapshot_blob,
     stale_marker_blob,
 )
@@ -32,7 +33,9 @@ from batch_scoring.scoring.layout import (
 from batch_scoring.errors import PipelineError
 from batch_scoring.hooks.blob_storage import read_json
 from batch_scoring.late_data import clear_marker
-from batch_scoring.validation import validate_prediction, window_keys, windows_by_target
+from batch_scoring.stale_parts import tidy
+from batch_scoring.unit_checks import confirmed_units, read_units
+from batch_scoring.validation import windows_by_target
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +46,17 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
 
     Two ways to validate a target, same result in the manifest:
 
-    * *confirmed*: its scoring unit validated the prediction where it wrote it
+    * *confirmed*: its scoring unit validated its part file where it wrote it
       (``unit_receipts``: the score tasks' returned receipts, marked
       ``validated``) and the blob's MD5 in the container listing equals the one
       the unit recorded, so the blob holds exactly the bytes that passed;
     * *read*: otherwise (no such receipt, e.g. the Azure ML backend; or the
-      blob changed since) the blob, its receipt blob and the deployed model's
-      manifest are downloaded and checked in full.
+      blob changed since) the unit's part file (receipts in its footer) and the
+      deployed models' manifests are downloaded and checked in full.
+
+    The units are ``plan["units"]`` (a target of ``plan["targets"]`` in none is
+    its own unit); each target's manifest entry names the part file holding it
+    (``blob``, with that file's ``sha256``/``md5``).
 
     A run over a subset (``plan["selection"]``: the run's ``targets`` globs;
     ``plan["unselected"]``: the interval's targets with aggregates and a model
@@ -59,7 +66,11 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
     still equals the entry's ``md5`` (the very bytes validated then), and is
     read and checked in full otherwise (blob changed or gone, an earlier entry
     without ``md5`` or ``failed``); one without an earlier result is listed as
-    ``not_selected``. Blobs of unselected targets are never "unexpected".
+    ``not_selected``. Part files are never "unexpected": once the manifest is
+    written, those that are neither this run's nor hold an unselected target
+    kept from before are deleted (``stale_parts.tidy``); an earlier part file
+    holding kept targets beside rescored ones is first rewritten with the kept
+    ones only, named by them, and their entries checked against it.
     ``counts`` (plus ``not_selected`` when there are any), ``coverage``,
     ``rows`` and ``anomalies`` describe the merged entries; ``selected`` holds
     this run's own targets, ok, failed and coverage, and ``min_coverage`` is
@@ -69,7 +80,7 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
     window starts as int64 µs) for the targets validated here (not those kept
     unchanged), for the run report; ``verified``: a dict that receives how many
     targets were confirmed by MD5 (kept ones included) and how many read.
-    Returns the manifest written to ``<interval>/_manifest.json``; raises
+    Returns the manifest written to ``<interval folder>/_manifest.json``; raises
     ``PipelineError`` after writing it when this run's coverage is below
     ``min_coverage``, when nothing was planned, or when blobs that no target of
     the interval wrote are present.
@@ -78,16 +89,21 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
     targets = list(plan["targets"])
     selection = list(plan.get("selection") or [])
     unselected = [t for t in plan.get("unselected") or [] if t not in set(targets)]
-    unexpected = _unexpected_blobs(interval, set(listing), targets + unselected)
-
-    results = _confirmed_by_md5(interval, targets, unit_receipts, listing, keep)
-    n_confirmed = len(results)
+    units = _units(plan, targets)
     earlier_manifest = _earlier_manifest(store, settings, interval) if unselected else {}
-    kept, recheck, not_selected = _sort_unselected(interval, unselected, earlier_manifest, listing)
-    to_read = [t for t in targets if t not in results] + recheck
-    if to_read:
-        results.update(_read_and_check(store, settings, interval, to_read, set(listing), keep))
-    counts = {"confirmed": n_confirmed + len(kept), "read": len(to_read)}
+    earlier = {t: e for t, e in earlier_manifest.get("targets", {}).items() if isinstance(e, dict)}
+    folder = tidy(interval, listing, [part_blob(interval, u) for u in units], earlier, unselected)
+    unexpected = folder.unexpected
+
+    results = confirmed_units(interval, units, unit_receipts, listing, keep)
+    n_confirmed = len(results)
+    kept, recheck, not_selected = _sort_unselected(interval, unselected, earlier, listing)
+    unread = [u for u in units if any(t not in results for t in u)]
+    windows = _snapshot_windows(store, settings, interval) if unread or recheck or folder.rewrite else {}
+    if unread or recheck:
+        results.update(read_units(store, settings, interval, unread, set(listing), windows, keep))
+        results.update(_recheck(store, settings, interval, recheck, earlier, set(listing), windows, keep))
+    counts = {"confirmed": n_confirmed + len(kept), "read": sum(len(u) for u in unread) + len(recheck)}
     if verified is not None:
         verified.update(counts)
     log.info("interval %s: %d predictions confirmed by the MD5 of what was validated, %d read and checked",
@@ -103,6 +119,7 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
                            "reason": f"not in this run's targets selection {selection}; no earlier result"}
     for target, reason in {**plan.get("unselected_skipped", {}), **plan.get("skipped", {})}.items():
         results[target] = {"status": "skipped", "reason": reason}
+    _rewrite_mixed(store, settings, interval, folder, results, set(listing), windows, keep)
 
     # Late data (batch_scoring.late_data): the revision these predictions were computed from. A subset
     # run keeps the earlier manifest's, since the targets it left out were scored from those aggregates.
@@ -111,6 +128,7 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
                          min_coverage, revised_at)
     store.upload_bytes(settings.predictions_container, manifest_blob(interval),
                        json.dumps(manifest, indent=2, sort_keys=True).encode())
+    _remove_stale(store, settings, interval, folder, results)
     # a subset run leaves other targets' predictions as old as they were (the listing says if there is a marker)
     if not unselected and stale_marker_blob(interval) in listing:
         clear_marker(store, settings, interval.key, revised_at)
@@ -118,53 +136,73 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
     return manifest
 
 
-def _unexpected_blobs(interval: Interval, present: set[str], targets: list[str]) -> list[str]:
-    """Blobs under the interval's prefix that none of ``targets`` wrote, sorted.
+def _units(plan: dict, targets: list[str]) -> list[list[str]]:
+    """This run's units: ``plan["units"]``, else ``units.chunk(targets, plan["targets_per_unit"])`` (what the
+    snapshot task planned: the plan in XCom leaves the units out, they follow from these two); a target
+    that no unit holds is its own unit."""
+    from batch_scoring.units import chunk
 
-    Run-level files at the interval's root (``_manifest.json``, the run report's ``_*.html/png``) are the
-    collector's own and never unexpected.
-    """
-    expected = {manifest_blob(interval)}
-    for target in targets:
-        expected.update((prediction_blob(interval, target), receipt_blob(interval, target)))
-    root = len(interval_prefix(interval))
-    return sorted(n for n in present - expected if not n[root:].startswith("_"))
+    if "units" in plan:
+        units = [list(u) for u in plan["units"] or []]
+    else:
+        units = chunk(targets, int(plan.get("targets_per_unit") or 1)) if targets else []
+    covered = {t for u in units for t in u}
+    return units + [[t] for t in targets if t not in covered]
 
 
-def _confirmed_by_md5(interval: Interval, targets: list[str], unit_receipts, listing: dict,
-                      keep: dict | None) -> dict[str, dict]:
-    """Manifest entries of the targets whose unit validated the prediction and whose blob's listed MD5 is
-    still the one the unit recorded; fills ``keep`` for them."""
-    confirmed = {r["target"]: r for r in _flatten_receipts(unit_receipts)
-                 if r.get("validated") and r.get("status") == "ok" and r.get("output_md5")}
-    results = {}
-    for target in targets:
-        receipt, blob = confirmed.get(target), prediction_blob(interval, target)
-        if receipt is None or listing.get(blob) != receipt["output_md5"]:
+def _remove_stale(store, settings, interval: Interval, folder, results: dict[str, dict]) -> None:
+    """Delete the part files of an earlier batching (``folder.delete``) that no manifest entry names."""
+    named = {r.get("blob") for r in results.values()}
+    for blob in folder.delete:
+        if blob not in named:
+            log.info("interval %s: removing %s/%s: a part file of an earlier run that no target of the manifest is in",
+                     interval.key, settings.predictions_container, blob)
+            store.delete(settings.predictions_container, blob)
+
+
+def _rewrite_mixed(store, settings, interval: Interval, folder, results: dict[str, dict], present: set[str],
+                   windows, keep: dict | None) -> None:
+    """Rewrite each earlier part file holding targets this run left out beside ones it rescored
+    (``folder.rewrite``): the left-out targets' rows and receipts only (``part_file.without_targets``), named by
+    them, uploaded, then read back and checked like any unit (their entries name the new file); the old file
+    joins ``folder.delete``. ``windows``: the snapshot's windows by target (``_snapshot_windows``).
+    A file that is no part file fails its left-out targets and stays (the run names it)."""
+    from batch_scoring.scoring.part_file import read_receipts, without_targets
+
+    for blob, targets in sorted(folder.rewrite.items()):
+        data = store.download_bytes(settings.predictions_container, blob)
+        try:
+            name, new = without_targets(data, {r["target"] for r in read_receipts(data)} - set(targets))
+        except ValueError as exc:
+            for target in targets:
+                results[target] = {"status": "failed", "blob": blob, "reason": f"unreadable part file ({exc})"}
             continue
-        if keep is not None:
-            keep[target] = (parse_target(target)[0], window_keys(receipt.get("anomaly_window_starts") or []))
-        results[target] = {"status": "ok", "blob": blob, "sha256": receipt["output_sha256"],
-                           "md5": receipt["output_md5"], "rows": receipt["rows_out"],
-                           "anomalies": receipt["anomalies"], "model_sha256": receipt["model_sha256"]}
-    return results
+        new_blob = f"{interval_prefix(interval)}{name}"
+        store.upload_bytes(settings.predictions_container, new_blob, new)
+        log.info("interval %s: rewrote %s/%s as %s with the targets this run left out (%s)", interval.key,
+                 settings.predictions_container, blob, new_blob, ", ".join(targets[:10]))
+        results.update(read_units(store, settings, interval, [targets], present | {new_blob}, windows, keep,
+                                  blobs=[new_blob]))
+        if new_blob != blob:
+            folder.delete.append(blob)
 
 
-def _sort_unselected(interval: Interval, unselected: list[str], earlier_manifest: dict,
+def _sort_unselected(interval: Interval, unselected: list[str], earlier: dict,
                      listing: dict) -> tuple[dict[str, dict], list[str], list[str]]:
     """The targets a subset run left out, by their earlier manifest entry: (kept as they are, to check again,
     without an earlier result).
 
-    Kept: an ``ok`` entry whose blob's listed MD5 is still the entry's. Checked again: any other ``ok`` or
-    ``failed`` entry (blob changed or gone, no ``md5`` recorded).
+    Kept: an ``ok`` entry whose part file (``blob``, in the interval's folder) still has the listed MD5 the
+    entry recorded. Checked again: any other ``ok`` or ``failed`` entry (file changed or gone, no ``md5``
+    recorded, a file of the per-target layout before issue 14).
     """
-    earlier = {t: e for t, e in earlier_manifest.get("targets", {}).items() if isinstance(e, dict)}
+    prefix = interval_prefix(interval)
     kept, recheck, not_selected = {}, [], []
     for target in unselected:
         entry = earlier.get(target) or {}
-        blob = prediction_blob(interval, target)
-        if entry.get("status") == "ok" and entry.get("blob") == blob and entry.get("md5") \
-                and listing.get(blob) == entry["md5"]:
+        blob = entry.get("blob") or ""
+        if entry.get("status") == "ok" and blob.startswith(prefix) and is_part_name(blob[len(prefix):]) \
+                and entry.get("md5") and listing.get(blob) == entry["md5"]:
             kept[target] = entry
         elif entry.get("status") in ("ok", "failed"):
             recheck.append(target)
@@ -173,37 +211,27 @@ def _sort_unselected(interval: Interval, unselected: list[str], earlier_manifest
     return kept, recheck, not_selected
 
 
-def _read_and_check(store, settings, interval: Interval, to_read: list[str], present: set[str],
-                    keep: dict | None) -> dict[str, dict]:
-    """Manifest entries of ``to_read``, each from its prediction, receipt and deployed model manifest read
-    back and checked in full (``validate_prediction``); fills ``keep`` for the valid ones."""
-    windows = _snapshot_windows(store, settings, interval)
-
-    def check(target: str) -> dict:
-        blob = prediction_blob(interval, target)
-        receipt = read_json(store, settings.predictions_container, receipt_blob(interval, target)) \
-            if receipt_blob(interval, target) in present else None
-        if blob not in present:
-            reason = "prediction blob missing"
-            if receipt and receipt.get("status") != "ok":
-                reason += f"; scoring failed: {receipt.get('error')}"
-            return {"status": "failed", "reason": reason, "blob": blob}
-        data = store.download_bytes(settings.predictions_container, blob)
-        # Checked when present: a receipt can be missing after a worker died between the
-        # two uploads (the prediction itself is whole: blob uploads are atomic), and a
-        # model can be retired after scoring.
-        model_manifest = read_json(store, settings.models_container, model_manifest_blob(target))
-        summary, problem = validate_prediction(data, target, windows.get(target, []), model_manifest, receipt)
-        if problem:
-            return {"status": "failed", "reason": problem, "blob": blob}
-        flagged = summary.pop("anomaly_starts")
-        if keep is not None:
-            keep[target] = (parse_target(target)[0], flagged)
-        return {"status": "ok", "blob": blob, "sha256": hashlib.sha256(data).hexdigest(),
-                "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(), **summary}
-
-    # Each check is three small blob reads and a parquet parse: overlap them across targets.
-    return dict(zip(to_read, store.parallel(check, to_read)))
+def _recheck(store, settings, interval: Interval, recheck: list[str], earlier: dict, present: set[str],
+             windows: dict, keep: dict | None) -> dict[str, dict]:
+    """Entries of ``recheck`` (unselected targets whose earlier entry cannot be kept as it is), each part file
+    they are in read and checked once (``unit_checks.read_units``) as the unit of the targets the earlier
+    manifest places in it; a target recorded in no part file of the interval's folder fails."""
+    prefix = interval_prefix(interval)
+    holders: dict[str, list[str]] = {}
+    for target, entry in earlier.items():
+        holders.setdefault(entry.get("blob") or "", []).append(target)
+    results, groups = {}, {}
+    for target in recheck:
+        blob = earlier[target].get("blob") or ""
+        if blob.startswith(prefix) and is_part_name(blob[len(prefix):]):
+            groups.setdefault(blob, []).append(target)
+        else:
+            results[target] = {"status": "failed", "blob": blob or None, "reason": "part file missing"}
+    blobs = sorted(groups)
+    read = read_units(store, settings, interval, [sorted(holders[b]) for b in blobs], present, windows, keep,
+                      blobs=blobs)
+    results.update({t: read[t] for b in blobs for t in groups[b]})
+    return results
 
 
 def _manifest(interval: Interval, targets: list[str], unselected: list[str], n_not_selected: int, selection: list[str],
@@ -293,12 +321,3 @@ def _snapshot_windows(store, settings, interval: Interval) -> dict:
             f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); clear the snapshot task and its downstream"
         ) from exc
     return windows_by_target(snapshot)
-
-
-def _flatten_receipts(value) -> list[dict]:
-    """The score tasks' returned receipts, however XCom nests them (one list per unit, or one unit's list)."""
-    if isinstance(value, dict):
-        return [value] if "target" in value else []
-    if isinstance(value, (list, tuple)):
-        return [r for item in value for r in _flatten_receipts(item)]
-    return []

@@ -49,12 +49,14 @@ same blobs with the same content.
    `{S.aggregates_container}/<interval>/aggregates.parquet` and plans the targets
    (those with data and a model; the rest are listed as skipped).
 3. **score** (mapped; one `device/sensor` per task by default; backend
-   `{S.backend}` unless the run's `backend` param says otherwise): writes
-   `{S.predictions_container}/<interval>/<device>/<sensor>.parquet` and a receipt.
-4. **collect**: validates every prediction blob (exists, schema, one row per
-   input window, finite scores), writes `<interval>/_manifest.json` and the run
-   report `<interval>/_report.html`, updates the asset `{PREDICTIONS.name}`,
-   and fails listing what is missing or wrong.
+   `{S.backend}` unless the run's `backend` param says otherwise): writes the unit's
+   part file `{S.predictions_container}/date=<day>/interval=<interval>/part-<unit id>.parquet`
+   (its targets' rows; their receipts in the parquet footer).
+4. **collect**: validates every target's rows (exist, schema, one row per
+   input window, finite scores), writes `_manifest.json` and the run report
+   `_report.html` in the interval's folder, removes part files of an earlier
+   batching, updates the asset `{PREDICTIONS.name}`, and fails listing what is
+   missing or wrong.
 
 ## Backfill
 Historical intervals are scored with a backfill. **The DAG must be unpaused**,

@@ -2,10 +2,11 @@
 
 Fetches the unit's models (from this worker's ``model_cache`` when unchanged, else
 downloaded) and the snapshot's row groups of its devices,
-runs ``scoring.score.score_targets`` on local paths, validates each prediction
-where it was written (``batch_scoring.validation``) and uploads predictions and
-receipts under the interval's prefix. Decides which failed targets retrying
-cannot fix (``PermanentPipelineError``) and names the blobs and the way out.
+runs ``scoring.score.score_unit`` on local paths, validates the unit's part file
+where it was written, target by target (``validation.validate_part``), and
+uploads it to the interval's folder (one blob per unit; its receipts are in its
+footer). Decides which failed targets retrying cannot fix
+(``PermanentPipelineError``) and names the blobs and the way out.
 """
 from __future__ import annotations
 
@@ -15,28 +16,19 @@ import tempfile
 from pathlib import Path
 
 from batch_scoring.scoring.config import parse_target
-from batch_scoring.scoring.layout import (
-    Interval,
-    interval_prefix,
-    model_manifest_blob,
-    prediction_blob,
-    prediction_name,
-    receipt_blob,
-    receipt_name,
-    snapshot_blob,
-)
+from batch_scoring.scoring.layout import Interval, interval_folder, model_manifest_blob, part_blob, part_name, snapshot_blob
 
 from batch_scoring.config import Containers
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 from batch_scoring.model_cache import ModelCache, unit_model_versions
 from batch_scoring.permanent import permanent_cause, way_out
 from batch_scoring.snapshot import require_snapshot
-from batch_scoring.validation import validate_prediction, windows_by_target
+from batch_scoring.validation import validate_part, windows_by_target
 
 log = logging.getLogger(__name__)
 
 UNIT_RECEIPT_KEYS = ("target", "status", "rows_out", "anomalies", "anomaly_window_starts", "model_sha256",
-                     "output_sha256", "output_md5", "validated", "error")  # what a score task returns per target (XCom)
+                     "output_sha256", "output_md5", "rows_sha256", "validated", "error")  # what a score task returns per target (XCom)
 
 
 def score_unit_local(store, containers: Containers, interval: Interval, targets: list[str],
@@ -54,7 +46,7 @@ def score_unit_local(store, containers: Containers, interval: Interval, targets:
     """
     import pyarrow.parquet as pq
 
-    from batch_scoring.scoring.score import score_targets
+    from batch_scoring.scoring.score import score_unit
 
     with tempfile.TemporaryDirectory(prefix="score-unit-") as tmp:
         tmp = Path(tmp)
@@ -78,12 +70,12 @@ def score_unit_local(store, containers: Containers, interval: Interval, targets:
                 f"is unreadable ({type(exc).__name__}: {exc}); clear the snapshot task (and its downstream) "
                 "to rewrite it from SQL"
             ) from exc
-        receipts = score_targets(aggregates, models, out, targets)
         # the scoring code names the local copies it read; what an operator can act on is the blob
-        _name_blobs_in_errors(receipts, out, {f"{models}/": f"{containers.models}/",
-                                              f"{out}/": f"{containers.predictions}/{interval_prefix(interval)}"})
+        receipts = score_unit(aggregates, models, out, targets,
+                              error_names={f"{models}/": f"{containers.models}/",
+                                           f"{out}/": f"{containers.predictions}/{interval_folder(interval)}"})
         _validate_written(receipts, aggregates, models, out)
-        upload_outputs(store, containers.predictions, interval, out, targets)
+        upload_outputs(store, containers.predictions, interval, out, receipts)
     failed = [r for r in receipts if r.get("status") != "ok"]
     if failed:
         message = (f"interval {interval.key}: scoring failed for "
@@ -95,68 +87,57 @@ def score_unit_local(store, containers: Containers, interval: Interval, targets:
     return receipts
 
 
-def _name_blobs_in_errors(receipts: list[dict], out: Path, local_to_blob: dict[str, str]) -> None:
-    """Rewrite each failed receipt's error (returned and written) so it names blobs, not this worker's temp paths."""
-    from batch_scoring.scoring.score import receipt_path, write_receipt
-
-    for receipt in receipts:
-        error = receipt.get("error")
-        if not error:
-            continue
-        named = error
-        for local, blob in local_to_blob.items():
-            named = named.replace(local, blob)
-        if named != error:
-            receipt["error"] = named
-            if receipt.get("device_id") and receipt.get("sensor_id"):
-                write_receipt(receipt, receipt_path(out, receipt["device_id"], receipt["sensor_id"]))
-
-
 def _validate_written(receipts: list[dict], aggregates, models: Path, out: Path) -> None:
-    """Run the collector's checks on each prediction where it was written, before it is uploaded.
+    """Run the collector's checks on the unit's part file where it was written, target by target, before upload.
 
-    A receipt marked ``validated`` lets the collector confirm the blob by the
-    MD5 blob storage records (one listing call per 5,000 blobs) instead of
-    downloading and parsing every prediction again. A prediction that fails is
-    not uploaded and its target fails, naming why.
+    Receipts marked ``validated`` let the collector confirm the blob by the MD5
+    blob storage records (one listing call per 5,000 blobs) instead of
+    downloading and parsing the file again. A target whose rows fail is taken
+    out of the file (``part_file.fail_targets``: rows out, receipt failed,
+    same name) and fails, naming why; the others' receipts get the new file's
+    hashes.
     """
-    from batch_scoring.scoring.score import prediction_path, receipt_path, write_receipt
+    from batch_scoring.scoring.part_file import FILE_HASH_KEYS, fail_targets
 
-    windows = windows_by_target(aggregates)
+    unit = [r["target"] for r in receipts if r.get("device_id") is not None]  # what the footer holds
+    if not unit:
+        return  # no target was path-safe: nothing was written
+    path = out / part_name(unit)
+    data = path.read_bytes()
+    # a target that scored had a readable manifest (the loader read it); a failed one is not checked again
+    manifests = {r["target"]: json.loads((models / model_manifest_blob(r["target"])).read_text())
+                 for r in receipts if r.get("status") == "ok"}
+    checked = validate_part(data, unit, windows_by_target(aggregates), manifests)
+    reasons = {r["target"]: f"the prediction written failed validation: {checked[r['target']][1]}"
+               for r in receipts if r.get("status") == "ok" and checked[r["target"]][1]}
+    if reasons:
+        import hashlib
+
+        from batch_scoring.scoring.atomic import write_atomic
+
+        data = fail_targets(data, reasons)
+        write_atomic(path, data)
+        hashes = {"output_sha256": hashlib.sha256(data).hexdigest(),
+                  "output_md5": hashlib.md5(data, usedforsecurity=False).hexdigest()}
+        for receipt in receipts:
+            if receipt["target"] in reasons:
+                receipt.update(status="failed", error=reasons[receipt["target"]], rows_out=0, anomalies=0,
+                               anomaly_window_starts=[], output=None, rows_sha256=None,
+                               **dict.fromkeys(FILE_HASH_KEYS))
+            elif receipt.get("status") == "ok":
+                receipt.update(hashes)
     for receipt in receipts:
-        if receipt.get("status") != "ok":
-            continue
-        device, sensor = receipt["device_id"], receipt["sensor_id"]
-        written = prediction_path(out, device, sensor)
-        manifest = json.loads((models / model_manifest_blob(receipt["target"])).read_text())
-        summary, problem = validate_prediction(written.read_bytes(), receipt["target"],
-                                               windows.get(receipt["target"], []), manifest, receipt)
-        if problem:
-            written.unlink()
-            receipt.update(status="failed", error=f"the prediction written failed validation: {problem}")
-            write_receipt(receipt, receipt_path(out, device, sensor))
-        else:
-            receipt["validated"] = True
+        if receipt.get("device_id") is not None:
+            receipt["validated"] = True  # the file holds what this receipt says (rows, or none for a failure)
 
 
-def upload_outputs(store, predictions_container: str, interval: Interval, out_dir: Path, targets: list[str]) -> None:
-    """Upload each target's prediction and receipt that the scoring step produced.
+def upload_outputs(store, predictions_container: str, interval: Interval, out_dir: Path, receipts: list[dict]) -> None:
+    """Upload the unit's part file (named for the targets of ``receipts`` that are path-safe) to the interval's folder.
 
-    Mirrors the output folder like Azure ML's rw_mount does: a prediction the
-    scoring step removed (its target failed this time) is deleted from blob
-    too, so a stale prediction of an earlier run never passes for this one.
-    Each blob upload is atomic (a killed worker leaves the old blob or the
-    new one, never half of one), and a retry rewrites the same bytes.
+    One atomic blob upload: a killed worker leaves the old blob or the new one, never half of one, and a
+    retry rewrites the same bytes. Nothing per target is deleted: a file of an earlier batching is the
+    collector's to remove (``stale_parts``). Nothing is uploaded when no target was path-safe.
     """
-    produced, absent = [], []
-    for target in targets:
-        for local, blob in (
-            (out_dir / prediction_name(target), prediction_blob(interval, target)),
-            (out_dir / receipt_name(target), receipt_blob(interval, target)),
-        ):
-            (produced if local.exists() else absent).append((blob, local))
-    store.upload_many(predictions_container, produced)
-    for blob, _ in absent:
-        if store.exists(predictions_container, blob):
-            log.info("removing %s/%s: not produced by this attempt", predictions_container, blob)
-            store.delete(predictions_container, blob)
+    unit = [r["target"] for r in receipts if r.get("device_id") is not None]
+    if unit:
+        store.upload_many(predictions_container, [(part_blob(interval, unit), out_dir / part_name(unit))])

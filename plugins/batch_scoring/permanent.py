@@ -1,16 +1,14 @@
 """Which failed targets retrying cannot fix, and what to do about them: one rule for both backends.
 
-A failed target's receipt (written by ``scoring.score.score_targets``, on a worker
-or in an Azure ML job) carries the exception class as ``error_type``; a model
+A failed target's receipt (written by ``scoring.score.score_unit`` into the footer of
+the unit's part file, on a worker or in an Azure ML job) carries the exception class as ``error_type``; a model
 that is missing, tampered, corrupt or incompatible, or a target the snapshot does
 not hold, fails the same way on every retry, so the task fails at once naming
 the blobs and the way out.
 """
 from __future__ import annotations
 
-import json
-
-from batch_scoring.scoring.layout import MODEL_MANIFEST, Interval, model_blob, receipt_blob, snapshot_blob
+from batch_scoring.scoring.layout import MODEL_MANIFEST, Interval, model_blob, part_blob, snapshot_blob
 
 from batch_scoring.config import Containers
 
@@ -33,7 +31,7 @@ def permanent_error_names() -> frozenset[str]:
 
 
 def permanent_cause(receipt: dict) -> str | None:
-    """The exception class of a failed receipt (``error_type``, written by ``score_targets``) when retrying
+    """The exception class of a failed receipt (``error_type``, written by ``score_unit``) when retrying
     cannot fix it, else None."""
     name = receipt.get("error_type")
     return name if name in permanent_error_names() else None
@@ -58,20 +56,20 @@ def way_out(permanent: list[dict], containers: Containers, interval: Interval) -
 def permanent_receipts(store, predictions_container: str, interval: Interval, unit: list[str], since) -> list[dict]:
     """The failed receipts of ``unit``'s targets for ``interval`` whose cause retrying cannot fix.
 
-    Only receipts whose blob was written at or after ``since`` (an aware ``datetime``: the job's creation
-    time) count, so an earlier run's receipt never condemns a later failure; unreadable receipts count as
+    Read from the footer of the unit's part file (``unit_checks.part_receipts``: range reads), and only
+    when that blob was written at or after ``since`` (an aware ``datetime``: the job's creation time), so
+    an earlier run's file never condemns a later failure; a file that is absent or no part file counts as
     none. Raises what the ``BlobStore`` raises (``BlobStoreUnavailable``).
     """
-    blobs = [receipt_blob(interval, t) for t in unit]
-    modified = store.last_modified_many(predictions_container, blobs)
-    fresh = [b for b in blobs if modified.get(b) is not None and modified[b] >= since]
-    found = store.download_many(predictions_container, fresh)
-    receipts = []
-    for blob in fresh:
-        try:
-            receipt = json.loads(found[blob]) if found.get(blob) else None
-        except ValueError:
-            receipt = None
-        if isinstance(receipt, dict) and receipt.get("status") != "ok" and permanent_cause(receipt):
-            receipts.append(receipt)
-    return receipts
+    from batch_scoring.unit_checks import part_receipts
+
+    blob = part_blob(interval, unit)
+    modified = store.last_modified_many(predictions_container, [blob]).get(blob)
+    if modified is None or modified < since:
+        return []
+    try:
+        footer = part_receipts(store, predictions_container, blob) or []
+    except ValueError:
+        return []
+    wanted = set(unit)
+    return [r for r in footer if r.get("target") in wanted and r.get("status") != "ok" and permanent_cause(r)]

@@ -122,15 +122,16 @@ def write_report(store, settings, interval, manifest: dict, flags: dict | None =
     ``flags``: the collector's (device_id, flagged window starts) per target
     it validated. The heatmap covers every ``ok`` target of the manifest: the
     flags of those not in ``flags`` (all of them after a failed collect; the
-    targets a subset run kept from earlier runs) are read from their blobs.
+    targets a subset run kept from earlier runs) are read from their blobs, each blob downloaded once
+    and each target's flags taken from its own rows (a part file holds a unit's targets).
     """
     from batch_scoring.validation import anomaly_starts
 
     flags = dict(flags or {})
     ok = [(t, e["blob"]) for t, e in manifest["targets"].items() if e["status"] == "ok" and t not in flags]
     if ok:
-        blobs = store.download_many(settings.predictions_container, [b for _, b in ok])
-        flags.update({t: (t.split("/")[0], anomaly_starts(blobs[b])) for t, b in ok if blobs[b] is not None})
+        blobs = store.download_many(settings.predictions_container, sorted({b for _, b in ok}))
+        flags.update({t: (t.split("/")[0], anomaly_starts(blobs[b], t)) for t, b in ok if blobs[b] is not None})
     png = heatmap_png(anomaly_matrix(flags, interval), f"anomalies flagged, {manifest['start']} to {manifest['end']} UTC")
     names = [heatmap_blob(interval), report_blob(interval)]
     store.upload_bytes(settings.predictions_container, names[0], png)

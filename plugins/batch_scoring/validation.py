@@ -2,7 +2,8 @@
 
 Used twice with the same result: by the local scoring backend on each
 prediction where it was written (before upload), and by the collector on each
-blob it reads back. Window starts are compared as sorted int64 microseconds
+blob it reads back. ``validate_part`` does the same for a scoring unit's part
+file (issue 14: one file per unit), target by target. Window starts are compared as sorted int64 microseconds
 since the epoch (naive UTC), the form ``window_keys`` gives.
 """
 from __future__ import annotations
@@ -31,9 +32,6 @@ def validate_prediction(data: bytes, target: str, expected_windows, model_manife
     anomaly count and model hash must match what the scoring step reported
     (and its ``output_sha256``, when the receipt carries one, the blob's bytes).
     """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     # pyarrow and numpy, not pandas: the collector runs this once per target, thousands of times.
@@ -41,6 +39,24 @@ def validate_prediction(data: bytes, target: str, expected_windows, model_manife
         table = pq.read_table(io.BytesIO(data))
     except Exception as exc:  # a truncated or corrupt file: say so, do not crash the collector
         return None, f"unreadable parquet ({type(exc).__name__}: {exc})"
+    summary, problem = validate_rows(table, target, expected_windows, model_manifest, receipt)
+    if problem is None and receipt is not None and receipt.get("output_sha256") \
+            and receipt["output_sha256"] != hashlib.sha256(data).hexdigest():
+        return None, "blob's sha256 differs from the one the scoring step recorded"
+    return summary, problem
+
+
+def validate_rows(table, target: str, expected_windows, model_manifest: dict | None = None,
+                  receipt: dict | None = None) -> tuple[dict | None, str | None]:
+    """``validate_prediction``'s checks on one target's rows already read (a ``pyarrow.Table``).
+
+    Beyond them, a receipt carrying ``rows_sha256`` (a part file's, ``scoring.part_file.rows_digest``)
+    must match the digest of these rows. Never raises for bad rows: returns (summary, None) or (None, reason).
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     missing = [c for c in PREDICTION_REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         return None, f"missing columns {missing}"
@@ -84,10 +100,69 @@ def validate_prediction(data: bytes, target: str, expected_windows, model_manife
         diff = [f"{k} {got[k]} != receipt's {expect[k]}" for k in expect if expect[k] is not None and got[k] != expect[k]]
         if diff:
             return None, "blob differs from what the scoring step wrote: " + ", ".join(diff)
-        if receipt.get("output_sha256") and receipt["output_sha256"] != hashlib.sha256(data).hexdigest():
-            return None, "blob's sha256 differs from the one the scoring step recorded"
+        if receipt.get("rows_sha256"):
+            from batch_scoring.scoring.part_file import rows_digest
+
+            if rows_digest(table) != receipt["rows_sha256"]:
+                return None, "rows differ from those the scoring step wrote (rows_sha256)"
     return {"rows": table.num_rows, "anomalies": int(flags.sum()), "model_sha256": str(hashes[0]),
             "anomaly_starts": starts[flags[order]]}, None
+
+
+def validate_part(data: bytes, unit: list[str], windows: dict, model_manifests: dict) -> dict[str, tuple]:
+    """Check a scoring unit's part file target by target: ``target -> (summary, None) or (None, reason)``.
+
+    ``data``: the part file's bytes (``scoring.part_file``); ``unit``: the unit's targets; ``windows``:
+    target -> its snapshot window starts (``windows_by_target``); ``model_manifests``: target -> the
+    deployed model's manifest (or ``None``). Each target's receipt comes from the file's footer and its
+    rows are checked with ``validate_rows``; a target whose receipt says it failed gets ``scoring failed:
+    <error>``. Faults of the whole file (unreadable, no receipts in the footer, missing columns, rows not
+    sorted by device_id/sensor_id/window_start, rows of targets outside the unit) fail every target of
+    the unit with that reason. Summaries are ``validate_prediction``'s plus the receipt's ``rows_sha256``.
+    Never raises for a bad file.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from batch_scoring.scoring.part_file import read_receipts
+    from batch_scoring.scoring.target_rows import target_ranges
+
+    def every(reason: str) -> dict[str, tuple]:
+        return {t: (None, reason) for t in unit}
+
+    try:
+        table = pq.read_table(io.BytesIO(data))
+        receipts = {r["target"]: r for r in read_receipts(data)}
+    except Exception as exc:  # truncated, corrupt, or no receipts: say so, do not crash the collector
+        return every(f"unreadable part file ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})")
+    missing = [c for c in PREDICTION_REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        return every(f"part file: missing columns {missing}")
+    order = pc.sort_indices(table, sort_keys=[("device_id", "ascending"), ("sensor_id", "ascending"),
+                                              ("window_start", "ascending")]).to_numpy()
+    if not np.array_equal(order, np.arange(table.num_rows)):
+        return every("part file: rows not sorted by device_id, sensor_id, window_start")
+    ranges = target_ranges(table["device_id"].to_numpy(zero_copy_only=False),
+                           table["sensor_id"].to_numpy(zero_copy_only=False))
+    outside = sorted(set(ranges) - set(unit))
+    if outside:
+        return every(f"part file: rows of targets outside the unit: {', '.join(outside[:10])}")
+    results = {}
+    for target in unit:
+        receipt = receipts.get(target)
+        if receipt is None:
+            results[target] = (None, "no receipt in the part file's footer")
+        elif receipt.get("status") != "ok":
+            results[target] = (None, f"scoring failed: {receipt.get('error')}")
+        else:
+            a, b = ranges.get(target, (0, 0))
+            summary, problem = validate_rows(table.slice(a, b - a), target, windows.get(target, []),
+                                             model_manifests.get(target), receipt)
+            if summary is not None:
+                summary["rows_sha256"] = receipt.get("rows_sha256")  # checked against the rows when present
+            results[target] = (summary, problem)
+    return results
 
 
 def window_keys(windows):
@@ -120,16 +195,23 @@ def windows_by_target(snapshot) -> dict:
     return {target: starts[a:b] for target, (a, b) in ranges.items()}
 
 
-def anomaly_starts(data: bytes) -> "np.ndarray":
+def anomaly_starts(data: bytes, target: str | None = None) -> "np.ndarray":
     """A prediction blob's flagged window starts (sorted int64 µs), from its parquet bytes.
 
-    Raises pyarrow's ``ArrowInvalid`` for bytes that are not parquet and ``KeyError`` when the columns
-    ``window_start``/``is_anomaly`` are missing.
+    ``target`` (``device/sensor``): only that target's rows (a part file holds a unit's targets);
+    ``None``: every row. Raises pyarrow's ``ArrowInvalid`` for bytes that are not parquet and ``KeyError``
+    when the columns ``window_start``/``is_anomaly`` (with ``target``: ``device_id``/``sensor_id``) are missing.
     """
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(data), columns=["window_start", "is_anomaly"])
+    ids = ["device_id", "sensor_id"] if target is not None else []
+    table = pq.read_table(io.BytesIO(data), columns=ids + ["window_start", "is_anomaly"])
+    if target is not None:
+        device, sensor = parse_target(target)
+        table = table.filter(pc.and_(pc.equal(table["device_id"].cast(pa.string()), device),
+                                     pc.equal(table["sensor_id"].cast(pa.string()), sensor)))
     starts = table["window_start"].cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("int64")
     return np.sort(starts[table["is_anomaly"].to_numpy(zero_copy_only=False).astype(bool)])

@@ -42,7 +42,8 @@ def run(*args):
 
 
 def test_the_physical_floor_reads_scores_and_writes_the_interval(fleet, tmp_path):
-    from batch_scoring.scoring.layout import prediction_name, receipt_name
+    from batch_scoring.scoring.layout import part_name
+    from batch_scoring.scoring.part_file import read_receipts
 
     odbc, interval, targets_file, models, targets = fleet
     res = run("--sql-odbc", odbc, "--interval", interval.key, "--targets-file", targets_file, "--models-dir", models,
@@ -51,9 +52,12 @@ def test_the_physical_floor_reads_scores_and_writes_the_interval(fleet, tmp_path
     line = json.loads(res.stdout.strip().splitlines()[-1])
     assert (line["targets"], line["ok"], line["rows"]) == (6, 6, 6 * 288)  # the interval's rows only
     assert set(line["phases"]) == {"sql_read", "score_and_write"} and line["wall"] >= sum(line["phases"].values())
+    part = tmp_path / "out" / part_name(targets)  # one file of the run's targets, receipts in its footer
+    frame = pd.read_parquet(part)
     for t in targets:
-        assert len(pd.read_parquet(tmp_path / "out" / prediction_name(t))) == 288
-        assert json.loads((tmp_path / "out" / receipt_name(t)).read_text())["status"] == "ok"
+        device, sensor = t.split("/")
+        assert ((frame["device_id"] == device) & (frame["sensor_id"] == sensor)).sum() == 288
+    assert sorted(r["target"] for r in read_receipts(part) if r["status"] == "ok") == sorted(targets)
 
 
 def test_a_missing_model_fails_the_run_and_names_it(fleet, tmp_path):

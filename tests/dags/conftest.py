@@ -8,6 +8,8 @@ import json
 import pandas as pd
 import pytest
 
+from batch_scoring.scoring.layout import manifest_blob
+
 HOUR = dt.timedelta(hours=1)
 
 
@@ -55,7 +57,7 @@ def read_parquet_blob(store, container, name) -> pd.DataFrame:
 
 
 def read_manifest(store, interval_key: str) -> dict:
-    return json.loads(store.download_bytes("predictions", f"{interval_key}/_manifest.json"))
+    return json.loads(store.download_bytes("predictions", manifest_blob(interval_key)))
 
 
 def build_world(sql_conn_str: str, store, models_dir, **kwargs):

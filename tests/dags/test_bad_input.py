@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import pytest
 
-from tests.dags.conftest import build_world, read_manifest, run_interval, task_states
+from batch_scoring.scoring.layout import part_blob
+from batch_scoring.unit_checks import part_receipts
+from tests.dags.conftest import build_world, read_manifest, read_parquet_blob, run_interval, task_states
 
 HISTORY = (dt.datetime(2026, 4, 1), dt.datetime(2026, 4, 2))
 SCORING = (dt.datetime(2026, 4, 2), dt.datetime(2026, 4, 2, 1))
@@ -34,10 +35,10 @@ def test_tampered_model_fails_only_its_target_and_names_it(dag, world, blob_stor
     manifest = read_manifest(blob_store, KEY)
     assert manifest["counts"] == {"ok": 3, "failed": 1, "skipped": 0}
     assert manifest["targets"]["dev002/s1"]["status"] == "failed"
-    receipt = json.loads(blob_store.download_bytes("predictions", f"{KEY}/dev002/s1.receipt.json"))
+    (receipt,) = part_receipts(blob_store, "predictions", part_blob(KEY, ["dev002/s1"]))  # its unit's file's footer
     assert receipt["status"] == "failed"
     assert "dev002/s1" in receipt["error"] and "sha256" in receipt["error"].lower()
-    assert "dev002/s1.parquet" not in " ".join(blob_store.list_names("predictions", KEY))
+    assert read_parquet_blob(blob_store, "predictions", part_blob(KEY, ["dev002/s1"])).empty  # no rows of it
     # the other targets' predictions are intact
     for target in ("dev001/s1", "dev001/s2", "dev002/s2"):
         assert manifest["targets"][target]["status"] == "ok"

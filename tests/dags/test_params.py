@@ -5,6 +5,7 @@ import datetime as dt
 
 import pytest
 
+from batch_scoring.scoring.layout import interval_prefix
 from tests.dags.conftest import build_world, read_manifest, run_interval, task_states
 
 HISTORY = (dt.datetime(2026, 6, 1), dt.datetime(2026, 6, 2))
@@ -52,7 +53,7 @@ def test_target_filter_and_batching(dag, world, blob_store):
     assert manifest["counts"] == {"ok": 2, "failed": 0, "skipped": 0, "not_selected": 2}
     assert manifest["selection"] == ["dev001/*"] and manifest["coverage"] == 0.5
     assert manifest["selected"] == {"targets": 2, "ok": 2, "failed": 0, "coverage": 1.0}
-    names = blob_store.list_names("predictions", f"{KEY}/")
+    names = blob_store.list_names("predictions", interval_prefix(KEY))
     assert not any("dev002" in n for n in names)
 
 
@@ -78,5 +79,5 @@ def test_dry_run_scores_nothing(dag, world, blob_store):
     states = task_states(run)
     assert states[("snapshot", -1)] == "success"
     assert states[("collect", -1)] == "skipped"
-    assert blob_store.list_names("predictions", f"{KEY}/") == []
+    assert blob_store.list_names("predictions", interval_prefix(KEY)) == []
     assert blob_store.exists("aggregates", f"{KEY}/aggregates.parquet")

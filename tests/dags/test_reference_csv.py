@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from batch_scoring.scoring.layout import part_blob
 from tests.dags.conftest import read_manifest, read_parquet_blob, run_interval
 
 REFERENCE_CSV = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "sensor_data.csv"
@@ -48,8 +49,7 @@ def test_reference_csv_trains_on_two_hours_and_scores_the_rest(dag, reference_wo
         assert sorted(manifest["targets"]) == sorted(TARGETS)
         assert manifest["counts"] == {"ok": 15, "failed": 0, "skipped": 0}
         for target in TARGETS:
-            device, sensor = target.split("/")
-            frame = read_parquet_blob(blob_store, "predictions", f"{key}/{device}/{sensor}.parquet")
+            frame = read_parquet_blob(blob_store, "predictions", part_blob(key, [target]))  # one target per unit
             assert len(frame) == 12, target
             assert frame["decision_score"].notna().all()
         # real data without injected anomalies: few windows flagged

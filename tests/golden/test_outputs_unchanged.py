@@ -1,4 +1,4 @@
-"""The bytes a run leaves behind, pinned: snapshot, predictions, receipts, manifest, report and heatmap.
+"""The bytes a run leaves behind, pinned: snapshot, part files (predictions, receipts in their footers), manifest, report and heatmap.
 
 One simulated world (3 devices x 2 sensors, one target's model withdrawn so the
 manifest lists a skip) is scored for one hour on the local backend, then again
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from batch_scoring.scoring.layout import interval_prefix
 from tests.fixtures.aml_emulator import created
 from tests.plugins.test_azure_ml_e2e import HISTORY, SCORING, parse_dag, run_interval, run_key, simulated_world
 
@@ -41,15 +42,15 @@ def world(airflow_db, monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, t
 
 def outputs(store, s) -> dict[str, str]:
     digests = {}
-    for container in (s.aggregates_container, s.predictions_container):
-        for name in sorted(store.list_names(container, f"{KEY}/")):
+    for container, prefix in ((s.aggregates_container, f"{KEY}/"), (s.predictions_container, interval_prefix(KEY))):
+        for name in sorted(store.list_names(container, prefix)):
             digests[f"{container}/{name}"] = hashlib.sha256(store.download_bytes(container, name)).hexdigest()
     return digests
 
 
 def clear(store, s) -> None:
-    for container in (s.aggregates_container, s.predictions_container):
-        for name in store.list_names(container, f"{KEY}/"):
+    for container, prefix in ((s.aggregates_container, f"{KEY}/"), (s.predictions_container, interval_prefix(KEY))):
+        for name in store.list_names(container, prefix):
             store.delete(container, name)
 
 
@@ -59,7 +60,7 @@ def test_both_backends_leave_the_recorded_bytes(monkeypatch, world, aml_emulator
     assert ok, run.state
     assert run_key(run) == KEY
     local = outputs(blob_store, s)
-    assert len(local) == 1 + 5 * 2 + 3  # snapshot; 5 predictions + receipts; manifest, report, heatmap
+    assert len(local) == 1 + 5 + 3  # snapshot; 5 part files (one target each, receipts in them); manifest, report, heatmap
     assert not any(WITHDRAWN in name for name in local)
     clear(blob_store, s)
 

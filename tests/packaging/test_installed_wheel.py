@@ -93,7 +93,7 @@ def test_wheel_holds_the_package_its_dependencies_and_the_entry_point(wheel):
 def test_installed_wheel_is_a_provider_and_its_dag_scores_an_interval(venv, tmp_path, monkeypatch, sqlite_conn_str,
                                                                        blob_conn_str, blob_store):
     from batch_scoring.config import settings
-    from batch_scoring.scoring.layout import interval_key
+    from batch_scoring.scoring.layout import interval_folder, interval_key, part_blob
 
     s = settings()
     simulated_world(monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, tmp_path / "models", devices=2)
@@ -130,8 +130,9 @@ def test_installed_wheel_is_a_provider_and_its_dag_scores_an_interval(venv, tmp_
     assert all(path.startswith(str(venv)) for path in result["modules_from"]), result["modules_from"]
     assert result["state"] == "success", out[-3000:]
     key = interval_key(SCORING[0], SCORING[0] + dt.timedelta(hours=1))
-    manifest = json.loads(blob_store.download_bytes(s.predictions_container, f"{key}/_manifest.json"))
+    folder = interval_folder(key)  # this checkout's layout: the wheel is built from it
+    manifest = json.loads(blob_store.download_bytes(s.predictions_container, f"{folder}_manifest.json"))
     assert manifest["counts"] == {"ok": 4, "failed": 0, "skipped": 0}
-    names = set(blob_store.list_names(s.predictions_container, f"{key}/"))
-    assert {f"{key}/dev001/s1.parquet", f"{key}/dev002/s2.parquet"} <= names
+    names = set(blob_store.list_names(s.predictions_container, folder))
+    assert {part_blob(key, ["dev001/s1"]), part_blob(key, ["dev002/s2"])} <= names  # one target per unit
     assert sorted(p.name for p in work.iterdir()) == ["check.py"]  # nothing written to the working directory

@@ -12,6 +12,7 @@ import pytest
 
 from tests.fixtures.aml_emulator import created
 
+from batch_scoring.scoring.layout import interval_prefix, manifest_blob
 from devstack.airflow_env import blob_connection_json, odbc_connection_uri_json
 from devstack.world import simulate_world
 
@@ -64,7 +65,7 @@ def sqlite_world(airflow_db, monkeypatch, sqlite_conn_str, blob_conn_str, blob_s
 
 
 def predictions(store, key) -> dict[str, bytes]:
-    return {n: store.download_bytes("predictions", n) for n in store.list_names("predictions", f"{key}/")}
+    return {n: store.download_bytes("predictions", n) for n in store.list_names("predictions", interval_prefix(key))}
 
 
 def run_key(run) -> str:
@@ -83,7 +84,7 @@ def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite
     assert ok, run.state
     key = run_key(run)
     local = predictions(blob_store, key)
-    assert len(local) == 11  # 4 predictions + 4 receipts + manifest + report + heatmap
+    assert len(local) == 7  # 4 part files (one target each, receipts in them) + manifest + report + heatmap
     for name in local:
         blob_store.delete("predictions", name)
     assert created(aml_emulator) == []
@@ -103,7 +104,7 @@ def test_azureml_backend_matches_local_backend_byte_for_byte(monkeypatch, sqlite
     assert remote.keys() == local.keys()
     for name in local:
         assert remote[name] == local[name], name
-    manifest = json.loads(remote[f"{key}/_manifest.json"])
+    manifest = json.loads(remote[manifest_blob(key)])
     assert manifest["counts"] == {"ok": 4, "failed": 0, "skipped": 0}
 
     tis = [ti for ti in run.get_task_instances() if ti.task_id == "score"]
@@ -142,7 +143,7 @@ def test_azureml_rerun_after_a_redeploy_submits_a_job_for_the_changed_model_only
     assert ok, run.state
     new_job = expected_job_name(blob_store, key, ["dev002/s1"])
     assert new_job not in first and created(aml_emulator) == [*first, new_job]
-    result = json.loads(blob_store.download_bytes("predictions", f"{key}/_manifest.json"))
+    result = json.loads(blob_store.download_bytes("predictions", manifest_blob(key)))
     assert result["counts"] == {"ok": 4, "failed": 0, "skipped": 0}
     assert result["targets"]["dev002/s1"]["model_sha256"] == manifest["sha256"]
     assert result["targets"]["dev001/s1"]["model_sha256"] != manifest["sha256"]

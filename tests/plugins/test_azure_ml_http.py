@@ -16,6 +16,7 @@ from tests.fixtures.aml_emulator import created
 pytestmark = pytest.mark.timeout(300)
 
 KEY = "20260302T0000Z_20260302T0100Z"
+FOLDER = "date=2026-03-02/interval=20260302T0000Z_20260302T0100Z/"  # layout.interval_folder(KEY), the job's output
 
 
 def _hook():
@@ -40,7 +41,7 @@ def _wait(hook, name: str, until=("Completed", "Failed", "Canceled"), timeout: f
 
 def _command_job(hook, name: str, cmd: str, *, outputs: bool = True, code: str | None = None,
                  environment: str = "azureml:batch-scoring-env:1", compute: str = "cpu-scoring"):
-    """A small command job on the registered code, with the predictions datastore's ``<KEY>/`` as rw_mount output."""
+    """A small command job on the registered code, with the predictions datastore's interval folder as rw_mount output."""
     from azure.ai.ml import Input, Output, command
 
     from batch_scoring.azure_ml_job import code_asset_id, datastore_uri
@@ -49,7 +50,7 @@ def _command_job(hook, name: str, cmd: str, *, outputs: bool = True, code: str |
         name=name, command=cmd, code=code or code_asset_id(hook.workspace_id(), "batch-scoring-code:1"),
         environment=environment, compute=compute,
         inputs={"models": Input(type="uri_folder", path=datastore_uri("scoring_models"), mode="ro_mount")},
-        outputs={"out": Output(type="uri_folder", path=datastore_uri("scoring_predictions", f"{KEY}/"),
+        outputs={"out": Output(type="uri_folder", path=datastore_uri("scoring_predictions", FOLDER),
                                mode="rw_mount")} if outputs else {})
 
 
@@ -92,8 +93,11 @@ def test_the_products_job_is_submitted_runs_and_writes_its_predictions(aml_emula
     got = hook.get_job("score-it")
     assert got.tags["models_digest"] == inputs.models_digest and got.tags["interval"] == KEY
     assert str(got.compute).endswith("cpu-scoring")
-    names = set(blob_store.list_names("predictions", f"{KEY}/"))
-    assert {f"{KEY}/dev001/s1.parquet", f"{KEY}/dev001/s2.parquet"} <= names
+    from batch_scoring.scoring.layout import part_blob
+    from batch_scoring.unit_checks import part_receipts
+
+    assert set(blob_store.list_names("predictions", FOLDER)) == {part_blob(KEY, unit)}  # the unit's one part file
+    assert [r["status"] for r in part_receipts(blob_store, "predictions", part_blob(KEY, unit))] == ["ok", "ok"]
     ledger = aml_emulator.ledger()
     assert [j["name"] for j in ledger] == ["score-it"] and ledger[0]["tags"]["interval"] == KEY
     methods = [(m, p.rsplit("/", 2)[-2:]) for m, p, s in aml_emulator.requests() if s < 300 and "/jobs/score-it" in p]
@@ -173,7 +177,7 @@ def test_rw_mount_output_reaches_the_container_even_when_the_job_fails_and_input
                                                                                                   blob_store):
     hook = _hook()
     blob_store.upload_bytes("models", "dev001/s1/manifest.json", b"{}")
-    blob_store.upload_bytes("predictions", f"{KEY}/old.txt", b"old")
+    blob_store.upload_bytes("predictions", f"{FOLDER}old.txt", b"old")
     script = ("import os, pathlib, sys; o = pathlib.Path(sys.argv[2]); m = pathlib.Path(sys.argv[1]); "
               "assert (o / 'old.txt').read_bytes() == b'old'; (o / 'partial.txt').write_text('half'); "
               "f = m / 'dev001/s1/manifest.json'; assert f.read_bytes() == b'{}'; "
@@ -183,8 +187,8 @@ def test_rw_mount_output_reaches_the_container_even_when_the_job_fails_and_input
     assert _wait(hook, "half")[-1] == "Failed"
     log = aml_emulator.log("half")
     assert "ro True" in log and "cwd ['batch_scoring']" in log and "pp None" in log and "exit code 3" in log
-    assert blob_store.download_bytes("predictions", f"{KEY}/partial.txt") == b"half"
-    assert blob_store.download_bytes("predictions", f"{KEY}/old.txt") == b"old"
+    assert blob_store.download_bytes("predictions", f"{FOLDER}partial.txt") == b"half"
+    assert blob_store.download_bytes("predictions", f"{FOLDER}old.txt") == b"old"
 
 
 def test_a_job_fault_fails_with_its_log_and_jobs_run_at_once(aml_emulator):

@@ -135,7 +135,7 @@ def test_command_job_entity_yaml_and_rest_form():
         "models": {"type": "uri_folder", "mode": "ro_mount", "path": "azureml://datastores/scoring_models/paths/"},
     }
     assert y["outputs"] == {"predictions": {"type": "uri_folder", "mode": "rw_mount",
-                                            "path": f"azureml://datastores/scoring_predictions/paths/{KEY}/"}}
+                                            "path": f"azureml://datastores/scoring_predictions/paths/date=2026-03-02/interval={KEY}/"}}
 
     rest = job._to_rest_object().properties.as_dict()
     assert rest["jobType"] == "Command" and rest["experimentName"] == "batch-scoring"
@@ -148,7 +148,7 @@ def test_command_job_entity_yaml_and_rest_form():
                                             "uri": f"azureml://datastores/scoring_aggregates/paths/{KEY}/aggregates.parquet"}
     assert rest["inputs"]["models"]["mode"] == "ReadOnlyMount" and rest["inputs"]["models"]["jobInputType"] == "uri_folder"
     assert rest["outputs"]["predictions"] == {"jobOutputType": "uri_folder", "mode": "ReadWriteMount",
-                                              "uri": f"azureml://datastores/scoring_predictions/paths/{KEY}/"}
+                                              "uri": f"azureml://datastores/scoring_predictions/paths/date=2026-03-02/interval={KEY}/"}
 
 
 def test_batched_unit_lists_targets_and_skips_device_tags():
@@ -170,7 +170,7 @@ def test_settings_switch_asset_references(monkeypatch):
     monkeypatch.setenv("BATCH_SCORING_AZUREML_PREDICTIONS_DATASTORE", "preds")
     job = build_scoring_job(config(), KEY, ["a/b"], "j", dag_id="d", run_id=None, **WHERE)._to_job()
     assert job.environment == arm and job.code == f"{WS}/codes/code/versions/7"
-    assert job.outputs["predictions"].path == f"azureml://datastores/preds/paths/{KEY}/"
+    assert job.outputs["predictions"].path == f"azureml://datastores/preds/paths/date=2026-03-02/interval={KEY}/"
 
 
 def test_code_asset_id_forms():

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from batch_scoring.scoring.layout import interval_prefix, manifest_blob
 from tests.plugins.test_azure_ml_e2e import SCORING, parse_dag, run_interval, run_key, simulated_world
 
 pytestmark = pytest.mark.timeout(300)
@@ -25,6 +26,6 @@ def test_interval_runs_with_connection_of_kind(airflow_db, monkeypatch, sqlite_c
     run, ok = run_interval(parse_dag(monkeypatch, "local"), SCORING[0])
     assert ok, run.state
     key = run_key(run)
-    manifest = json.loads(blob_store.download_bytes("predictions", f"{key}/_manifest.json"))
+    manifest = json.loads(blob_store.download_bytes("predictions", manifest_blob(key)))
     assert manifest["counts"] == {"ok": 4, "failed": 0, "skipped": 0}
-    assert len(blob_store.list_names("predictions", f"{key}/")) == 11  # 4 predictions + 4 receipts + 3 reports
+    assert len(blob_store.list_names("predictions", interval_prefix(key))) == 7  # 4 part files (one target each) + manifest, report, heatmap

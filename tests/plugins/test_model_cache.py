@@ -87,9 +87,14 @@ def world(blob_conn_str, blob_store, trained, tmp_path):
 
 
 def predictions(store, interval, target) -> pd.DataFrame:
+    """``target``'s rows in the interval's part file (the tests score the world's targets as one unit)."""
     import io
 
-    return pd.read_parquet(io.BytesIO(store.download_bytes("predictions", f"{interval.key}/{target}.parquet")))
+    from batch_scoring.scoring.layout import interval_folder
+
+    (name,) = store.list_names("predictions", interval_folder(interval))
+    frame = pd.read_parquet(io.BytesIO(store.download_bytes("predictions", name)))
+    return frame[frame["device_id"] + "/" + frame["sensor_id"] == target].reset_index(drop=True)
 
 
 def manifest(folder: Path, target: str) -> dict:

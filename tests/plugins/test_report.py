@@ -71,3 +71,40 @@ def test_html_of_a_subset_run_says_what_it_scored_and_lists_targets_not_selected
             "2 validated, 0 failed, coverage 100.0% (required 100%)") in page
     assert page.index("b/s2") < page.index("a/s1")  # not selected before ok
     assert "<tr class='not_selected'><td>b/s1</td><td>not_selected</td>" in page
+
+
+def test_write_report_reads_each_blob_once_and_each_target_from_its_own_rows(blob_store, monkeypatch):
+    """Two targets in one part file, one in a file of its own: each target's flags are its own rows'."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from batch_scoring.config import settings
+    from batch_scoring.report import write_report
+    from batch_scoring.scoring.layout import heatmap_blob
+    from batch_scoring.scoring.part_file import part_bytes
+    from tests.plugins.predictions import WINDOWS, prediction
+
+    def rows(device, sensor, flags):
+        return pq.read_table(io.BytesIO(prediction(WINDOWS, device_id=device, sensor_id=sensor, is_anomaly=flags)))
+    t1, t2 = rows("dev001", "s1", [False] * 12), rows("dev001", "s2", [False] * 3 + [True] * 2 + [False] * 7)
+    solo = rows("dev002", "s1", [False] * 3 + [True] + [False] * 8)
+    receipts = [{"target": f"dev001/{s}", "device_id": "dev001", "sensor_id": s, "status": "ok"} for s in ("s1", "s2")]
+    blob_store.upload_bytes("predictions", "unit-a.parquet", part_bytes([t1, t2], receipts, t1.schema))
+    blob_store.upload_bytes("predictions", "solo.parquet", part_bytes([solo], [], solo.schema))
+    manifest = {"interval": INTERVAL.key, "start": "2026-05-01T10:00:00", "end": "2026-05-01T11:00:00",
+                "coverage": 1.0, "min_coverage": 1.0, "rows": 36, "anomalies": 3,
+                "counts": {"ok": 3, "failed": 0, "skipped": 0}, "targets": {
+        "dev001/s1": {"status": "ok", "blob": "unit-a.parquet"}, "dev001/s2": {"status": "ok", "blob": "unit-a.parquet"},
+        "dev002/s1": {"status": "ok", "blob": "solo.parquet"}}}
+    asked = []
+    download_many = blob_store.download_many
+    monkeypatch.setattr(blob_store, "download_many", lambda c, names: asked.append(list(names)) or download_many(c, names))
+    write_report(blob_store, settings(), INTERVAL, manifest)
+    assert asked == [["solo.parquet", "unit-a.parquet"]]  # the part file once, not once per target
+    windows = pd.date_range("2026-05-01 10:00", periods=12, freq="5min").as_unit("us").asi8
+    expected = anomaly_matrix({"dev001/s1": ("dev001", windows[:0]), "dev001/s2": ("dev001", windows[3:5]),
+                               "dev002/s1": ("dev002", windows[3:4])}, INTERVAL)
+    assert expected.loc["dev001"].tolist() == [0, 0, 0, 1, 1] + [0] * 7
+    png = blob_store.download_many("predictions", [heatmap_blob(INTERVAL)])[heatmap_blob(INTERVAL)]
+    assert png == heatmap_png(expected, "anomalies flagged, 2026-05-01T10:00:00 to 2026-05-01T11:00:00 UTC")

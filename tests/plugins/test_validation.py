@@ -1,6 +1,8 @@
 """The checks a prediction blob must pass, and the window keys they compare."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -62,3 +64,19 @@ def test_windows_by_target_groups_each_target_s_sorted_starts():
 def test_anomaly_starts_reads_the_flagged_windows():
     data = prediction(WINDOWS, is_anomaly=[False, True] * 6)
     assert anomaly_starts(data).tolist() == window_keys(WINDOWS[1::2]).tolist()
+
+
+def test_anomaly_starts_of_one_target_in_a_part_file():
+    import pyarrow.parquet as pq
+
+    from batch_scoring.scoring.part_file import part_bytes
+
+    def rows(sensor, flags):
+        return pq.read_table(io.BytesIO(prediction(WINDOWS, sensor_id=sensor, is_anomaly=flags)))
+    t1, t2 = rows("s1", [True] + [False] * 11), rows("s2", [False, True] * 6)
+    receipts = [{"target": f"d1/{s}", "device_id": "d1", "sensor_id": s, "status": "ok"} for s in ("s1", "s2")]
+    data = part_bytes([t1, t2], receipts, t1.schema)
+    assert anomaly_starts(data, "d1/s1").tolist() == window_keys(WINDOWS[:1]).tolist()
+    assert anomaly_starts(data, "d1/s2").tolist() == window_keys(WINDOWS[1::2]).tolist()
+    assert anomaly_starts(data, "d1/s9").tolist() == []  # no rows of that target
+    assert len(anomaly_starts(data)) == 7  # every row without a target

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from batch_scoring.scoring.layout import interval_prefix, manifest_blob
+
 HOUR = dt.timedelta(hours=1)
 HISTORY = (dt.datetime(2026, 6, 1, 0), dt.datetime(2026, 6, 1, 8))
 SCORING = (dt.datetime(2026, 6, 1, 8), dt.datetime(2026, 6, 1, 10))
@@ -87,12 +89,11 @@ class World:
         return self.collect(plan, iv)
 
     def predictions(self, iv=None) -> dict[str, bytes]:
-        key = (iv or interval()).key
         return {n: self.store.download_bytes("predictions", n)
-                for n in self.store.list_names("predictions", f"{key}/")}
+                for n in self.store.list_names("predictions", interval_prefix(iv or interval()))}
 
     def manifest(self, iv=None) -> dict:
-        return json.loads(self.store.download_bytes("predictions", f"{(iv or interval()).key}/_manifest.json"))
+        return json.loads(self.store.download_bytes("predictions", manifest_blob(iv or interval())))
 
 
 def build_world(sql: str, blob: str, store, models_dir: Path, seed: int = 5) -> World:

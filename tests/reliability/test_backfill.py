@@ -27,6 +27,7 @@ import time
 
 import pytest
 
+from batch_scoring.scoring.layout import interval_prefix, manifest_blob
 from batch_scoring.scoring.times import utc_naive
 from tests.fixtures.standalone import StandaloneStarter
 
@@ -42,10 +43,10 @@ def _key(start: dt.datetime) -> str:
 
 
 def _outputs(store, keys) -> dict[str, bytes]:
-    """Prediction parquet, receipts and manifests (run reports are HTML for people, not compared)."""
+    """Part files (predictions, receipts in their footers) and manifests (run reports are HTML for people, not compared)."""
     out = {}
     for key in keys:
-        for name in store.list_names("predictions", f"{key}/"):
+        for name in store.list_names("predictions", interval_prefix(key)):
             base = name.rsplit("/", 1)[-1]
             if base.startswith("_") and base != "_manifest.json":
                 continue
@@ -150,12 +151,12 @@ def test_backfill_24_intervals_rerun_and_scheduled_run_are_byte_identical(tmp_pa
         assert {r["state"] for r in runs} == {"success"}, [(r["dag_run_id"], r["state"]) for r in runs]
         keys = [_key(s) for s in starts]
         for key in keys:
-            manifest = json.loads(blob_store.download_bytes("predictions", f"{key}/_manifest.json"))
+            manifest = json.loads(blob_store.download_bytes("predictions", manifest_blob(key)))
             assert manifest["counts"] == {"ok": 4, "failed": 0, "skipped": 0}, (key, manifest)
             assert manifest["rows"] == 48
         backfilled = _outputs(blob_store, keys)
-        assert len(backfilled) == INTERVALS * 9  # 4 predictions + 4 receipts + manifest per interval
-        assert {n: b for n, b in backfilled.items() if n.startswith(_key(latest))} == scheduled
+        assert len(backfilled) == INTERVALS * 5  # 4 part files (one target each, receipts in them) + manifest per interval
+        assert {n: b for n, b in backfilled.items() if n.startswith(interval_prefix(_key(latest)))} == scheduled
         ends = {r["dag_run_id"]: r["end_date"] for r in runs}
         _wait_backfill_completed(airflow, backfill_id)  # a new backfill is refused while this one is open
         t_backfill = time.monotonic() - t0

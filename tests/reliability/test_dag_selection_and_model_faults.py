@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from batch_scoring.scoring.layout import interval_prefix
 from tests.dags.conftest import collect_result, run_interval, task_states
 from tests.reliability.conftest import SCORING, interval
 from tests.reliability.test_dag_faults import parse_dag
@@ -28,7 +29,7 @@ def task_tries(run) -> dict[tuple[str, int], tuple[str, int]]:
 
 
 def _blobs(world, *names) -> dict[str, bytes]:
-    return {n: world.store.download_bytes("predictions", f"{KEY}/{n}") for n in names}
+    return {n: world.store.download_bytes("predictions", f"{interval_prefix(KEY)}{n}") for n in names}
 
 
 def test_selection_matching_nothing_fails_at_once_and_a_subset_run_keeps_the_interval_complete(world, monkeypatch,
@@ -121,7 +122,7 @@ def test_a_model_blob_gone_fails_its_task_after_one_try_while_a_transient_outage
             "task(s) and collect") in text
     assert "score-unit-" not in text
     entry = world.manifest()["targets"]["dev002/s2"]
-    assert entry["reason"] == ("prediction blob missing; scoring failed: ModelNotFoundError: no model for target "
+    assert entry["reason"] == ("scoring failed: ModelNotFoundError: no model for target "
                                "dev002/s2: model file models/dev002/s2/model.joblib does not exist")
     # the way out: redeploy, rerun (here: the whole run) -> whole again
     world.store.upload_bytes("models", "dev002/s2/model.joblib",

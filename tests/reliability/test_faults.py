@@ -16,7 +16,7 @@ import pytest
 
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 
-from batch_scoring.scoring.layout import prediction_blob, snapshot_blob
+from batch_scoring.scoring.layout import interval_folder, manifest_blob, part_blob, snapshot_blob
 from tests.reliability.conftest import HOUR, SCORING, TARGETS, interval
 
 IV = interval()
@@ -153,12 +153,13 @@ def test_bad_model_fails_its_target_only_and_redeploying_recovers(world, fault, 
     errors = world.score(plan)
     assert list(errors) == ["dev001/s2"]
     assert pytest.approx(0) == 0 and __import__("re").search(expected, errors["dev001/s2"]), errors
-    with pytest.raises(PipelineError, match=r"1 of 4 targets failed validation .*dev001/s2: prediction blob missing; scoring failed: Model"):
+    with pytest.raises(PipelineError, match=r"1 of 4 targets failed validation .*dev001/s2: scoring failed: Model"):
         world.collect(plan)
     after = world.predictions()
-    assert prediction_blob(IV, "dev001/s2") not in after  # the stale prediction of the good run is gone
+    # the unit's file holds no rows of it now (the good run's are gone), only its failed receipt
+    assert pd.read_parquet(io.BytesIO(after[part_blob(IV, ["dev001/s2"])])).empty
     for t in ("dev001/s1", "dev002/s1", "dev002/s2"):
-        assert after[prediction_blob(IV, t)] == good[prediction_blob(IV, t)]
+        assert after[part_blob(IV, [t])] == good[part_blob(IV, [t])]
     # redeploy the model, rerun: the interval is whole again, byte for byte
     world.store.upload_bytes("models", blob, original)
     assert world.run() == clean
@@ -182,7 +183,7 @@ def test_a_crashing_model_fails_its_target_and_the_others_finish(world):
     plan = world.snapshot()
     errors = world.score(plan)
     assert list(errors) == ["dev002/s1"] and "RuntimeError: model exploded while scoring" in errors["dev002/s1"]
-    with pytest.raises(PipelineError, match="dev002/s1: prediction blob missing; scoring failed: RuntimeError: model exploded"):
+    with pytest.raises(PipelineError, match="dev002/s1: scoring failed: RuntimeError: model exploded"):
         world.collect(plan)
     assert world.manifest()["counts"] == {"ok": 3, "failed": 1, "skipped": 0}
 
@@ -226,12 +227,12 @@ def test_nan_inf_or_null_values_fail_only_their_target_naming_the_windows(world,
     errors = world.score(plan)
     assert list(errors) == ["dev002/s2"]
     assert "non-finite" in errors["dev002/s2"] and "2026-06-01 08:15:00" in errors["dev002/s2"], errors
-    with pytest.raises(PipelineError, match=r"1 of 4 targets failed validation .*dev002/s2: prediction blob missing; scoring failed: .*non-finite"):
+    with pytest.raises(PipelineError, match=r"1 of 4 targets failed validation .*dev002/s2: scoring failed: .*non-finite"):
         world.collect(plan)
     manifest = world.manifest()
     assert manifest["targets"]["dev002/s2"]["status"] == "failed"
     assert "08:15" in manifest["targets"]["dev002/s2"]["reason"]
-    assert all(world.predictions()[prediction_blob(IV, t)] == good[prediction_blob(IV, t)] for t in TARGETS[:3])
+    assert all(world.predictions()[part_blob(IV, [t])] == good[part_blob(IV, [t])] for t in TARGETS[:3])
     # fix: re-aggregate the window from its readings (a revision of the window: late data), rerun
     conn = world.connect()
     try:
@@ -333,16 +334,21 @@ def test_empty_interval_fails_clearly_and_leaves_other_intervals_alone(world):
 # --- predictions after scoring --------------------------------------------------------------
 
 def _rewrite(world, name, change):
-    frame = pd.read_parquet(io.BytesIO(world.store.download_bytes("predictions", name)))
+    """Alter a part file's rows (``change``: frame -> frame), keeping its schema and its footer (the receipts)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(world.store.download_bytes("predictions", name)))
+    changed = pa.Table.from_pandas(change(table.to_pandas()), schema=table.schema, preserve_index=False)
     buf = io.BytesIO()
-    change(frame).to_parquet(buf, index=False)
+    pq.write_table(changed.replace_schema_metadata(table.schema.metadata), buf, compression="zstd")
     world.store.upload_bytes("predictions", name, buf.getvalue())
 
 
 def test_collector_catches_every_deleted_truncated_or_altered_prediction(world):
     clean = world.run()
     good = world.predictions()
-    p = {t: prediction_blob(IV, t) for t in TARGETS}
+    p = {t: part_blob(IV, [t]) for t in TARGETS}  # one target per unit
     world.store.delete("predictions", p["dev001/s1"])
     world.store.upload_bytes("predictions", p["dev001/s2"], good[p["dev001/s2"]][:200])
 
@@ -355,17 +361,17 @@ def test_collector_catches_every_deleted_truncated_or_altered_prediction(world):
     with pytest.raises(PipelineError, match="4 of 4 targets failed validation"):
         world.collect(world.snapshot())
     reasons = {t: e["reason"] for t, e in world.manifest()["targets"].items()}
-    assert reasons["dev001/s1"] == "prediction blob missing"
-    assert reasons["dev001/s2"].startswith("unreadable parquet")
+    assert reasons["dev001/s1"] == "part file missing"
+    assert reasons["dev001/s2"].startswith("unreadable part file")
     assert reasons["dev002/s1"].startswith("1 anomaly flag(s) disagree with decision_score < threshold")
     assert reasons["dev002/s2"] == "11 rows for 12 input windows"
     # other alterations, one at a time
     for change, reason in [
         (lambda f: f.assign(model_sha256="0" * 64), "scored with model 000000000000, but the deployed model is"),
         (lambda f: f.assign(decision_score=f["decision_score"].where(f.index != 3, float("nan"))), "1 non-finite decision scores"),
-        (lambda f: f.assign(device_id="dev009"), "rows for another device/sensor"),
-        # self-consistent edit (same side of the threshold): only the receipt's output_sha256 can tell
-        (lambda f: f.assign(decision_score=f["decision_score"] + 1e-9), "blob's sha256 differs from the one the scoring step recorded"),
+        (lambda f: f.assign(device_id="dev009"), "part file: rows of targets outside the unit: dev009/s2"),
+        # self-consistent edit (same side of the threshold): only the receipt's rows_sha256 can tell
+        (lambda f: f.assign(decision_score=f["decision_score"] + 1e-9), "rows differ from those the scoring step wrote (rows_sha256)"),
     ]:
         world.store.upload_bytes("predictions", p["dev002/s2"], good[p["dev002/s2"]])
         _rewrite(world, p["dev002/s2"], change)
@@ -379,9 +385,9 @@ def test_collector_catches_every_deleted_truncated_or_altered_prediction(world):
 def test_collector_flags_an_unexpected_blob_in_the_interval_prefix(world):
     clean = world.run()
     good = world.predictions()
-    stray = f"{KEY}/dev009/s1.parquet"
-    world.store.upload_bytes("predictions", stray, good[prediction_blob(IV, "dev001/s1")])
-    with pytest.raises(PipelineError, match=f"1 unexpected blob\\(s\\) under predictions/{KEY}/ that no planned target wrote: {stray}"):
+    stray = f"{interval_folder(IV)}dev009/s1.parquet"
+    world.store.upload_bytes("predictions", stray, good[part_blob(IV, ["dev001/s1"])])
+    with pytest.raises(PipelineError, match=f"1 unexpected blob\\(s\\) under predictions/{interval_folder(IV)} that no planned target wrote: {stray}"):
         world.collect(world.snapshot())
     manifest = world.manifest()
     assert manifest["unexpected_blobs"] == [stray] and manifest["counts"]["ok"] == 4
@@ -389,14 +395,15 @@ def test_collector_flags_an_unexpected_blob_in_the_interval_prefix(world):
     assert world.collect(world.snapshot()) == clean
 
 
-def test_prediction_of_a_target_now_skipped_is_flagged_not_trusted(world):
+def test_prediction_of_a_target_now_skipped_is_removed_not_trusted(world):
     world.run()
     for name in ("dev002/s2/model.joblib", "dev002/s2/manifest.json"):
         world.store.delete("models", name)  # model retired: its old prediction must not linger unnoticed
     plan = world.snapshot()
     assert plan["skipped"] == {"dev002/s2": "no model deployed"}
-    with pytest.raises(PipelineError, match=f"unexpected blob.*{KEY}/dev002/s2.parquet, {KEY}/dev002/s2.receipt.json"):
-        world.collect(plan)
+    manifest = world.collect(plan)  # its part file is no unit's of this run: the collector removes it
+    assert manifest["targets"]["dev002/s2"] == {"status": "skipped", "reason": "no model deployed"}
+    assert sorted(world.predictions()) == sorted([part_blob(IV, [t]) for t in TARGETS[:3]] + [manifest_blob(IV)])
 
 
 # --- coverage policy -------------------------------------------------------------------------
@@ -436,4 +443,4 @@ def test_collector_confirms_what_the_units_validated_without_reading_it_back(wor
     manifest = collect_interval(world.store, world.settings, IV, plan, verified=verified)
     assert manifest == clean and verified == {"confirmed": 0, "read": 4}
     assert sorted(r for r in reads if r.endswith(".parquet") and r.startswith("predictions/")) == \
-        sorted(f"predictions/{prediction_blob(IV, t)}" for t in TARGETS)
+        sorted(f"predictions/{part_blob(IV, [t])}" for t in TARGETS)

@@ -17,7 +17,7 @@ import pytest
 
 from batch_scoring.errors import PipelineError
 
-from batch_scoring.scoring.layout import prediction_blob, receipt_blob
+from batch_scoring.scoring.layout import part_blob
 from devstack import services
 from tests.reliability.conftest import TARGETS, build_world, interval
 
@@ -36,24 +36,25 @@ import itertools
 upload = BlobStore.upload_file
 calls = itertools.count()
 
-def first_upload_then_hang(self, container, name, path):
-    if next(calls) == 0:  # uploads may run on threads: exactly one gets through
-        upload(self, container, name, path)
-        with open(marker, "a") as fh:
-            fh.write(name + "\n")
-    time.sleep(300)  # the worker is killed here, mid-unit
+def hang_in_the_upload(self, container, name, path):
+    with open(marker, "a") as fh:  # the unit's one blob (its part file) is being uploaded ...
+        fh.write(name + "\n")
+    time.sleep(300)  # ... when the worker is killed
 
-BlobStore.upload_file = first_upload_then_hang
+BlobStore.upload_file = hang_in_the_upload
 score_unit_local(BlobStore.from_connection_string(conn_str), settings().containers, Interval.from_key(key), unit)
 """
 
 
 def test_local_worker_killed_mid_upload_then_the_retry_writes_identical_output(world, tmp_path):
-    clean = world.run()
+    unit = ["dev001/s1", "dev001/s2"]
+    plan = world.snapshot()
+    plan = {**plan, "units": [unit] + [[t] for t in plan["targets"] if t not in unit]}
+    assert world.score(plan) == {}  # the undisturbed run of this batching: the reference
+    clean = world.collect(plan)
     good = world.predictions()
     for name in good:
         world.store.delete("predictions", name)
-    unit = ["dev001/s1", "dev001/s2"]
     marker = tmp_path / "uploaded.txt"
     child = subprocess.Popen([sys.executable, "-c", CHILD, world.blob, KEY, str(marker), json.dumps(unit)],
                              env={**os.environ, "PYTHONPATH": os.getcwd()}, start_new_session=True)
@@ -66,13 +67,11 @@ def test_local_worker_killed_mid_upload_then_the_retry_writes_identical_output(w
     finally:
         child.wait(30)
     assert child.returncode == -signal.SIGKILL
-    half = world.predictions()
-    (written,) = half  # one blob of the unit's four got through before the kill ...
-    assert half[written] == good[written]  # ... whole
-    # the other units and the collector: the killed unit's missing prediction(s) are named
-    plan = world.snapshot()
-    assert world.score({**plan, "units": [u for u in plan["units"] if u[0] not in unit]}) == {}
-    with pytest.raises(PipelineError, match="targets failed validation .*dev001/s[12]: prediction blob missing"):
+    assert marker.read_text().split() == [part_blob(IV, unit)]  # the unit's one blob ...
+    assert world.predictions() == {}  # ... never half there: a blob upload is atomic
+    # the other units and the collector: the killed unit's targets are named
+    assert world.score({**plan, "units": [u for u in plan["units"] if u != unit]}) == {}
+    with pytest.raises(PipelineError, match="2 of 4 targets failed validation .*dev001/s1: part file missing"):
         world.collect(plan)
     # Airflow's retry of the killed unit: same bytes as an undisturbed run
     assert world.score({**plan, "units": [unit]}) == {}
@@ -150,16 +149,16 @@ def test_azureml_worker_killed_mid_job_retry_reattaches_and_a_lost_output_is_res
     # attempt 2 (Airflow's retry) re-attaches: no second job, the same bytes as the local backend
     result = _attempt([target])
     assert result["job_name"] == name and created(aml_emulator) == [name]
-    for blob in (prediction_blob(IV, target), receipt_blob(IV, target)):
-        assert world.store.download_bytes("predictions", blob) == good[blob]
+    blob = part_blob(IV, [target])  # receipts in its footer
+    assert world.store.download_bytes("predictions", blob) == good[blob]
     # a rerun of the interval submits nothing while the outputs are there
     assert _attempt([target])["job_name"] == name and created(aml_emulator) == [name]
     # the prediction is deleted after scoring: the collector names it ...
     for blob, data in good.items():  # the other targets, as their own (local) units left them
-        if not blob.startswith(f"{KEY}/{target}") and not blob.endswith("_manifest.json"):
+        if blob != part_blob(IV, [target]) and not blob.endswith("_manifest.json"):
             world.store.upload_bytes("predictions", blob, data)
-    world.store.delete("predictions", prediction_blob(IV, target))
-    with pytest.raises(PipelineError, match=f"{target}: prediction blob missing"):
+    world.store.delete("predictions", part_blob(IV, [target]))
+    with pytest.raises(PipelineError, match=f"{target}: part file missing"):
         world.collect(world.snapshot())
     # ... and clearing the score task no longer re-attaches to the Completed job whose output is gone:
     # it submits the next deterministic name, which writes the same bytes again

@@ -8,6 +8,7 @@ import json
 import pandas as pd
 import pytest
 
+from batch_scoring.scoring.layout import part_blob, stale_marker_blob
 from tests.reliability.conftest import HOUR, SCORING, interval
 
 IV = interval()                      # 08:00-09:00, scored below
@@ -54,21 +55,21 @@ def test_late_data_marks_the_scored_interval_stale_until_it_is_rescored(world):
 
     stale = _sensor().check_late_data(_context(LATER))
     assert [s["interval"] for s in stale] == [IV.key]
-    marker = json.loads(world.store.download_bytes("predictions", f"{IV.key}/_stale.json"))
+    marker = json.loads(world.store.download_bytes("predictions", stale_marker_blob(IV)))
     assert marker == {
         "interval": IV.key, "scored_with_revision": None, "revised_at": "2026-06-01T11:30:00",
         "changed_windows": 1, "windows": {"dev002/s1": ["2026-06-01T08:20:00"]},
         "rescore": "airflow backfill create --dag-id batch_scoring --from-date 2026-06-01T08:00:00 "
                    "--to-date 2026-06-01T08:00:00 --reprocess-behavior completed",
     }
-    assert world.predictions(IV)[f"{IV.key}/dev002/s1.parquet"] == before[f"{IV.key}/dev002/s1.parquet"]
+    assert world.predictions(IV)[part_blob(IV, ["dev002/s1"])] == before[part_blob(IV, ["dev002/s1"])]
 
     # the rescoring (what the backfill command runs) records the revision it scored and clears the marker
     again = world.run(IV)
     assert again["aggregates_revised_at"] == "2026-06-01T11:30:00"
-    assert not world.store.exists("predictions", f"{IV.key}/_stale.json")
+    assert not world.store.exists("predictions", stale_marker_blob(IV))
     assert _sensor().check_late_data(_context(LATER)) == []
-    assert world.predictions(IV)[f"{IV.key}/dev002/s1.parquet"] != before[f"{IV.key}/dev002/s1.parquet"]
+    assert world.predictions(IV)[part_blob(IV, ["dev002/s1"])] != before[part_blob(IV, ["dev002/s1"])]
 
 
 def test_late_data_for_an_interval_not_yet_scored_or_already_rescored_is_not_stale(world):
@@ -126,8 +127,8 @@ def test_a_subset_rescoring_leaves_the_interval_stale_until_every_target_is_resc
     world.score(plan, IV)
     merged = world.collect(plan, IV)
     assert merged["counts"]["ok"] == 4 and merged["aggregates_revised_at"] is None
-    assert world.store.exists("predictions", f"{IV.key}/_stale.json")
+    assert world.store.exists("predictions", stale_marker_blob(IV))
     assert [s["windows"] for s in _sensor().check_late_data(_context(LATER))] == [{"dev001/s1": ["2026-06-01T08:05:00"]}]
     world.run(IV)  # every target
-    assert not world.store.exists("predictions", f"{IV.key}/_stale.json")
+    assert not world.store.exists("predictions", stale_marker_blob(IV))
     assert _sensor().check_late_data(_context(LATER)) == []

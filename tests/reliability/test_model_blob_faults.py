@@ -17,6 +17,9 @@ import pytest
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 
 from batch_scoring.local_backend import score_unit_local
+from batch_scoring.scoring.layout import part_blob, part_name
+from batch_scoring.scoring.part_file import read_receipts
+from batch_scoring.unit_checks import part_receipts
 from tests.reliability.conftest import interval
 
 IV = interval()
@@ -75,15 +78,15 @@ def test_a_model_blob_gone_bad_after_the_snapshot_is_named_by_blob_and_permanent
     assert message.endswith("; " + WAY_OUT)
     assert "score-unit-" not in message and "/tmp" not in message
     # what is uploaded and what the collector records name the blob too
-    receipt = json.loads(world.store.download_bytes("predictions", f"{KEY}/dev002/s2.receipt.json"))
+    (receipt,) = part_receipts(world.store, "predictions", part_blob(KEY, ["dev002/s2"]))  # its file's footer
     assert receipt["error"].startswith(error) and "score-unit-" not in receipt["error"]
     world.score({"units": [u for u in plan["units"] if u != ["dev002/s2"]]})
     with pytest.raises(PipelineError, match="1 of 4 targets failed validation"):
         world.collect(plan)
     reason = world.manifest()["targets"]["dev002/s2"]["reason"]
-    assert reason.startswith(f"prediction blob missing; scoring failed: {error}") and "score-unit-" not in reason
+    assert reason.startswith(f"scoring failed: {error}") and "score-unit-" not in reason
     for name, data in good.items():  # the other targets' predictions are intact
-        if "dev002/s2" not in name and "/_" not in name:
+        if name != part_blob(KEY, ["dev002/s2"]) and "/_" not in name:
             assert world.predictions()[name] == data
     assert clean["counts"]["ok"] == 4
 
@@ -135,6 +138,6 @@ def test_the_scoring_cli_keeps_naming_its_own_local_paths(world, tmp_path):
                            str(world.models_dir), "--out", str(out), "--targets", "dev002/s2"],
                           capture_output=True, text=True)
     assert done.returncode == 1
-    receipt = json.loads((out / "dev002" / "s2.receipt.json").read_text())
+    (receipt,) = read_receipts(out / part_name(["dev002/s2"]))  # the part file's footer
     assert receipt["error"] == (f"ModelNotFoundError: no model for target dev002/s2: model file "
                                 f"{world.models_dir / 'dev002' / 's2' / 'model.joblib'} does not exist")

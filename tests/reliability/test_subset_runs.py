@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import io
 
-import pandas as pd
 import pytest
 
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 
-from batch_scoring.scoring.layout import prediction_blob, receipt_blob
+from batch_scoring.scoring.layout import heatmap_blob, interval_folder, manifest_blob, part_blob, report_blob
 from batch_scoring.units import apply_run_params
 from tests.reliability.conftest import interval
 
 IV = interval()
 KEY = IV.key
-MANIFEST = f"{KEY}/_manifest.json"
+FOLDER = interval_folder(IV)
+MANIFEST = manifest_blob(IV)
 
 
 def plan_for(world, patterns=None) -> dict:
@@ -41,11 +41,17 @@ def without_run_fields(manifest: dict) -> dict:
 
 
 def _flip_first_flag(world, target):
-    name = prediction_blob(IV, target)
-    frame = pd.read_parquet(io.BytesIO(world.store.download_bytes("predictions", name)))
+    """Flip the first anomaly flag in the target's part file (one target per unit), its footer kept."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    name = part_blob(IV, [target])
+    table = pq.read_table(io.BytesIO(world.store.download_bytes("predictions", name)))
+    frame = table.to_pandas()
     frame.loc[0, "is_anomaly"] = not frame.loc[0, "is_anomaly"]
+    changed = pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False)
     buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
+    pq.write_table(changed.replace_schema_metadata(table.schema.metadata), buf, compression="zstd")
     world.store.upload_bytes("predictions", name, buf.getvalue())
 
 
@@ -130,7 +136,7 @@ def test_a_subset_run_without_an_earlier_manifest_lists_the_rest_as_not_selected
     assert second["targets"]["dev002/s1"] == manifest["targets"]["dev002/s1"]
     after_subsets = run(world)
     subset_then_full = manifest_bytes(world)
-    for name in world.store.list_names("predictions", f"{KEY}/"):
+    for name in world.store.list_names("predictions", FOLDER):
         world.store.delete("predictions", name)
     assert run(world) == after_subsets and manifest_bytes(world) == subset_then_full
 
@@ -138,13 +144,12 @@ def test_a_subset_run_without_an_earlier_manifest_lists_the_rest_as_not_selected
 def test_a_kept_target_whose_blob_changed_since_is_checked_again_and_the_run_judges_only_its_selection(world):
     world.run()
     _flip_first_flag(world, "dev002/s1")  # altered after it was validated
-    world.store.delete("predictions", prediction_blob(IV, "dev002/s2"))  # and one gone
+    world.store.delete("predictions", part_blob(IV, ["dev002/s2"]))  # and one gone
     merged = run(world, ["dev001/*"])  # this run's targets are whole: it passes
     t = merged["targets"]
     assert t["dev002/s1"]["status"] == "failed"
     assert t["dev002/s1"]["reason"].startswith("1 anomaly flag(s) disagree with decision_score < threshold")
-    assert t["dev002/s2"] == {"status": "failed", "reason": "prediction blob missing",
-                              "blob": prediction_blob(IV, "dev002/s2")}
+    assert t["dev002/s2"] == {"status": "failed", "reason": "part file missing", "blob": part_blob(IV, ["dev002/s2"])}
     assert merged["counts"] == {"ok": 2, "failed": 2, "skipped": 0} and merged["coverage"] == 0.5
     assert merged["rows"] == 24 and merged["selected"]["coverage"] == 1.0
     # a failing selected target fails the run, counted against the selection only
@@ -152,24 +157,22 @@ def test_a_kept_target_whose_blob_changed_since_is_checked_again_and_the_run_jud
     plan = plan_for(world, ["dev001/*"])
     world.score(plan)
     with pytest.raises(PipelineError, match=r"^interval [^:]+: 1 of 2 targets selected by \['dev001/\*'\] failed "
-                       r"validation \(coverage 50\.0% < 100%\): dev001/s2: prediction blob missing; scoring failed: "
+                       r"validation \(coverage 50\.0% < 100%\): dev001/s2: scoring failed: "
                        r"ModelIntegrityError"):
         world.collect(plan)
 
 
-def test_predictions_of_a_target_whose_model_was_removed_stay_unexpected_in_a_subset_run(world):
+def test_predictions_of_a_target_whose_model_was_removed_are_removed_in_a_subset_run(world):
     world.run()
     for name in ("dev002/s2/model.joblib", "dev002/s2/manifest.json"):
         world.store.delete("models", name)
     plan = plan_for(world, ["dev001/*"])
     assert plan["unselected"] == ["dev002/s1"] and plan["unselected_skipped"] == {"dev002/s2": "no model deployed"}
     world.score(plan)
-    stale = [prediction_blob(IV, "dev002/s2"), receipt_blob(IV, "dev002/s2")]
-    with pytest.raises(PipelineError, match=f"2 unexpected blob\\(s\\) under predictions/{KEY}/ that no planned target "
-                       f"wrote: {stale[0]}, {stale[1]}; remove them"):
-        world.collect(plan)
-    m = world.manifest()
-    assert m["unexpected_blobs"] == stale
+    stale = part_blob(IV, ["dev002/s2"])
+    assert stale in world.predictions()
+    m = world.collect(plan)  # its part file holds no target the manifest keeps: removed, not trusted
+    assert m["unexpected_blobs"] == [] and stale not in world.predictions()
     assert m["targets"]["dev002/s2"] == {"status": "skipped", "reason": "no model deployed"}
     assert m["targets"]["dev002/s1"]["status"] == "ok" and m["counts"] == {"ok": 3, "failed": 0, "skipped": 1}
 
@@ -179,7 +182,7 @@ def test_the_report_of_a_merged_manifest_shows_every_target(world):
 
     world.run()
     write_report(world.store, world.settings, IV, world.manifest())  # the full run's report
-    full_png = world.store.download_bytes("predictions", f"{KEY}/_heatmap.png")
+    full_png = world.store.download_bytes("predictions", heatmap_blob(IV))
     plan = plan_for(world, ["dev001/*"])
     world.score(plan)
     flags = {}
@@ -190,8 +193,8 @@ def test_the_report_of_a_merged_manifest_shows_every_target(world):
     assert sorted(flags) == ["dev001/s1", "dev001/s2"]  # the collector validated only these
     write_report(world.store, world.settings, IV, manifest, flags)
     # the kept targets' flags are read from their blobs: the heatmap is the complete interval's
-    assert world.store.download_bytes("predictions", f"{KEY}/_heatmap.png") == full_png
-    page = world.store.download_bytes("predictions", f"{KEY}/_report.html").decode()
+    assert world.store.download_bytes("predictions", heatmap_blob(IV)) == full_png
+    page = world.store.download_bytes("predictions", report_blob(IV)).decode()
     assert "4 targets validated, 0 failed, 0 skipped;" in page
     assert ("coverage of the interval 100.0%; this run scored the 2 targets selected by <code>[&#x27;dev001/*&#x27;]"
             "</code>: 2 validated, 0 failed, coverage 100.0% (required 100%)") in page

@@ -29,9 +29,13 @@ def test_train_then_score_cli(tmp_path, small_data, snapshot):
     res = run("batch_scoring.scoring.score", "--aggregates", str(snapshot), "--models", str(models), "--out", str(out),
               "--targets-file", str(targets_file))
     assert res.returncode == 0, res.stderr
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet")) == [
-        "dev001/s1.parquet", "dev002/s2.parquet"]
-    assert len(pd.read_parquet(out / "dev001" / "s1.parquet")) == 36
+    from batch_scoring.scoring.layout import part_name
+    from batch_scoring.scoring.part_file import read_receipts
+
+    both = part_name(["dev001/s1", "dev002/s2"])  # one part file of the unit's targets
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet")) == [both]
+    frame = pd.read_parquet(out / both)
+    assert len(frame) == 72 and len(frame[(frame.device_id == "dev001") & (frame.sensor_id == "s1")]) == 36
 
     # one tampered model and one unknown target: others still scored, exit code 1
     path = models / "dev001" / "s2" / "model.joblib"
@@ -42,7 +46,9 @@ def test_train_then_score_cli(tmp_path, small_data, snapshot):
     status = {json.loads(x)["target"]: json.loads(x)["status"] for x in res.stdout.splitlines()}
     assert status == {"dev001/s2": "failed", "nope/s1": "failed", "dev002/s1": "ok"}
     assert "failed: dev001/s2, nope/s1" in res.stderr
-    assert not (out / "dev001" / "s2.parquet").exists()
+    mixed = out / part_name(["dev001/s2", "nope/s1", "dev002/s1"])
+    assert set(pd.read_parquet(mixed)["sensor_id"] + pd.read_parquet(mixed)["device_id"]) == {"s1dev002"}  # ok rows only
+    assert {r["target"]: r["status"] for r in read_receipts(mixed)} == status  # failed receipts in the footer too
 
 
 def test_cli_errors(tmp_path, small_data, snapshot):

@@ -34,7 +34,7 @@ from batch_scoring.scoring.config import FEATURES, MIN_TRAINING_WINDOWS, SVM_PAR
 from batch_scoring.scoring.features import compute_features, feature_reference, scale_floor, std_reference
 from batch_scoring.scoring.model_store import load_model, save_model
 from batch_scoring.scoring.scaler import FlooredStandardScaler
-from batch_scoring.scoring.score import score_targets
+from batch_scoring.scoring.score import score_unit
 from batch_scoring.scoring.train import TrainingError, train_models
 
 T0 = pd.Timestamp("2026-01-01")
@@ -99,11 +99,13 @@ def score(tmp_path, models, cases: dict[str, dict[str, list[float]]]) -> dict[st
             rows.append(window(kind, at(SCORE_T0, j), readings))
             names.append((kind, name))
     out = tmp_path / "out"
-    receipts = score_targets(pd.DataFrame(rows), models, out, [f"{k}/s1" for k in cases])
+    receipts = score_unit(pd.DataFrame(rows), models, out, [f"{k}/s1" for k in cases])
+    (part,) = out.glob("part-*.parquet")  # the unit's one file
+    every = pd.read_parquet(part)
     assert all(r["status"] == "ok" for r in receipts), receipts
     result: dict = {k: {} for k in cases}
     for kind in cases:
-        pred = pd.read_parquet(out / kind / "s1.parquet")
+        pred = every[every["device_id"] == kind]
         for name, flag, s in zip((n for k, n in names if k == kind), pred["is_anomaly"], pred["decision_score"]):
             result[kind][name] = (bool(flag), float(s))
     return result
@@ -307,7 +309,7 @@ def test_a_model_trained_before_the_floor_still_loads_and_scores(tmp_path):
         "threshold": -THRESHOLD_FRACTION * float(old[-1].offset_[0]), "sklearn_version": sklearn.__version__})
     model, manifest = load_model(tmp_path, "noisy", "s1")
     assert type(model[0]) is StandardScaler
-    receipts = score_targets(rows, tmp_path, tmp_path / "out", ["noisy/s1"])
+    receipts = score_unit(rows, tmp_path, tmp_path / "out", ["noisy/s1"])
     assert receipts[0]["status"] == "ok" and receipts[0]["rows_out"] == 24
 
 
@@ -419,9 +421,9 @@ def status_cases(lo: float = 0.0, hi: float = 1.0) -> dict[str, tuple[list[float
 
 def score_cases(tmp_path, models, device: str, cases: dict) -> dict[str, tuple[bool, float]]:
     rows = [window(device, at(SCORE_T0, j), readings) for j, (readings, _) in enumerate(cases.values())]
-    receipts = score_targets(pd.DataFrame(rows), models, tmp_path / "out", [f"{device}/s1"])
+    receipts = score_unit(pd.DataFrame(rows), models, tmp_path / "out", [f"{device}/s1"])
     assert receipts[0]["status"] == "ok", receipts
-    pred = pd.read_parquet(tmp_path / "out" / device / "s1.parquet")
+    pred = pd.read_parquet(tmp_path / "out" / receipts[0]["output"])
     return {name: (bool(f), float(s)) for name, f, s in zip(cases, pred["is_anomaly"], pred["decision_score"])}
 
 

@@ -12,7 +12,8 @@ import pytest
 from batch_scoring.ingest_sim.aggregator import aggregate_readings
 from batch_scoring.ingest_sim.simulator import KINDS, simulate
 from batch_scoring.scoring.evaluate import format_report, precision_recall
-from batch_scoring.scoring.score import score_targets
+from batch_scoring.scoring.layout import part_name
+from batch_scoring.scoring.score import score_unit
 from batch_scoring.scoring.train import train_models
 
 HISTORY = ("2026-03-01", "2026-03-02")
@@ -28,12 +29,9 @@ def run_experiment(tmp_path, seed: int, devices: int = 20, sensors: int = 4) -> 
     out = tmp_path / f"pred-{seed}"
     manifests = train_models(train_aggs, models, *HISTORY)
     targets = [m["target"] for m in manifests]
-    receipts = score_targets(score_aggs, models, out, targets)
+    receipts = score_unit(score_aggs, models, out, targets)
     assert all(r["status"] == "ok" for r in receipts), [r for r in receipts if r["status"] != "ok"]
-    preds = pd.concat(
-        [pd.read_parquet(out / r["device_id"] / f"{r['sensor_id']}.parquet") for r in receipts],
-        ignore_index=True,
-    )
+    preds = pd.read_parquet(out / part_name(targets))  # the unit's one file
     assert len(preds) == len(score_aggs)
     return precision_recall(preds, labels)
 

@@ -193,19 +193,23 @@ def test_pickle_written_by_another_version_is_refused_even_when_its_manifest_nam
 
 
 def test_version_mismatch_fails_only_its_target_in_the_receipt(tmp_path, trained):
-    from batch_scoring.scoring.score import score_targets
+    import pandas as pd
+
+    from batch_scoring.scoring.layout import part_name
+    from batch_scoring.scoring.score import score_unit
 
     models, _, score_aggs = trained
     other = _other_versions()["minor"]
     _rewrite_manifest(models, "dev002", "s2", sklearn_version=other)
-    receipts = {r["target"]: r for r in score_targets(score_aggs, models, tmp_path / "out",
+    receipts = {r["target"]: r for r in score_unit(score_aggs, models, tmp_path / "out",
                                                       ["dev001/s1", "dev002/s2"])}
     assert receipts["dev001/s1"]["status"] == "ok"
     bad = receipts["dev002/s2"]
     assert bad["status"] == "failed" and bad["model_sha256"] is None
     assert bad["error"].startswith(f"ModelVersionError: model for target dev002/s2 was pickled by scikit-learn {other}, "
                                    f"this environment runs scikit-learn {sklearn.__version__}")
-    assert not (tmp_path / "out" / "dev002" / "s2.parquet").exists()
+    rows = pd.read_parquet(tmp_path / "out" / part_name(["dev001/s1", "dev002/s2"]))
+    assert set(rows["device_id"]) == {"dev001"}  # no rows of the target that failed
 
 
 def test_a_model_pickled_under_the_old_module_names_still_loads(trained, monkeypatch):

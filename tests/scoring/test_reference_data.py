@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from batch_scoring.ingest_sim.aggregator import aggregate_readings
-from batch_scoring.scoring.score import score_targets
+from batch_scoring.scoring.score import score_unit
 from batch_scoring.scoring.train import train_models
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "sensor_data.csv"
@@ -26,7 +26,7 @@ def test_reference_train_two_hours_score_the_rest(tmp_path):
     assert len(manifests) == 15
     assert all(m["training"]["n_windows"] == 24 for m in manifests)
     rest = aggs[aggs.window_start >= split]
-    receipts = score_targets(rest, tmp_path / "m", tmp_path / "o", [m["target"] for m in manifests])
+    receipts = score_unit(rest, tmp_path / "m", tmp_path / "o", [m["target"] for m in manifests])
     assert all(r["status"] == "ok" for r in receipts), receipts
     preds = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "o").rglob("*.parquet")))
     complete = preds[preds.window_end <= pd.Timestamp("2018-08-29 03:10")]  # data end 03:12:30

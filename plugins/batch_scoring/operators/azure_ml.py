@@ -9,19 +9,18 @@ The job runs the same entry point as the local backend (``python -m
 scoring.score``) on the registered code and environment, with the interval's
 aggregates snapshot and the models container mounted read-only and the
 interval's predictions folder mounted read-write, so the script sees local
-paths and writes exactly ``<interval>/<device>/<sensor>.parquet``.
+paths and writes exactly the unit's ``part-<unit id>.parquet`` there.
 
 Idempotency: ``execute`` looks the job's deterministic name up first and
 re-attaches to a queued, running or completed job (an Airflow retry or a
 crashed worker never submits a duplicate). A Failed/Canceled/NotResponding/Paused
-job, or a Completed job whose prediction blobs have since disappeared or were
+job, or a Completed job whose part file has since disappeared or was
 overwritten by a scoring with another model, is replaced by ``<name>-r1``,
 ``-r2``, ... (looked up in order and the last one judged, so still deterministic).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from functools import cached_property
 from typing import Any
@@ -164,40 +163,47 @@ class AzureMLScoringJob:
                       name, " ".join(unit), inputs.code, inputs.environment, inputs.aggregates, inputs.models_digest)
         return hook.submit_job(spec)
 
-    def _scored_models(self, store, interval, unit: list[str]) -> dict[str, str]:
-        """``target -> model_sha256`` from the unit's prediction receipts in the predictions container (where present)."""
-        from batch_scoring.scoring.layout import receipt_blob
+    def _scored_models(self, store, interval, unit: list[str], receipts: list[dict] | None = None) -> dict[str, str]:
+        """``target -> model_sha256`` from the receipts in the footer of the unit's part file (where present).
 
-        container = self.config.predictions_container
-        blobs = {t: receipt_blob(interval, t) for t in unit}
-        found = store.download_many(container, list(blobs.values()))
+        ``receipts``: that footer when the caller read it already (``_footer``)."""
+        receipts = self._footer(store, interval, unit) if receipts is None else receipts
         scored = {}
-        for target, blob in blobs.items():
-            try:
-                sha = json.loads(found[blob]).get("model_sha256") if found.get(blob) else None
-            except (ValueError, AttributeError):
-                sha = None
-            if isinstance(sha, str) and sha:
-                scored[target] = sha
+        for receipt in receipts or []:
+            sha = receipt.get("model_sha256")
+            if receipt.get("target") in unit and isinstance(sha, str) and sha:
+                scored[receipt["target"]] = sha
         return scored
+
+    def _footer(self, store, interval, unit: list[str]) -> list[dict] | None:
+        """The receipts in the unit's part file footer (range reads), ``None`` when the file is absent or no part file."""
+        from batch_scoring.scoring.layout import part_blob
+        from batch_scoring.unit_checks import part_receipts
+
+        try:
+            return part_receipts(store, self.config.predictions_container, part_blob(interval, unit))
+        except ValueError as exc:
+            self.log.warning("%s", exc)
+            return None
 
     def stale_outputs(self, store, interval, unit: list[str], inputs: JobInputs) -> list[str]:
         """What is wrong with ``unit``'s outputs for a Completed job named for ``inputs``; empty when they are its own.
 
-        A Completed job is only taken as done when its prediction blobs are
-        still there and their receipts name the models it was named for: a
-        prediction deleted after scoring, or overwritten by a later scoring
-        with another model (e.g. a model rolled back to the version this job
-        used), makes the retry or rerun submit a new job (``-rN``) instead of
-        re-attaching to one whose results are lost.
+        A Completed job is only taken as done when its part file is still
+        there, holds a scored receipt of each of its targets, and those receipts
+        name the models it was named for: a file deleted after scoring, or
+        overwritten by a later scoring with another model (e.g. a model rolled
+        back to the version this job used), makes the retry or rerun submit a
+        new job (``-rN``) instead of re-attaching to one whose results are lost.
         """
-        from batch_scoring.scoring.layout import prediction_blob
+        from batch_scoring.scoring.layout import part_blob
 
-        container = self.config.predictions_container
-        blobs = [prediction_blob(interval, t) for t in unit]
-        present = store.parallel(lambda b: store.exists(container, b), blobs)
-        problems = [f"{container}/{b} is gone" for b, ok in zip(blobs, present) if not ok]
-        scored = self._scored_models(store, interval, unit)
+        receipts = self._footer(store, interval, unit)
+        if receipts is None:
+            return [f"{self.config.predictions_container}/{part_blob(interval, unit)} is gone or not a part file"]
+        ok = {r.get("target") for r in receipts if r.get("status") == "ok"}
+        problems = [f"{t} has no scored rows in {part_blob(interval, unit)}" for t in unit if t not in ok]
+        scored = self._scored_models(store, interval, unit, receipts)
         problems += [f"{t} was since scored with model {scored[t][:12]}, not this job's {sha[:12]}"
                      for t, sha in inputs.models if t in scored and scored[t] != sha]
         return problems

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from batch_scoring.scoring.layout import interval_folder, part_blob
 from devstack.world import simulate_world
 from tests.fixtures.fake_azureml import expected_job_name
 
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 START = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc)
 KEY = "20260302T0000Z_20260302T0100Z"
+FOLDER = interval_folder(KEY)  # the interval's predictions folder
 HISTORY = (dt.datetime(2026, 3, 1, 12), dt.datetime(2026, 3, 2))
 SCORING = (dt.datetime(2026, 3, 2), dt.datetime(2026, 3, 2, 1))
 
@@ -107,8 +109,14 @@ def run_deferrable(op, ctx):
         return getattr(op, deferred.method_name)(ctx, event.payload)
 
 
-def blob_parquet(store, name):
-    return pd.read_parquet(io.BytesIO(store.download_bytes("predictions", name)))
+def target_rows(store, target) -> pd.DataFrame:
+    """The rows of ``target`` in the interval's part files (the unit's file, whichever unit held it)."""
+    from batch_scoring.scoring.layout import is_part_name
+
+    frames = [pd.read_parquet(io.BytesIO(store.download_bytes("predictions", n)))
+              for n in store.list_names("predictions", FOLDER) if is_part_name(n[len(FOLDER):])]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["device_id", "sensor_id"])
+    return frame[(frame["device_id"] + "/" + frame["sensor_id"]) == target].reset_index(drop=True)
 
 
 def test_deferrable_job_walks_the_states_and_writes_the_collectors_layout(fake_azureml, aml_world, blob_store):
@@ -129,16 +137,15 @@ def test_deferrable_job_walks_the_states_and_writes_the_collectors_layout(fake_a
     assert argv[1:3] == ["-m", "batch_scoring.scoring.score"] and argv[-3:] == ["--targets", "dev001/s1", "dev001/s2"]
     assert argv[argv.index("--aggregates") + 1].endswith("/inputs/aggregates/aggregates.parquet")
     names = set(blob_store.list_names("predictions"))
-    assert names == {f"{KEY}/dev001/s1.parquet", f"{KEY}/dev001/s1.receipt.json",
-                     f"{KEY}/dev001/s2.parquet", f"{KEY}/dev001/s2.receipt.json"}
-    assert len(blob_parquet(blob_store, f"{KEY}/dev001/s1.parquet")) == 12
+    assert names == {part_blob(KEY, ["dev001/s1", "dev001/s2"])}  # the unit's one part file
+    assert len(target_rows(blob_store, "dev001/s1")) == len(target_rows(blob_store, "dev001/s2")) == 12
 
 
 def test_synchronous_mode_polls_to_completion(fake_azureml, aml_world, blob_store):
     op = operator(deferrable=False, poll_interval=0.01)
     result = op.execute(context())
     assert result["status"] == "Completed" and len(fake_azureml.created) == 1
-    assert f"{KEY}/dev001/s1.parquet" in blob_store.list_names("predictions")
+    assert len(target_rows(blob_store, "dev001/s1")) == 12
 
 
 def test_failed_job_raises_with_status_url_and_log_tail(fake_azureml, aml_world, blob_store):
@@ -178,7 +185,7 @@ def test_a_job_failed_by_a_bad_model_fails_the_task_at_once_naming_it(fake_azure
                         "(blobs models/dev001/s2/model.joblib and manifest.json; e.g. `python -m devstack.deploy_models "
                         "MODELS_DIR` in the repository, or upload both files again), then clear the failed score "
                         "task(s) and collect")
-    assert f"{KEY}/dev001/s1.parquet" in blob_store.list_names("predictions")  # the good target's output stands
+    assert len(target_rows(blob_store, "dev001/s1")) == 12 and target_rows(blob_store, "dev001/s2").empty  # the good target's output stands
 
 
 def test_an_earlier_jobs_receipts_never_condemn_a_later_failure(fake_azureml, aml_world, blob_store):
@@ -240,7 +247,7 @@ def test_retry_after_worker_crash_reattaches_to_the_running_job(fake_azureml, am
     result = run_deferrable(operator(), context())  # attempt 2, a fresh operator
     assert result["job_name"] == name and result["status"] == "Completed"
     assert fake_azureml.created == [name]  # exactly one job created
-    assert f"{KEY}/dev001/s1.parquet" in blob_store.list_names("predictions")
+    assert len(target_rows(blob_store, "dev001/s1")) == 12
 
 
 def test_on_kill_cancels_the_job(fake_azureml, aml_world):
@@ -275,7 +282,7 @@ def test_job_stuck_in_queued_times_out_is_cancelled_and_a_retry_recovers(aml_emu
     result = run_deferrable(operator(timeout_seconds=120), context())
     assert result["status"] == "Completed" and result["job_name"] == f"{name}-r1"
     assert created(aml_emulator) == [name, f"{name}-r1"]
-    assert blob_store.download_bytes("predictions", f"{KEY}/dev001/s1.parquet")
+    assert len(target_rows(blob_store, "dev001/s1")) == 12
 
 
 def test_fake_refuses_to_recreate_an_existing_name(fake_azureml, aml_world):
@@ -354,7 +361,7 @@ def test_redeployed_model_gets_a_new_job_and_the_collector_validates_it(fake_azu
     manifest = collect(blob_store, aml_world)
     assert manifest["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
     assert manifest["targets"]["dev001/s1"]["model_sha256"] == new
-    assert blob_parquet(blob_store, f"{KEY}/dev001/s1.parquet")["model_sha256"].unique().tolist() == [new]
+    assert target_rows(blob_store, "dev001/s1")["model_sha256"].unique().tolist() == [new]
 
 
 @pytest.mark.timeout(300)
@@ -403,7 +410,7 @@ def test_snapshot_rewritten_with_late_data_gets_new_jobs_that_score_it(fake_azur
     from batch_scoring.snapshot import SNAPSHOT_ROW_GROUP, frame_to_parquet_bytes
 
     first = run_units(UNITS)
-    before = blob_parquet(blob_store, f"{KEY}/dev001/s1.parquet").sort_values("window_start")
+    before = target_rows(blob_store, "dev001/s1").sort_values("window_start")
     snapshot = f"{KEY}/aggregates.parquet"
     frame = pd.read_parquet(io.BytesIO(blob_store.download_bytes("aggregates", snapshot)))
     late = (frame["device_id"] == "dev001") & (frame["sensor_id"] == "s1") & (frame["window_start"] == frame["window_start"].min())
@@ -421,7 +428,7 @@ def test_snapshot_rewritten_with_late_data_gets_new_jobs_that_score_it(fake_azur
     assert ("no Azure ML job for these inputs yet: dev001/s1 was last scored with the same models, so the aggregates "
             "snapshot, code, environment or job generation changed since (or the local backend scored it); the job's "
             f"tags hold its inputs: submitting {again['dev001/s1']}") in out
-    after = blob_parquet(blob_store, f"{KEY}/dev001/s1.parquet").sort_values("window_start")
+    after = target_rows(blob_store, "dev001/s1").sort_values("window_start")
     assert after["decision_score"].iloc[0] != before["decision_score"].iloc[0]  # the late window, rescored
     assert after["decision_score"].iloc[1:].tolist() == before["decision_score"].iloc[1:].tolist()
     assert collect(blob_store, aml_world)["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
