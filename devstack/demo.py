@@ -10,7 +10,6 @@ interval is fresh too. Re-running replaces everything it made.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from batch_scoring.scoring.cli import make_parser, progress
 LOCAL = REPO / ".local"
 AIRFLOW_HOME = LOCAL / "airflow"
 DEMO_DIR = LOCAL / "demo"
+PREDICTIONS_COPY = DEMO_DIR / "predictions"
 AZURITE_DIR = LOCAL / "azurite"
 AZURITE_PORT = 10000
 AIRFLOW_PORT = 8080
@@ -152,22 +152,21 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
 
     s = settings()
     store = BlobStore.from_connection_string(services.azurite_connection_string(AZURITE_PORT))
-    frames, manifests = [], []
+    manifests = []
+    shutil.rmtree(PREDICTIONS_COPY, ignore_errors=True)  # a copy of the runs' interval folders, read as one dataset
     for run in runs:
         interval = Interval(run_interval_start(run), run_interval_start(run) + dt.timedelta(hours=1))
         name = manifest_blob(interval)
         if store.exists(s.predictions_container, name):
-            manifest = json.loads(store.download_bytes(s.predictions_container, name))
-            manifests.append(manifest)
-            ok = {t for t, e in manifest["targets"].items() if e["status"] == "ok"}
-            for blob in sorted({manifest["targets"][t]["blob"] for t in ok}):  # a file may hold several targets
-                frame = pd.read_parquet(io.BytesIO(store.download_bytes(s.predictions_container, blob)))
-                names = frame["device_id"].astype(str) + "/" + frame["sensor_id"].astype(str)
-                frames.append(frame[names.isin(ok)])
+            manifests.append(json.loads(store.download_bytes(s.predictions_container, name)))
+        names = store.list_names(s.predictions_container, interval_folder(interval))
+        store.parallel(lambda n: store.download_file(s.predictions_container, n, PREDICTIONS_COPY / n), names)
+    # the README's "Reading the predictions": the part files hold the validated targets' rows only
+    parts = list(PREDICTIONS_COPY.glob("*/*/part-*.parquet"))
+    predictions = pd.read_parquet(PREDICTIONS_COPY) if parts else pd.DataFrame()
     conn = connect(SQL_ODBC)
     labels = read_labels(conn)
     conn.close()
-    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     ok_runs = [r for r in runs if r["state"] == "success"]
     print("\n=== batch_scoring demo report ===")
     print(f"intervals      {len(runs)} hourly, {start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC; {len(ok_runs)} succeeded")
@@ -181,8 +180,11 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
         print(f"recall         {pr['recall']:.3f}  (fn {pr['fn']})")
         for kind, m in pr["by_kind"].items():
             print(f"  {kind:<12} recall {m['recall']:.3f} ({m['detected']}/{m['windows']} anomalous windows)")
-    print(f"predictions    blob container '{s.predictions_container}' in Azurite (127.0.0.1:{AZURITE_PORT}), "
-          f"one hive folder per interval, e.g. {interval_folder(manifests[0]['interval']) if manifests else 'date=<day>/interval=<interval>/'}")
+    print(f"predictions    blob container '{s.predictions_container}' (Azurite, stopped with the demo; `make airflow` "
+          f"starts it again), one hive folder per interval, e.g. "
+          f"{interval_folder(manifests[0]['interval']) if manifests else 'date=<day>/interval=<interval>/'}")
+    print(f"local copy     {PREDICTIONS_COPY.relative_to(REPO)}: read it as one table with "
+          f"pd.read_parquet(\"{PREDICTIONS_COPY.relative_to(REPO)}\") (README: Reading the predictions)")
     if manifests:
         report_dir = DEMO_DIR / "reports"
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +195,7 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
         print(f"run reports    blob {s.predictions_container}/{report_blob(manifests[0]['interval'])} and the like "
               "(heatmap + per-target table); "
               f"copies: {report_dir}/<interval>.html")
-    print(f"local copy     Azurite's files live in {AZURITE_DIR}")
+    print(f"Azurite data   {AZURITE_DIR}")
     print("Airflow UI     make airflow   (then http://localhost:8080, login admin / admin)")
     return 0 if len(ok_runs) == len(runs) and runs else 1
 
