@@ -1,6 +1,6 @@
 """After a run, an interval folder holds exactly the part files its manifest lists: what to delete or rewrite.
 
-Issue 14 item 2 (docs/predictions-dataset-wip.md, decision 4). A rerun with
+Issue 14 item 2 (docs/predictions-dataset.md). A rerun with
 other batching writes other part files (``layout.part_name`` follows from a
 unit's targets); the files of the earlier batching are then stale and go. A run
 over a subset (a ``targets`` selection) keeps the targets it left out: an earlier
