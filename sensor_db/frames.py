@@ -237,9 +237,11 @@ def select_batches(conn, table: str, columns: Sequence[str], where: str, params:
     if stepped:  # SQLite's driver steps only through a statement without parameters, outside a transaction
         sql, params = inline_parameters(conn, sql, params), []
         end_read(conn)
-        was, conn.autocommit = conn.autocommit, True
-    cur = conn.cursor()
+    was, cur = conn.autocommit, None
     try:
+        if stepped:
+            conn.autocommit = True
+        cur = conn.cursor()
         cur.execute(sql, list(params))
         description, yielded = cur.description, False
         while rows := cur.fetchmany(size):
@@ -248,7 +250,8 @@ def select_batches(conn, table: str, columns: Sequence[str], where: str, params:
         if not yielded:
             yield chunks_frame([], description, types, names, packed)
     finally:
-        cur.close()
+        if cur is not None:
+            cur.close()
         if stepped:
             conn.autocommit = was
         end_read(conn)

@@ -24,6 +24,7 @@ Measured driver facts this module absorbs (see PLATFORM-NOTES):
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import os
 from pathlib import Path
@@ -32,6 +33,8 @@ from typing import Any, Iterable, Sequence
 import pyodbc
 
 from batch_scoring.scoring.times import utc_naive, utc_naive_series
+
+log = logging.getLogger(__name__)
 
 # SQL Server: at most 2,100 parameters per request (sp_executesql's own
 # parameters count too, so stay a little under) and 1,000 rows per VALUES list.
@@ -255,9 +258,12 @@ def create_schema(conn: pyodbc.Connection) -> None:
             was, conn.autocommit = conn.autocommit, True  # the journal mode cannot change inside a transaction
             try:
                 cur.execute("PRAGMA journal_mode=WAL")
-                cur.fetchall()
+                mode = (cur.fetchone() or ["?"])[0]
             finally:
                 conn.autocommit = was
+            if str(mode).lower() != "wal":  # e.g. an in-memory database; SQLite keeps its mode without an error
+                log.warning("the SQLite database stays in journal mode %r, not WAL: the snapshot's streamed read "
+                            "holds a lock the loader waits for (busy timeout) until the read ends", mode)
         for stmt in schema_statements(dialect(conn)):
             cur.execute(stmt)
         conn.commit()

@@ -172,19 +172,26 @@ def _rewrite_mixed(store, settings, interval: Interval, folder, results: dict[st
     for blob, targets in sorted(folder.rewrite.items()):
         data = store.download_bytes(settings.predictions_container, blob)
         try:
-            name, new = without_targets(data, {r["target"] for r in read_receipts(data)} - set(targets))
+            footer = {r["target"] for r in read_receipts(data)}
+            _, new = without_targets(data, footer - set(targets))
         except ValueError as exc:
             for target in targets:
                 results[target] = {"status": "failed", "blob": blob, "reason": f"unreadable part file ({exc})"}
             continue
-        new_blob = f"{interval_prefix(interval)}{name}"
+        for target in sorted(set(targets) - footer):  # the file was replaced since the earlier manifest
+            results[target] = {"status": "failed", "reason": f"not in {settings.predictions_container}/{blob}, the "
+                               "part file its earlier manifest entry names (replaced since?): rescore it"}
+        folder.delete.append(blob)  # what it holds besides those targets, this run rescored
+        if new is None:
+            continue
+        new_blob = part_blob(interval, sorted(footer & set(targets)))  # without_targets names it the same way
         store.upload_bytes(settings.predictions_container, new_blob, new)
         log.info("interval %s: rewrote %s/%s as %s with the targets this run left out (%s)", interval.key,
                  settings.predictions_container, blob, new_blob, ", ".join(targets[:10]))
-        results.update(read_units(store, settings, interval, [targets], present | {new_blob}, windows, keep,
-                                  blobs=[new_blob]))
-        if new_blob != blob:
-            folder.delete.append(blob)
+        results.update(read_units(store, settings, interval, [sorted(footer & set(targets))], present | {new_blob},
+                                  windows, keep, blobs=[new_blob]))
+        if new_blob == blob:
+            folder.delete.remove(blob)
 
 
 def _sort_unselected(interval: Interval, unselected: list[str], earlier: dict,

@@ -91,6 +91,7 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     ``sensor_db.frames.FETCH_ROWS``) into a local parquet file of ``SNAPSHOT_ROW_GROUP``-row groups, uploaded
     whole once every target passed its checks: memory is bounded by the fetch, not the interval.
     """
+    import contextlib
     import tempfile
     from pathlib import Path
 
@@ -103,16 +104,22 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     # per-target: scoring fails those targets naming their windows.
     problems: dict[str, list[str]] = {}
     with_data: set[str] = set()
+    # before the read: a revision the loader commits while the read streams (SQLite in WAL mode, PostgreSQL)
+    # is then newer than the one recorded, and the freshness check of a later run finds the interval stale;
+    # read after, it would be recorded without being in the snapshot, and never found
+    revised_at = interval_revised_at(sql_conn, interval.start, interval.end)
     with tempfile.TemporaryDirectory(prefix="snapshot-") as tmp:
         path = Path(tmp) / "snapshot.parquet"
         writer = RowGroupWriter(path, SNAPSHOT_ROW_GROUP)
-        for frame, found in stream_interval_aggregates(sql_conn, interval.start, interval.end, batch_rows=batch_rows):
-            problems.update(found)
-            if problems:  # keep reading, to name every malformed target; nothing more to write
-                continue
-            writer.write(frame)
-            pairs = frame[["device_id", "sensor_id"]].drop_duplicates().itertuples(index=False)
-            with_data.update(target_name(d, s) for d, s in pairs)
+        stream = contextlib.closing(stream_interval_aggregates(sql_conn, interval.start, interval.end, batch_rows=batch_rows))
+        with stream as blocks:  # closed on error too: the read ends and the connection's state is restored at once
+            for frame, found in blocks:
+                problems.update(found)
+                if problems:  # keep reading, to name every malformed target; nothing more to write
+                    continue
+                writer.write(frame)
+                pairs = frame[["device_id", "sensor_id"]].drop_duplicates().itertuples(index=False)
+                with_data.update(target_name(d, s) for d, s in pairs)
         writer.close()
         if problems:
             problems = by_target(problems)
@@ -127,7 +134,6 @@ def snapshot_interval(sql_conn, store, settings, interval: Interval, targets_per
     targets = sorted(with_data & with_model)
     skipped = {t: "no model deployed" for t in sorted(with_data - with_model)}
     skipped.update({t: "no aggregates in the interval" for t in sorted(with_model - with_data)})
-    revised_at = interval_revised_at(sql_conn, interval.start, interval.end)
     log.info("interval %s: %d windows, %d targets to score, %d skipped; latest late-data revision %s",
              interval.key, writer.rows, len(targets), len(skipped), revised_at or "none")
     return {

@@ -112,3 +112,23 @@ def test_a_subset_run_rewrites_the_earlier_file_that_held_a_target_it_left_out(p
     rows_left = pd.read_parquet(io.BytesIO(blob_store.download_bytes("predictions", left_out)))
     assert set(rows_left["sensor_id"]) == {"s2"} and len(rows_left) == 12
     assert manifest["targets"]["d1/s2"]["md5"] == hashlib.md5(blob_store.download_bytes("predictions", left_out)).hexdigest()
+
+
+def test_a_subset_run_over_an_earlier_file_that_no_longer_holds_the_left_out_target(planned, blob_store):
+    """The earlier manifest puts d1/s2 in a file whose footer (replaced since) holds only d1/s1, which this run
+    rescored: d1/s2 fails naming the file, the manifest is written, and no file is left holding d1/s1 twice."""
+    both = ["d1/s1", "d1/s2"]
+    data, receipts = part(both)
+    blob_store.upload_bytes("predictions", part_blob(INTERVAL, both), data)
+    collect_interval(blob_store, settings(), INTERVAL, {**planned, "units": [both]}, unit_receipts=[receipts])
+    blob_store.upload_bytes("predictions", part_blob(INTERVAL, both), part(["d1/s1"])[0])  # replaced by other bytes
+    subset = {**planned, "targets": ["d1/s1"], "units": [["d1/s1"]], "selection": ["*/s1"], "unselected": ["d1/s2"]}
+    data, receipts = part(["d1/s1"])
+    blob_store.upload_bytes("predictions", part_blob(INTERVAL, ["d1/s1"]), data)
+    manifest = collect_interval(blob_store, settings(), INTERVAL, subset, unit_receipts=[receipts])  # this run: ok
+    assert manifest == json.loads(blob_store.download_bytes("predictions", manifest_blob(INTERVAL)))
+    assert manifest["targets"]["d1/s1"]["status"] == "ok" and manifest["selected"]["coverage"] == 1.0
+    entry = manifest["targets"]["d1/s2"]
+    assert entry["status"] == "failed" and part_blob(INTERVAL, both) in entry["reason"], entry
+    assert sorted(blob_store.list_names("predictions", FOLDER)) == \
+        sorted([part_blob(INTERVAL, ["d1/s1"]), manifest_blob(INTERVAL)])

@@ -109,3 +109,35 @@ def test_row_group_writer_writes_the_bytes_of_one_frame(tmp_path):
     assert (tmp_path / "a.parquet").read_bytes() == frame_to_parquet_bytes(frame, 4)
     RowGroupWriter(tmp_path / "none.parquet", 4).close()
     assert not (tmp_path / "none.parquet").exists()
+
+
+def test_a_revision_committed_while_the_read_streams_is_newer_than_the_one_recorded(seeded, blob_store, sql_conn_str,
+                                                                                     monkeypatch):
+    """The plan records the interval's latest revision as it was before the read: a late-data revision the loader
+    commits mid-read is then newer than the recorded one, so a later freshness check finds the interval stale."""
+    import datetime as dt
+
+    from batch_scoring.ingest_sim.loads import upsert_aggregates
+    from batch_scoring.sensor_db import reads
+    from batch_scoring.sensor_db.schema import connect
+
+    streamed = reads.stream_interval_aggregates
+
+    def stream_then_revise(*args, **kwargs):
+        for n, block in enumerate(streamed(*args, **kwargs)):
+            if n == 1:  # mid-read: the loader rewrites a window of d1/s1 (late data)
+                writer = connect(sql_conn_str)
+                try:
+                    late = pd.DataFrame([("d1", "s1", WINDOWS[0], WINDOWS[0] + pd.Timedelta(minutes=5),
+                                          99.0, 9.0, 11.0, 0.5, 30)],
+                                        columns=["device_id", "sensor_id", "window_start", "window_end", "value_mean",
+                                                 "value_min", "value_max", "value_std", "n_readings"])
+                    upsert_aggregates(writer, late, revised_at=dt.datetime(2030, 1, 1))
+                finally:
+                    writer.close()
+            yield block
+
+    monkeypatch.setattr(reads, "stream_interval_aggregates", stream_then_revise)
+    plan = snapshot_interval(seeded, blob_store, settings(), INTERVAL, targets_per_unit=1, batch_rows=5)
+    assert plan["aggregates_revised_at"] is None  # nothing was revised when the read began
+    assert reads.interval_revised_at(seeded, INTERVAL.start, INTERVAL.end) == dt.datetime(2030, 1, 1)

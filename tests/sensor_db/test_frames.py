@@ -172,3 +172,21 @@ def test_inline_parameters_compares_what_binding_compares(sqlite_conn_str):
         assert "?" not in inlined and bound and cur.execute(inlined).fetchall() == bound
     with pytest.raises(ValueError, match="3 placeholders for 2 parameters"):
         frames.inline_parameters(conn, sql, [1, 2])
+
+
+def test_a_stream_restores_the_connection_state_however_it_ends(conn):
+    """Exhausted, closed early or failing: the connection is back in autocommit off, no read left open."""
+    from batch_scoring.ingest_sim import loads
+    from tests.sensor_db.test_reads import _grid
+
+    loads.upsert_aggregates(conn, _grid(hours=1))
+    args = (conn, schema.AGGREGATES, ["device_id", "window_start"], "device_id <> ?", ["x"], "device_id, window_start")
+    assert sum(map(len, frames.select_batches(*args, batch_rows=7))) > 7 and conn.autocommit is False
+    stream = frames.select_batches(*args, batch_rows=7)
+    next(stream)
+    stream.close()
+    assert conn.autocommit is False
+    with pytest.raises(Exception):
+        next(frames.select_batches(conn, schema.AGGREGATES, ["device_id"], "no_such_column = ?", [1], ""))
+    assert conn.autocommit is False
+    assert len(frames.select(*args)) == 7 * 12  # the connection still reads
