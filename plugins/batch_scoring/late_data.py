@@ -10,7 +10,7 @@ of its windows is newer than that (or the manifest records none).
 The freshness check of every run looks at the revisions of the last
 ``late_data_lookback_days`` and, for each stale interval, logs a warning with
 the one backfill command that rescores them and writes the marker
-``<interval>/_stale.json`` next to the interval's manifest (deterministic
+``date=<day>/interval=<interval>/_stale.json`` next to the interval's manifest (deterministic
 content: what changed, when, and the command). The collector removes the
 marker when it rewrites the manifest from aggregates at least that recent.
 """

@@ -1,9 +1,10 @@
 """The interval's run report: a PNG heatmap of anomalies (devices × windows) and a per-target table.
 
-Written by the collector next to the manifest (``<interval>/_report.html`` with
-the heatmap embedded, and ``<interval>/_heatmap.png``) so what a run found can
-be seen at a glance, not only in logs. Deterministic for the same predictions,
-like everything else under the interval's prefix.
+Written by the collector next to the manifest in the interval folder
+(``date=<day>/interval=<interval>/_report.html`` with the heatmap embedded, and
+``_heatmap.png`` beside it) so what a run found can be seen at a glance, not
+only in logs. Deterministic for the same predictions, like everything else in
+the interval folder.
 """
 from __future__ import annotations
 

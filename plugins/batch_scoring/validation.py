@@ -1,9 +1,9 @@
-"""Is a prediction blob what its target's scoring should have written? The checks, and the window keys they compare.
+"""Are a target's predictions what its scoring should have written? The checks, and the window keys they compare.
 
-Used twice with the same result: by the local scoring backend on each
-prediction where it was written (before upload), and by the collector on each
-blob it reads back. ``validate_part`` does the same for a scoring unit's part
-file (issue 14: one file per unit), target by target. Window starts are compared as sorted int64 microseconds
+Used twice with the same result: by the local scoring backend on each target
+of a unit's part file where it was written (before upload), and by the
+collector on each part file it reads back (``validate_part``: one file per
+scoring unit, issue 14, checked target by target; ``validate_rows`` per target). Window starts are compared as sorted int64 microseconds
 since the epoch (naive UTC), the form ``window_keys`` gives.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from batch_scoring.scoring.layout import interval_prefix, part_blob
+from batch_scoring.scoring.layout import interval_prefix, part_blob, snapshot_blob
 from batch_scoring.unit_checks import part_receipts
 from tests.dags.conftest import build_world, collect_result, HOUR, read_manifest, read_parquet_blob, run_interval
 
@@ -36,7 +36,7 @@ def test_one_interval_writes_every_prediction_and_the_manifest(dag, world, blob_
     assert manifest["counts"] == {"ok": 6, "failed": 0, "skipped": 0}
     assert sorted(manifest["targets"]) == targets
     assert manifest["rows"] == 72
-    snapshot = read_parquet_blob(blob_store, "aggregates", f"{key}/aggregates.parquet")
+    snapshot = read_parquet_blob(blob_store, "aggregates", snapshot_blob(key))
     assert len(snapshot) == 72 and snapshot["window_start"].min() == pd.Timestamp("2026-03-02 00:00")
     # the units validated what they wrote, so the collector confirmed every blob by its MD5 instead of reading it
     assert collect_result(run)["verified"] == {"confirmed": 6, "read": 0}

@@ -93,7 +93,7 @@ def test_wheel_holds_the_package_its_dependencies_and_the_entry_point(wheel):
 def test_installed_wheel_is_a_provider_and_its_dag_scores_an_interval(venv, tmp_path, monkeypatch, sqlite_conn_str,
                                                                        blob_conn_str, blob_store):
     from batch_scoring.config import settings
-    from batch_scoring.scoring.layout import interval_folder, interval_key, part_blob
+    from batch_scoring.scoring.layout import interval_folder, interval_key, manifest_blob, part_blob
 
     s = settings()
     simulated_world(monkeypatch, sqlite_conn_str, blob_conn_str, blob_store, tmp_path / "models", devices=2)
@@ -131,7 +131,7 @@ def test_installed_wheel_is_a_provider_and_its_dag_scores_an_interval(venv, tmp_
     assert result["state"] == "success", out[-3000:]
     key = interval_key(SCORING[0], SCORING[0] + dt.timedelta(hours=1))
     folder = interval_folder(key)  # this checkout's layout: the wheel is built from it
-    manifest = json.loads(blob_store.download_bytes(s.predictions_container, f"{folder}_manifest.json"))
+    manifest = json.loads(blob_store.download_bytes(s.predictions_container, manifest_blob(key)))
     assert manifest["counts"] == {"ok": 4, "failed": 0, "skipped": 0}
     names = set(blob_store.list_names(s.predictions_container, folder))
     assert {part_blob(key, ["dev001/s1"]), part_blob(key, ["dev002/s2"])} <= names  # one target per unit

@@ -1,7 +1,7 @@
 """tidy: after a run the interval folder holds exactly the part files its manifest lists."""
 from __future__ import annotations
 
-from batch_scoring.scoring.layout import interval_folder, part_blob
+from batch_scoring.scoring.layout import interval_folder, manifest_blob, part_blob, report_blob
 from batch_scoring.stale_parts import tidy
 from tests.plugins.predictions import INTERVAL
 
@@ -21,7 +21,7 @@ def earlier(*units):
 def test_a_rerun_with_other_batching_deletes_the_earlier_files():
     old = [T[:3], T[3:]]
     new = [T[:2], T[2:4], T[4:]]
-    present = [blob(u) for u in old + new] + [f"{FOLDER}_manifest.json", f"{FOLDER}_report.html"]  # manifest_blob moves here in c2
+    present = [blob(u) for u in old + new] + [manifest_blob(INTERVAL), report_blob(INTERVAL)]
     got = tidy(INTERVAL, present, [blob(u) for u in new], earlier(*old), unselected=[])
     assert got.delete == sorted(blob(u) for u in old)
     assert got.rewrite == {} and got.keep == [] and got.unexpected == []

@@ -14,10 +14,11 @@ find fresh data).
 2. ``backfill`` H-24h .. H-1h (reprocess completed), created while the DAG
    is paused (its runs only wait: the documented trap), then unpaused: 24 runs,
    24 manifests, every target ok; the scheduled interval's blobs are byte-identical.
-3. The same backfill again: every prediction blob, receipt and manifest
-   byte-identical to step 2.
+3. The same backfill again: every part file (receipts in its footer) and
+   manifest byte-identical to step 2.
 4. Every blob in the predictions and aggregates containers lies under the
-   prefix of an interval that a run covered.
+   folder of an interval that a run covered (``date=<day>/interval=<key>/`` for
+   predictions, ``<key>/`` for the snapshot).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import time
 
 import pytest
 
-from batch_scoring.scoring.layout import interval_prefix, manifest_blob
+from batch_scoring.scoring.layout import interval_prefix, manifest_blob, snapshot_blob
 from batch_scoring.scoring.times import utc_naive
 from tests.fixtures.standalone import StandaloneStarter
 
@@ -174,10 +175,12 @@ def test_backfill_24_intervals_rerun_and_scheduled_run_are_byte_identical(tmp_pa
         ran = {_key(utc_naive(r["data_interval_start"]))
                for r in airflow.api.dag_runs("batch_scoring") if r.get("data_interval_start")}
         assert set(keys) <= ran
-        for container in ("predictions", "aggregates"):
+        folders = {"predictions": tuple(interval_prefix(k) for k in ran),  # date=<day>/interval=<key>/
+                   "aggregates": tuple(snapshot_blob(k).rsplit("/", 1)[0] + "/" for k in ran)}  # <key>/
+        for container, allowed in folders.items():
             names = blob_store.list_names(container)
             assert names, container
-            stray = [n for n in names if n.split("/", 1)[0] not in ran]
+            stray = [n for n in names if not n.startswith(allowed)]
             assert stray == [], f"{container}: blobs outside every run's interval: {stray[:10]}"
         print(f"\n[backfill] scheduled run done {t_sched:.0f}s, backfill of {INTERVALS} done {t_backfill:.0f}s, "
               f"reprocessed {t_rerun:.0f}s (Airflow up in {airflow.startup_seconds:.0f}s)")
