@@ -183,8 +183,9 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
     print(f"predictions    blob container '{s.predictions_container}' (Azurite, stopped with the demo; `make airflow` "
           f"starts it again), one hive folder per interval, e.g. "
           f"{interval_folder(manifests[0]['interval']) if manifests else 'date=<day>/interval=<interval>/'}")
-    print(f"local copy     {PREDICTIONS_COPY.relative_to(REPO)}: read it as one table with "
-          f"pd.read_parquet(\"{PREDICTIONS_COPY.relative_to(REPO)}\") (README: Reading the predictions)")
+    day = f"{start:%Y-%m-%d}"
+    print(f"local copy     {PREDICTIONS_COPY.relative_to(REPO)}, one table with pandas (README: Reading the predictions):\n"
+          f"               pd.read_parquet(\"{PREDICTIONS_COPY.relative_to(REPO)}\", filters=[(\"date\", \"=\", \"{day}\")])")
     if manifests:
         report_dir = DEMO_DIR / "reports"
         report_dir.mkdir(parents=True, exist_ok=True)
