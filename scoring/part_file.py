@@ -105,6 +105,12 @@ def write_part(path, tables: list[pa.Table], receipts: list[dict], schema: pa.Sc
     """
     data = part_bytes(tables, receipts, schema)
     write_atomic(path, data)
+    return file_hashes(data)
+
+
+def file_hashes(data: bytes) -> dict:
+    """``{"output_sha256", "output_md5"}`` (hex) of a part file's bytes (``FILE_HASH_KEYS``; the MD5 is what
+    blob storage lists for an upload)."""
     return {"output_sha256": hashlib.sha256(data).hexdigest(),
             "output_md5": hashlib.md5(data, usedforsecurity=False).hexdigest()}
 

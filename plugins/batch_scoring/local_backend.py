@@ -97,7 +97,7 @@ def _validate_written(receipts: list[dict], aggregates, models: Path, out: Path)
     same name) and fails, naming why; the others' receipts get the new file's
     hashes.
     """
-    from batch_scoring.scoring.part_file import FILE_HASH_KEYS, fail_targets
+    from batch_scoring.scoring.part_file import FILE_HASH_KEYS, fail_targets, file_hashes
 
     unit = [r["target"] for r in receipts if r.get("device_id") is not None]  # what the footer holds
     if not unit:
@@ -111,14 +111,11 @@ def _validate_written(receipts: list[dict], aggregates, models: Path, out: Path)
     reasons = {r["target"]: f"the prediction written failed validation: {checked[r['target']][1]}"
                for r in receipts if r.get("status") == "ok" and checked[r["target"]][1]}
     if reasons:
-        import hashlib
-
         from batch_scoring.scoring.atomic import write_atomic
 
         data = fail_targets(data, reasons)
         write_atomic(path, data)
-        hashes = {"output_sha256": hashlib.sha256(data).hexdigest(),
-                  "output_md5": hashlib.md5(data, usedforsecurity=False).hexdigest()}
+        hashes = file_hashes(data)
         for receipt in receipts:
             if receipt["target"] in reasons:
                 receipt.update(status="failed", error=reasons[receipt["target"]], rows_out=0, anomalies=0,

@@ -15,10 +15,9 @@ shared by the unit's targets) or ``{"status": "failed", "reason", "blob"}``.
 """
 from __future__ import annotations
 
-import hashlib
-
 from batch_scoring.scoring.config import parse_target
 from batch_scoring.scoring.layout import model_manifest_blob, part_blob
+from batch_scoring.scoring.part_file import file_hashes
 
 from batch_scoring.hooks.blob_storage import read_json
 from batch_scoring.validation import validate_part, window_keys
@@ -105,8 +104,8 @@ def read_units(store, settings, interval, units: list[list[str]], present: set, 
         data = store.download_bytes(settings.predictions_container, blob)
         # a model can be retired after scoring: its manifest is then None and only the file itself is checked
         manifests = {t: read_json(store, settings.models_container, model_manifest_blob(t)) for t in unit}
-        sha256 = hashlib.sha256(data).hexdigest()
-        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        hashes = file_hashes(data)
+        sha256, md5 = hashes["output_sha256"], hashes["output_md5"]
         entries = {}
         for target, (summary, problem) in validate_part(data, unit, windows, manifests).items():
             if problem:
