@@ -22,39 +22,42 @@ def render(results: dict) -> str:
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for T, r in results["fleets"].items():
-        f, p = r["floor"], r.get("physical")
+        f, p = r.get("floor"), r.get("physical")  # the blob-store floor is skipped over --blob-floor-max
         phys = (lambda wall: f"{wall / p['wall']:.2f}") if p else (lambda wall: "-")
+        to_floor = (lambda wall: f"{wall / f['wall']:.2f}") if f else (lambda wall: "-")
+        over = (lambda m, k: f"{1000 * (m[k] - f[k]) / int(T):.1f}") if f else (lambda m, k: "-")
         if p:
             lines.append(
                 f"| {int(T):,} | physical floor (SQL read, local models and files; 1 process) | ok {p['ok']} "
-                f"| {p['wall']:.1f} | {p['wall'] / f['wall']:.2f} | 1.00 | {p['cpu']:.1f} (own) | - | 0 "
+                f"| {p['wall']:.1f} | {to_floor(p['wall'])} | 1.00 | {p['cpu']:.1f} (own) | - | 0 "
                 f"| {p['peak_rss'] / 2**20:.0f} | - | - | {1000 * p['wall'] / int(T):.2f} per target "
                 f"| {1000 * p['cpu'] / int(T):.2f} per target | - |")
-        lines.append(
-            f"| {int(T):,} | floor (1 process, 1 thread) | ok {f['ok']} | {f['wall']:.1f} | 1.00 | {phys(f['wall'])} | {f['cpu']:.1f} (own) "
-            f"| {f['azurite_cpu']:.1f} | {_requests(f)} | {f['peak_rss'] / 2**20:.0f} | - | - | {1000 * f['wall'] / int(T):.2f} per target "
-            f"| {1000 * f['cpu'] / int(T):.2f} per target | - |"
-        )
+        if f:
+            lines.append(
+                f"| {int(T):,} | floor (1 process, 1 thread) | ok {f['ok']} | {f['wall']:.1f} | 1.00 | {phys(f['wall'])} | {f['cpu']:.1f} (own) "
+                f"| {f['azurite_cpu']:.1f} | {_requests(f)} | {f['peak_rss'] / 2**20:.0f} | - | - | {1000 * f['wall'] / int(T):.2f} per target "
+                f"| {1000 * f['cpu'] / int(T):.2f} per target | - |"
+            )
         for m in r["dag"]:
             if "error" in m:
                 lines.append(f"| {int(T):,} | DAG, targets_per_unit={m['mode']} | error | | | | | | | | | | | | {m['error'][:80]} |")
                 continue
             lines.append(
                 f"| {int(T):,} | DAG, targets_per_unit={m['mode']} | {m['state']} | {m['wall']:.1f} "
-                f"| {m['wall'] / f['wall']:.2f} | {phys(m['wall'])} | {m['cpu']:.1f} | {m['azurite_cpu']:.1f} | {_requests(m)} | {m['peak_rss'] / 2**20:.0f} "
-                f"| {m['score_tasks']} | {m['score_task_mean'] or 0:.2f} | {1000 * (m['wall'] - f['wall']) / int(T):.1f} "
-                f"| {1000 * (m['cpu'] - f['cpu']) / int(T):.1f} | {m['validated']} |"
+                f"| {to_floor(m['wall'])} | {phys(m['wall'])} | {m['cpu']:.1f} | {m['azurite_cpu']:.1f} | {_requests(m)} | {m['peak_rss'] / 2**20:.0f} "
+                f"| {m['score_tasks']} | {m['score_task_mean'] or 0:.2f} | {over(m, 'wall')} "
+                f"| {over(m, 'cpu')} | {m['validated']} |"
             )
     lines.append("")
     lines.append("Blob requests by container (Azurite's access log): " + "; ".join(
         f"T={int(T):,} {what}: " + ", ".join(f"{c or '(account)'} {n:,}" for c, n in m["blob_requests"]["by_container"].items())
         for T, r in results["fleets"].items()
-        for what, m in [("floor", r["floor"])] + [(f"DAG {d['mode']}", d) for d in r["dag"]] if "blob_requests" in m))
+        for what, m in [("floor", r.get("floor") or {})] + [(f"DAG {d['mode']}", d) for d in r["dag"]] if "blob_requests" in m))
     lines.append("")
     lines.append("Floor phases (s): " + "; ".join(
         f"T={int(T):,}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["floor"]["phases"].items())
         + f" (imports {r['floor']['import_seconds']:.2f}, not counted)"
-        for T, r in results["fleets"].items()))
+        for T, r in results["fleets"].items() if r.get("floor")))
     lines.append("")
     lines.append("Physical floor phases (s): " + "; ".join(
         f"T={int(T):,}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["physical"]["phases"].items())
