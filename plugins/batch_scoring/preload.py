@@ -16,7 +16,7 @@ import sys
 
 MODULES = ("pandas", "pyarrow.parquet", "sklearn.pipeline", "sklearn.svm", "sklearn.preprocessing",
            "joblib", "azure.storage.blob", "airflow.providers.microsoft.azure.hooks.wasb", "batch_scoring.scoring.score",
-           "batch_scoring.sensor_db.reads", "matplotlib.pyplot")
+           "batch_scoring.sensor_db.reads", "matplotlib.pyplot", "matplotlib.backends.backend_agg")
 
 
 def wanted(argv=None) -> bool:
