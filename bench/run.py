@@ -225,8 +225,26 @@ def run_dag_mode(api, store, settings, interval, T: int, mode, airflow_pids, azu
         "validated": (manifest or {}).get("counts", {}).get("ok"),
         "task_states": {s: sum(t["state"] == s for t in tis) for s in {t["state"] for t in tis}},
         "stage_seconds": {t["task_id"]: t.get("duration") for t in tis if t["task_id"] != "score"},
+        "timeline": timeline(tis, run.get("start_date")),
         **({"blob_requests": req.counts} if req is not None else {}),
     }
+
+
+def timeline(tis: list[dict], run_start: str | None) -> dict:
+    """Per task id, seconds from the run's start to its first ``scheduled_when``, ``queued_when``,
+    ``start_date`` and its last ``end_date`` (a mapped task's instances as one): where a run waits
+    between tasks (scheduling, queueing, task start-up) rather than working. Empty without a start."""
+    if not run_start:
+        return {}
+    t0 = utc_naive(run_start)
+    fields = (("scheduled", "scheduled_when", min), ("queued", "queued_when", min), ("started", "start_date", min),
+              ("ended", "end_date", max))
+    out: dict = {}
+    for task_id in sorted({t["task_id"] for t in tis}):
+        mine = [t for t in tis if t["task_id"] == task_id]
+        out[task_id] = {name: round((pick(utc_naive(t[key]) for t in mine if t.get(key)) - t0).total_seconds(), 2)
+                        for name, key, pick in fields if any(t.get(key) for t in mine)}
+    return out
 
 
 def _end_run(api, run_id: str) -> None:
