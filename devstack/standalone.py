@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 from urllib.parse import quote
 
 from devstack.airflow_env import write_local_settings, write_passwords_file
-from devstack.services import stop, wait_for_port, wait_until
+from devstack.services import port_open, stop, wait_for_port, wait_until
 from batch_scoring.scoring.times import utc_naive
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -66,10 +66,15 @@ def start_standalone(env: dict, port: int, log_path: Path, isolated: bool = Fals
     Writes the home's passwords file (``admin``/``admin``) and local settings
     first; output is appended to ``log_path``; the process leads its own
     session (stop it with :func:`stop_standalone`). Returns once the API port
-    is open. Raises ``RuntimeError`` if the migration fails or the process
-    exits first, ``TimeoutError`` after ``port_timeout`` seconds (the process
-    is stopped before either error is raised).
+    is open. Raises ``RuntimeError`` if ``port`` is already taken (another
+    Airflow, an earlier run left behind: its API would answer in ours' stead), the
+    migration fails or the process exits first, ``TimeoutError`` after
+    ``port_timeout`` seconds (the process is stopped before either error is raised).
     """
+    if port_open(port):
+        raise RuntimeError(f"port {port} is already in use on 127.0.0.1, so Airflow's API cannot listen there: "
+                           f"stop what holds it (`ss -ltnp 'sport = :{port}'` names the process; an earlier "
+                           "`make airflow` or demo left running is the usual one) and try again")
     home = Path(env["AIRFLOW_HOME"])
     write_passwords_file(home)
     write_local_settings(home)

@@ -54,3 +54,17 @@ def test_a_post_that_times_out_is_not_sent_twice(slow_once):
         api._request("POST", "/api/v2/dags/d/dagRuns", {"dag_run_id": "r"}, auth=False)
     time.sleep(1.5)
     assert calls["POST"] == 1
+
+
+def test_a_port_already_taken_is_refused_at_once_naming_it(tmp_path):
+    import socket
+
+    from devstack.standalone import start_standalone
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(RuntimeError, match=rf"port {port} is already in use .*ss -ltnp 'sport = :{port}'"):
+            start_standalone({"AIRFLOW_HOME": str(tmp_path)}, port, tmp_path / "standalone.log")
+    assert not (tmp_path / "standalone.log").exists()  # refused before migrating or starting anything
