@@ -48,6 +48,14 @@ def render(results: dict) -> str:
                 f"| {m['score_tasks']} | {m['score_task_mean'] or 0:.2f} | {over(m, 'wall')} "
                 f"| {over(m, 'cpu')} | {m['validated']} |"
             )
+        sh = r.get("shape")
+        if sh and "error" not in sh:
+            lines.append(
+                f"| {int(T):,} | Airflow alone: no-op DAG of the same shape ({sh['units']} mapped tasks) | {sh['state']} "
+                f"| {sh['wall']:.1f} | {to_floor(sh['wall'])} | {phys(sh['wall'])} | {sh['cpu']:.1f} | - | 0 | - "
+                f"| {sh['units']} | - | - | - | - |")
+        elif sh:
+            lines.append(f"| {int(T):,} | Airflow alone: no-op DAG of the same shape | error | | | | | | | | | | | | {sh['error'][:80]} |")
     lines.append("")
     lines.append("Blob requests by container (Azurite's access log): " + "; ".join(
         f"T={int(T):,} {what}: " + ", ".join(f"{c or '(account)'} {n:,}" for c, n in m["blob_requests"]["by_container"].items())

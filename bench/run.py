@@ -187,6 +187,12 @@ def bench_env(home: Path, sql_odbc: str, conn_str: str, parallelism: int) -> dic
     env = airflow_env(home, sql_odbc, conn_str, parallelism=parallelism)
     env.update(bench_settings(parallelism))
     shutil.rmtree(home / "model-cache", ignore_errors=True)
+    dags = home / "dags"  # the deployment's one-line DAG file and the no-op shape DAG (bench/shape_dag.py)
+    shutil.rmtree(dags, ignore_errors=True)
+    dags.mkdir(parents=True)
+    shutil.copy(Path(env["AIRFLOW__CORE__DAGS_FOLDER"]) / "batch_scoring_dag.py", dags)
+    shutil.copy(REPO / "bench" / "shape_dag.py", dags)
+    env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
     return env
 
 
@@ -228,6 +234,24 @@ def run_dag_mode(api, store, settings, interval, T: int, mode, airflow_pids, azu
         "timeline": timeline(tis, run.get("start_date")),
         **({"blob_requests": req.counts} if req is not None else {}),
     }
+
+
+def run_shape(api, units: int, airflow_pids, timeout: float) -> dict:
+    """One run of the no-op DAG of the same shape (``bench/shape_dag.py``) with ``units`` mapped tasks: Airflow's
+    own floor per run. Returns wall (trigger -> finished), the run's own seconds, CPU of the Airflow tree,
+    state and :func:`timeline`. Raises ``TimeoutError`` if it is not finished after ``timeout`` s."""
+    from bench.procs import TreeMeter
+    from bench.shape_dag import SHAPE_DAG_ID
+
+    run_id = f"shape_{units}_{int(time.time())}"
+    pids = [airflow_pids] if isinstance(airflow_pids, int) else list(airflow_pids)
+    with TreeMeter(pids) as af:
+        api.trigger_dag_run(SHAPE_DAG_ID, run_id, DAY, DAY + dt.timedelta(days=1), {"units": units})
+        run = api.wait_for_run(SHAPE_DAG_ID, run_id, timeout, every=0.5)
+    tis = api.all_task_instances(SHAPE_DAG_ID, run_id)
+    run_seconds = (utc_naive(run["end_date"]) - utc_naive(run["start_date"])).total_seconds() if run.get("end_date") else None
+    return {"units": units, "state": run["state"], "wall": af.wall, "run_seconds": run_seconds, "cpu": af.cpu,
+            "timeline": timeline(tis, run.get("start_date"))}
 
 
 def timeline(tis: list[dict], run_start: str | None) -> dict:
@@ -379,6 +403,17 @@ def main(argv=None) -> int:
                     log(f"T={T} targets_per_unit={mode}: " + json.dumps(
                         {k: (round(v, 2) if isinstance(v, float) else v) for k, v in m.items()}))
                     (WORK / "results.json").write_text(json.dumps(results, indent=2))
+                units = next((m["score_tasks"] for m in reversed(fleet["dag"]) if m.get("score_tasks")), 4)
+                try:
+                    from bench.shape_dag import SHAPE_DAG_ID
+
+                    api.wait_for_dag(SHAPE_DAG_ID)
+                    api.unpause(SHAPE_DAG_ID)
+                    fleet["shape"] = run_shape(api, units, proc.pid, 600)
+                except Exception as exc:  # noqa: BLE001 - a missing floor is reported, the measured runs kept
+                    fleet["shape"] = {"units": units, "error": f"{type(exc).__name__}: {exc}"}
+                log(f"T={T}: no-op DAG of the same shape ({units} units): " + json.dumps(fleet["shape"]))
+                (WORK / "results.json").write_text(json.dumps(results, indent=2))
     finally:
         services.stop(azurite)
         if pg is not None:
