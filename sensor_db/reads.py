@@ -83,17 +83,26 @@ def interval_revised_at(conn, start: Any, end: Any) -> dt.datetime | None:
     return schema.to_datetime(row[0]) if row else None
 
 
-def target_watermarks(conn, targets: Iterable[Any] | None = None) -> dict[str, dt.datetime | None]:
+def target_watermarks(conn, targets: Iterable[Any] | None = None, since: Any = None) -> dict[str, dt.datetime | None]:
     """Last ``window_end`` per 'device/sensor' (None for a requested target with no aggregates).
 
-    ``targets`` None → every target present in the table. Values are naive UTC ``datetime``.
+    ``targets`` None → every target present in the table. ``since``: only rows whose ``window_start`` is at
+    or after it (read through the ``window_start`` index): a target's last window when it has one starting
+    then or later, else None; without it the whole table is grouped, which grows with the history kept.
+    Values are naive UTC ``datetime``.
     """
     pairs = target_pairs(targets)
     sql = f"SELECT device_id, sensor_id, MAX(window_end) FROM {schema.AGGREGATES}"
-    params: list[Any] = []
+    where, params = [], []
+    if since is not None:
+        where.append("window_start >= ?")
+        params.append(utc_naive(since))
     if pairs is not None and 0 < len(pairs) <= 500:
-        clause, params = pair_clause(pairs)
-        sql += f" WHERE {clause}"
+        clause, pair_params = pair_clause(pairs)
+        where.append(clause)
+        params += pair_params
+    if where:
+        sql += " WHERE " + " AND ".join(where)
     sql += " GROUP BY device_id, sensor_id"
     cur = conn.cursor()
     try:
@@ -113,9 +122,18 @@ def stale_targets(conn, start: Any, end: Any, expected_targets: Iterable[Any]) -
     Returns {'device/sensor': last window_end or None}, sorted by name; empty
     when the interval [start, end) is fresh for every expected target. Raises
     ``ValueError`` for an empty interval.
+
+    Each poke of the freshness sensor calls it, so it reads the rows from ``start`` on (the
+    ``window_start`` index; a target whose data reaches ``end`` has its last window there), not the
+    whole history; only the targets found stale are then looked up over all their rows, for how far
+    their data reaches.
     """
-    _, e = interval(start, end)
-    marks = target_watermarks(conn, expected_targets)
+    s, e = interval(start, end)
+    recent = target_watermarks(conn, expected_targets, since=s)
+    behind = [t for t, m in recent.items() if m is None or m < e]
+    if not behind:
+        return {}
+    marks = target_watermarks(conn, behind)
     return {t: m for t, m in marks.items() if m is None or m < e}
 
 

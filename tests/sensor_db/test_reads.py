@@ -295,3 +295,21 @@ def test_a_streamed_read_neither_blocks_a_writer_nor_sees_its_rows(conn, sql_con
     rest = [frame for frame, _ in stream]
     assert sum(map(len, [first, *rest])) == len(TARGETS) * 12  # one hour per target: the rows when the read began
     assert len(reads.read_aggregates(conn, T0, T0 + dt.timedelta(hours=2))) == len(TARGETS) * 24
+
+
+def test_stale_targets_reads_from_the_interval_start_and_names_how_far_stale_data_reaches(conn):
+    # history before the interval: d1/s1 reaches its end, d1/s2 stopped a day earlier, d2/s1 stops inside it
+    loads.load_readings(conn, readings(minutes=60, targets=(("d1", "s1"), ("d1", "s2"), ("d2", "s1"))), aggregate=False)
+    loads.load_readings(conn, readings(minutes=60, targets=(("d1", "s1"),), start=T0 + dt.timedelta(days=1)),
+                        aggregate=False)
+    loads.load_readings(conn, readings(minutes=25, targets=(("d2", "s1"),), start=T0 + dt.timedelta(days=1)),
+                        aggregate=False)
+    loads.aggregate_range(conn, T0, T0 + dt.timedelta(days=1, hours=1))
+    start = T0 + dt.timedelta(days=1)
+    expected = ["d1/s1", "d1/s2", "d2/s1", "d9/s9"]
+    assert reads.target_watermarks(conn, expected, since=start) == {
+        "d1/s1": start + dt.timedelta(hours=1), "d1/s2": None, "d2/s1": start + dt.timedelta(minutes=25), "d9/s9": None}
+    assert reads.stale_targets(conn, start, start + dt.timedelta(hours=1), expected) == {
+        "d1/s2": T0 + dt.timedelta(hours=1),  # from before the interval: how far its data reaches
+        "d2/s1": start + dt.timedelta(minutes=25), "d9/s9": None}
+    assert reads.stale_targets(conn, start, start + dt.timedelta(minutes=25), ["d1/s1", "d2/s1"]) == {}
