@@ -170,13 +170,26 @@ def window_keys(windows):
 
     ``windows``: datetimes, pandas Timestamps or ISO text (naive, taken as UTC), or an int64 array already
     in that form (returned as it is). Raises ``ValueError`` (pandas') for values that are not timestamps.
+
+    The collector calls it once per target (10,000 receipts a run): numpy parses naive ISO text and
+    datetimes at about a microsecond a value, where ``pandas.to_datetime`` costs ~0.4 ms a call; anything
+    numpy refuses or warns about (an offset such as ``Z``, other spellings) goes through pandas as before.
     """
+    import warnings
+
     import numpy as np
     import pandas as pd
 
     if isinstance(windows, np.ndarray) and windows.dtype == np.int64:
         return windows
-    return np.sort(np.asarray(pd.to_datetime(list(windows)), dtype="datetime64[us]").astype("int64"))
+    values = list(windows)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy only warns on a time zone offset: let pandas convert it
+            parsed = np.array(values, dtype="datetime64[us]")
+    except (ValueError, TypeError, DeprecationWarning, UserWarning):
+        parsed = np.asarray(pd.to_datetime(values), dtype="datetime64[us]")
+    return np.sort(parsed.astype("int64"))
 
 
 def windows_by_target(snapshot) -> dict:

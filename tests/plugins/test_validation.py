@@ -1,6 +1,7 @@
 """The checks a prediction blob must pass, and the window keys they compare."""
 from __future__ import annotations
 
+import datetime as dt
 import io
 
 import numpy as np
@@ -80,3 +81,28 @@ def test_anomaly_starts_of_one_target_in_a_part_file():
     assert anomaly_starts(data, "d1/s2").tolist() == window_keys(WINDOWS[1::2]).tolist()
     assert anomaly_starts(data, "d1/s9").tolist() == []  # no rows of that target
     assert len(anomaly_starts(data)) == 7  # every row without a target
+
+
+_US_0005 = 1767225900000000  # 2026-01-01 00:05 UTC in µs since the epoch
+
+
+@pytest.mark.parametrize("windows, expected", [
+    (["2026-01-01T00:05:00", "2026-01-01T00:00:00"], [_US_0005 - 300_000_000, _US_0005]),  # receipts' ISO text, sorted
+    (["2026-01-01 00:05:00"], [_US_0005]),
+    (["2026-01-01T00:05:00.123456"], [_US_0005 + 123456]),
+    ([dt.datetime(2026, 1, 1, 0, 5)], [_US_0005]),
+    ([pd.Timestamp("2026-01-01 00:05")], [_US_0005]),
+    (["2026-01-01T00:05:00Z"], [_US_0005]),  # an offset: converted to UTC (pandas' path)
+    (["2026-01-01T01:05:00+01:00"], [_US_0005]),
+    ([dt.datetime(2026, 1, 1, 0, 5, tzinfo=dt.timezone.utc)], [_US_0005]),
+    ([], []),
+])
+def test_window_keys_gives_sorted_utc_microseconds_for_every_spelling(windows, expected):
+    got = window_keys(windows)
+    assert got.dtype == np.int64 and got.tolist() == expected
+
+
+@pytest.mark.parametrize("bad", [["nope"], ["2026-13-01T00:00:00"]])
+def test_window_keys_refuses_what_is_no_timestamp(bad):
+    with pytest.raises(ValueError):
+        window_keys(bad)
