@@ -87,8 +87,9 @@ def target_watermarks(conn, targets: Iterable[Any] | None = None, since: Any = N
     """Last ``window_end`` per 'device/sensor' (None for a requested target with no aggregates).
 
     ``targets`` None → every target present in the table. ``since``: only rows whose ``window_start`` is at
-    or after it (read through the ``window_start`` index): a target's last window when it has one starting
-    then or later, else None; without it the whole table is grouped, which grows with the history kept.
+    or after it (the schema indexes ``window_start``; SQLite still walks its primary key, checking it there,
+    4x faster at 30 days of history): a target's last window when it has one starting then or later, else
+    None; without it the whole table is grouped, which grows with the history kept.
     Values are naive UTC ``datetime``.
     """
     pairs = target_pairs(targets)
@@ -123,10 +124,10 @@ def stale_targets(conn, start: Any, end: Any, expected_targets: Iterable[Any]) -
     when the interval [start, end) is fresh for every expected target. Raises
     ``ValueError`` for an empty interval.
 
-    Each poke of the freshness sensor calls it, so it reads the rows from ``start`` on (the
-    ``window_start`` index; a target whose data reaches ``end`` has its last window there), not the
-    whole history; only the targets found stale are then looked up over all their rows, for how far
-    their data reaches.
+    Each poke of the freshness sensor calls it, so it reads the rows from ``start`` on (a target whose
+    data reaches ``end`` has its last window there), not the whole history; only the targets found
+    behind are then looked up over all their rows (how far their data reaches, and a window that began
+    before ``start`` yet ends at or after ``end``, with a schedule shorter than a window).
     """
     s, e = interval(start, end)
     recent = target_watermarks(conn, expected_targets, since=s)
