@@ -313,3 +313,12 @@ def test_stale_targets_reads_from_the_interval_start_and_names_how_far_stale_dat
         "d1/s2": T0 + dt.timedelta(hours=1),  # from before the interval: how far its data reaches
         "d2/s1": start + dt.timedelta(minutes=25), "d9/s9": None}
     assert reads.stale_targets(conn, start, start + dt.timedelta(minutes=25), ["d1/s1", "d2/s1"]) == {}
+
+
+def test_an_interval_shorter_than_a_window_is_fresh_when_a_window_covers_its_end(conn):
+    loads.load_readings(conn, readings(minutes=5, targets=(("d1", "s1"),)), aggregate=False)
+    loads.aggregate_range(conn, T0, T0 + dt.timedelta(minutes=5))  # one window, [T0, T0 + 5 min)
+    start = T0 + dt.timedelta(minutes=1)  # the window began before the interval
+    assert reads.stale_targets(conn, start, start + dt.timedelta(minutes=2), ["d1/s1"]) == {}
+    assert reads.stale_targets(conn, start, start + dt.timedelta(minutes=5), ["d1/s1"]) == {
+        "d1/s1": T0 + dt.timedelta(minutes=5)}
