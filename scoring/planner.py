@@ -54,6 +54,16 @@ costs ``nodes * (idle + node_startup)`` and ``node_startup`` of latency. So
 warm is cheaper when ``gap < idle_min + node_startup``: then set
 ``idle_time_before_scale_down`` above the gap; otherwise scale to zero with a
 short idle time (``idle_min``, default 120 s).
+
+Memory (azureml, when ``node_memory_gib`` is given): a job holds its targets'
+rows and predictions, about ``window_bytes`` per target and window (windows =
+period / 5 minutes), so a job may take at most ``max_targets_per_job`` =
+``MEMORY_SHARE * node memory / (window_bytes * windows)`` targets; the
+recommendation keeps to it (``fits_memory`` says whether any plan did). The
+default ``window_bytes`` is measured: ``bench.physical`` peaked at 1,880 MiB for
+10,000 targets x 288 windows, 333 MiB of which is the interpreter and libraries
+(its 20-target run), so (1,880 - 333) MiB / 2,880,000 = 563 bytes. ``MEMORY_SHARE``
+(0.8: the rest for the OS and the job's runtime) is our choice, not a measurement.
 """
 from __future__ import annotations
 
@@ -65,6 +75,8 @@ from dataclasses import asdict, dataclass
 from batch_scoring.scoring.cli import make_parser
 
 MAX_MAP_LENGTH = 1024
+WINDOW_BYTES = 563.0  # peak bytes per target-window of a scoring job (bench.physical, see the module docstring)
+MEMORY_SHARE = 0.8  # of a node's memory a job may use
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,8 @@ class Params:
     Times in seconds (``node_startup``, ``job_overhead``, ``per_target``,
     ``idle``, ``period``, ``run_overhead``, ``run_per_target``), ``vm_price`` per
     node-hour, ``mode`` ``azureml`` or ``local`` (``workers`` task slots);
-    ``max_jobs`` caps the mapped jobs of one run.
+    ``max_jobs`` caps the mapped jobs of one run; ``node_memory_gib`` (0: not modelled) and
+    ``window_bytes`` bound a job's targets (:func:`max_targets_per_job`).
     """
     targets: int
     targets_per_job: int = 1
@@ -91,6 +104,8 @@ class Params:
     workers: int = 4  # local: task slots (parallelism)
     run_overhead: float = 0.0  # s, fixed per run (sensor, snapshot, collect)
     run_per_target: float = 0.0  # s per target in the run's serial steps (snapshot's SQL read, collector)
+    node_memory_gib: float = 0.0  # azureml: a node's memory, GiB (0: not modelled)
+    window_bytes: float = WINDOW_BYTES  # peak bytes of a job per target and window
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,17 @@ def effective_targets_per_job(targets: int, targets_per_job: int, max_jobs: int 
     if targets <= 0:
         return max(1, targets_per_job)
     return max(1, int(targets_per_job), math.ceil(targets / max_jobs))
+
+
+def max_targets_per_job(p: Params) -> int | None:
+    """The most targets one job's memory holds (see the module docstring), at least 1; ``None`` when
+    ``p.node_memory_gib`` is 0 (not modelled) or the mode is local."""
+    from batch_scoring.scoring.config import WINDOW_MINUTES
+
+    if p.node_memory_gib <= 0 or p.mode == "local":
+        return None
+    windows = max(1, math.ceil(p.period / (WINDOW_MINUTES * 60)))
+    return max(1, int(MEMORY_SHARE * p.node_memory_gib * 2**30 // (p.window_bytes * windows)))
 
 
 def estimate(p: Params) -> Estimate:
@@ -191,21 +217,30 @@ def idle_advice(p: Params, duration: float, nodes: int, idle_min: float = 120.0)
 
 
 def recommend(p: Params, deadline: float | None = None) -> dict:
-    """Cheapest cold plan (nodes, targets per job) finishing within ``deadline`` (default: the period)."""
+    """Cheapest cold plan (nodes, targets per job) finishing within ``deadline`` (default: the period), among
+    those whose jobs fit a node's memory when it is modelled (then ``max_targets_per_job`` and
+    ``fits_memory`` are in the result)."""
     deadline = p.period if deadline is None else deadline
     candidates = []
     max_nodes = 1 if p.mode == "local" else max(1, p.max_nodes)
     for nodes in range(1, max_nodes + 1):
         slots = (p.workers if p.mode == "local" else nodes * p.jobs_per_node)
         auto = auto_targets_per_unit(Params(**{**asdict(p), "max_nodes": nodes}))
-        for tpj in sorted({1, 10, 100, 1000, math.ceil(p.targets / max(1, slots)), auto}):
+        cap = max_targets_per_job(p)  # with a cap: the fewest jobs that keep to it, of equal size
+        even = {math.ceil(p.targets / math.ceil(p.targets / cap))} if cap and p.targets > 0 else set()
+        for tpj in sorted({1, 10, 100, 1000, math.ceil(p.targets / max(1, slots)), auto} | even):
             e = estimate(Params(**{**asdict(p), "max_nodes": nodes, "targets_per_job": tpj}))
             candidates.append((e, nodes))
+    cap = max_targets_per_job(p)
+    fitting = [c for c in candidates if cap is None or c[0].targets_per_job <= cap]
+    candidates = fitting or candidates  # none fits (max_jobs forces bigger jobs): the plans as they are
     feasible = [(e, n) for e, n in candidates if e.duration_cold <= deadline]
     pool = feasible or candidates
     best, nodes = min(pool, key=lambda c: (c[0].cost_cold, c[0].duration_cold) if feasible else (c[0].duration_cold, c[0].cost_cold))
     out = {"max_nodes": nodes, "targets_per_job": best.targets_per_job, "meets_deadline": bool(feasible),
            "deadline_seconds": deadline, "estimate": asdict(best)}
+    if cap is not None:
+        out["max_targets_per_job"], out["fits_memory"] = cap, bool(fitting)
     if p.mode != "local":
         out["idle"] = idle_advice(p, best.duration_cold, best.nodes)
     return out
@@ -246,12 +281,17 @@ def main(argv=None) -> int:
     parser.add_argument("--run-overhead", type=float, default=d.run_overhead, help="seconds per run outside the jobs")
     parser.add_argument("--run-per-target", type=float, default=d.run_per_target,
                         help="seconds per target in the run's serial steps (snapshot, collector)")
+    parser.add_argument("--node-memory-gib", type=float, default=d.node_memory_gib,
+                        help="azureml: a node's memory in GiB; jobs are kept small enough for it (default: not modelled)")
+    parser.add_argument("--window-bytes", type=float, default=d.window_bytes,
+                        help="a job's peak bytes per target and window (default: measured, see the module docstring)")
     parser.add_argument("--json", action="store_true")
     a = parser.parse_args(argv)
     if a.targets < 0 or a.targets_per_job < 1 or a.max_nodes < 1 or a.jobs_per_node < 1 or a.workers < 1:
         parser.error("targets >= 0; targets-per-job, max-nodes, jobs-per-node, workers >= 1")
     p = Params(a.targets, a.targets_per_job, a.max_nodes, a.node_startup, a.job_overhead, a.per_target, a.vm_price,
-               a.idle, a.period, a.jobs_per_node, a.max_jobs, a.mode, a.workers, a.run_overhead, a.run_per_target)
+               a.idle, a.period, a.jobs_per_node, a.max_jobs, a.mode, a.workers, a.run_overhead, a.run_per_target,
+               a.node_memory_gib, a.window_bytes)
     e = estimate(p)
     rec = recommend(p, a.deadline)
     if a.json:
@@ -262,6 +302,9 @@ def main(argv=None) -> int:
     where = f", {a.workers} workers" if a.mode == "local" else f", max nodes {rec['max_nodes']}"
     print(f"recommended: targets_per_unit={rec['targets_per_job']}{where}"
           f"{'' if rec['meets_deadline'] else ' (no plan meets the deadline: fastest shown)'}\n  " + _fmt(r, a.mode))
+    if "fits_memory" in rec:
+        print(f"  memory: at most {rec['max_targets_per_job']} targets per job fit {a.node_memory_gib:g} GiB"
+              + ("" if rec["fits_memory"] else f" (no plan keeps to it within max_jobs {a.max_jobs})"))
     if "idle" in rec:
         print(f"  between runs: {rec['idle']['policy']}, idle_time_before_scale_down={rec['idle']['idle_seconds']}s "
               f"({rec['idle']['why']})")

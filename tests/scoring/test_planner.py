@@ -118,3 +118,27 @@ def test_auto_is_the_quickest_size_of_all_within_the_cap(targets, mode, slots, o
 def test_recommend_considers_auto():
     p = Params(1000, mode="local", workers=3, job_overhead=1.0, per_target=0.025)
     assert recommend(p)["targets_per_job"] == auto_targets_per_unit(p) == 334
+
+
+def test_memory_bounds_the_targets_of_a_job():
+    from batch_scoring.scoring.planner import max_targets_per_job, recommend
+
+    daily = Params(targets=100_000, period=86_400, per_target=0.0027, node_memory_gib=16)
+    # 0.8 x 16 GiB / (563 bytes x 288 windows of a day)
+    assert max_targets_per_job(daily) == int(0.8 * 16 * 2**30 // (563 * 288)) == 84_763
+    rec = recommend(daily)
+    assert rec["fits_memory"] and rec["max_targets_per_job"] == 84_763
+    assert rec["targets_per_job"] == 50_000 and rec["estimate"]["jobs"] == 2  # the fewest jobs that fit, even
+    unbounded = recommend(Params(targets=100_000, period=86_400, per_target=0.0027))
+    assert unbounded["targets_per_job"] == 100_000 and "fits_memory" not in unbounded
+    hourly = Params(targets=100_000, node_memory_gib=16)  # 12 windows a job-target: one job holds them all
+    assert max_targets_per_job(hourly) == 2_034_324 and recommend(hourly)["targets_per_job"] == 100_000
+    assert max_targets_per_job(Params(targets=10, mode="local", node_memory_gib=16)) is None
+
+
+def test_when_max_jobs_forces_jobs_over_the_memory_bound_the_plan_says_it_does_not_fit():
+    from batch_scoring.scoring.planner import recommend
+
+    rec = recommend(Params(targets=100_000, period=86_400, node_memory_gib=0.01, max_jobs=10))
+    assert rec["max_targets_per_job"] == 52 and rec["fits_memory"] is False
+    assert rec["targets_per_job"] >= 10_000  # 100,000 targets in at most 10 jobs
