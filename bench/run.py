@@ -223,7 +223,7 @@ def run_dag_mode(api, store, settings, interval, T: int, mode, airflow_pids, azu
     score = [t for t in tis if t["task_id"] == "score"]
     durations = [t["duration"] for t in score if t.get("duration") is not None]
     manifest = _manifest(store, settings, interval)
-    run_seconds = (utc_naive(run["end_date"]) - utc_naive(run["start_date"])).total_seconds() if run.get("end_date") else None
+    run_seconds = _run_seconds(run)
     return {
         "mode": str(mode), "state": run["state"], "wall": af.wall, "run_seconds": run_seconds, "cpu": af.cpu,
         "azurite_cpu": az.cpu, "peak_rss": af.peak_rss, "score_tasks": len(score),
@@ -249,9 +249,14 @@ def run_shape(api, units: int, airflow_pids, timeout: float) -> dict:
         api.trigger_dag_run(SHAPE_DAG_ID, run_id, DAY, DAY + dt.timedelta(days=1), {"units": units})
         run = api.wait_for_run(SHAPE_DAG_ID, run_id, timeout, every=0.5)
     tis = api.all_task_instances(SHAPE_DAG_ID, run_id)
-    run_seconds = (utc_naive(run["end_date"]) - utc_naive(run["start_date"])).total_seconds() if run.get("end_date") else None
+    run_seconds = _run_seconds(run)
     return {"units": units, "state": run["state"], "wall": af.wall, "run_seconds": run_seconds, "cpu": af.cpu,
             "timeline": timeline(tis, run.get("start_date"))}
+
+
+def _run_seconds(run: dict) -> float | None:
+    """A finished run's own start -> end in seconds (Airflow's dates), None while it has no end."""
+    return (utc_naive(run["end_date"]) - utc_naive(run["start_date"])).total_seconds() if run.get("end_date") else None
 
 
 def timeline(tis: list[dict], run_start: str | None) -> dict:
