@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := $(shell sed -n 's/^uv==//p' requirements.lock)
 # what `system` installs when missing (only the missing ones: a NodeSource nodejs already carries npm and conflicts with Debian's)
-APT_PACKAGES := unixodbc libsqliteodbc odbc-postgresql postgresql redis-server python3-venv nodejs npm docker-compose chromium
+APT_PACKAGES := unixodbc libsqliteodbc odbc-postgresql postgresql mariadb-server redis-server python3-venv nodejs npm docker-compose chromium
 PYTEST_ARGS ?=
 # this checkout's code first (a git worktree shares the venv, whose editable install points at another checkout)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
@@ -30,6 +30,7 @@ system:
 	odbcinst -q -d -n SQLite3 >/dev/null 2>&1 || missing="$$missing libsqliteodbc unixodbc"; \
 	odbcinst -q -d -n "PostgreSQL Unicode" >/dev/null 2>&1 || missing="$$missing odbc-postgresql"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	test -x /usr/sbin/mariadbd || missing="$$missing mariadb-server"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \

@@ -14,7 +14,7 @@ def render(results: dict) -> str:
     """The markdown of ``results`` (the ``results.json`` shape): a table per fleet and mode, floor phases, idle CPU."""
     lines = [
         f"Run {results['started']} on {results['machine']}; parallelism {results['parallelism']}; "
-        f"aggregates on {results.get('sql', 'sqlite')}; "
+        f"aggregates on {results.get('sql', 'sqlite')}; Azurite metadata in {results.get('azurite_metadata', 'loki')}; "
         f"synthetic fleet, 288 windows per target (one day at 5 minutes).",
         "",
         "| T | what | state | wall s | ratio to floor | ratio to physical | CPU s (Airflow tree) | CPU s Azurite "

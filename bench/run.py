@@ -329,6 +329,9 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", type=Path, default=REPO / "BENCHMARKS.md", help="file whose generated section is replaced")
     parser.add_argument("--sql", choices=("sqlite", "postgresql"), default="sqlite",
                         help="the aggregates database: SQLite file (default) or a throwaway PostgreSQL server, over ODBC")
+    parser.add_argument("--azurite-metadata", choices=("loki", "mariadb"), default="loki",
+                        help="Azurite's metadata store: its default LokiJS, or a throwaway MariaDB (AZURITE_DB), whose "
+                             "lookups do not slow with the blobs held (needed for 100,000 targets; devstack/mariadb.py)")
     parser.add_argument("--no-markdown", action="store_true")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results (default: keep fleet sizes not re-run)")
     parser.add_argument("--render-only", action="store_true", help="only re-render .local/bench/results.json into the markdown")
@@ -347,7 +350,14 @@ def main(argv=None) -> int:
     shutil.rmtree(WORK / "azurite", ignore_errors=True)
     az_port, af_port = services.free_port(), services.free_port()
     AZURITE_LOG.unlink(missing_ok=True)
-    azurite = services.start_azurite(WORK / "azurite", az_port, log_path=AZURITE_LOG)
+    maria = None
+    if args.azurite_metadata == "mariadb":
+        from devstack.mariadb import start_mariadb
+
+        shutil.rmtree(WORK / "mariadb", ignore_errors=True)
+        maria = start_mariadb(WORK / "mariadb", services.free_port())
+    azurite = services.start_azurite(WORK / "azurite", az_port, log_path=AZURITE_LOG,
+                                     metadata_db=maria.azurite_db() if maria else None)
     conn_str = services.azurite_connection_string(az_port)
     store = BlobStore.from_connection_string(conn_str)
     settings = get_settings()
@@ -361,6 +371,7 @@ def main(argv=None) -> int:
         (WORK / "postgres").chmod(0o755)  # the server runs as its own user when we are root
         pg = start_postgres(WORK / "postgres", services.free_port())
     results = {"started": time.strftime("%Y-%m-%d %H:%M"), "parallelism": args.parallelism, "sql": args.sql,
+               "azurite_metadata": args.azurite_metadata,
                "machine": f"{os.cpu_count()} cores, {platform.python_version()}", "fleets": {}}
     if not args.fresh and (WORK / "results.json").exists():  # keep the fleet sizes this run does not redo
         results["fleets"] = {T: f for T, f in json.loads((WORK / "results.json").read_text())["fleets"].items()
@@ -421,6 +432,10 @@ def main(argv=None) -> int:
                 (WORK / "results.json").write_text(json.dumps(results, indent=2))
     finally:
         services.stop(azurite)
+        if maria is not None:
+            from devstack.mariadb import stop_mariadb
+
+            stop_mariadb(maria)
         if pg is not None:
             from devstack.postgres import stop_postgres
 

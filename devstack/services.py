@@ -73,11 +73,14 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
     wait_until(opened, timeout, 0.1, lambda: f"nothing listening on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
-def start_azurite(location: Path, port: int, log_path: Path | None = None) -> subprocess.Popen:
+def start_azurite(location: Path, port: int, log_path: Path | None = None,
+                  metadata_db: str | None = None) -> subprocess.Popen:
     """Start azurite-blob on 127.0.0.1:``port`` with its files in ``location``; returns once the port is open.
 
     Uses the flags measured to work here (see PLATFORM-NOTES); output goes to
-    ``log_path`` (appended) or nowhere. Raises ``FileNotFoundError`` if Azurite
+    ``log_path`` (appended) or nowhere. ``metadata_db``: Azurite's ``AZURITE_DB``, a
+    ``mysql://`` URL of its SQL metadata store (``devstack.mariadb``: lookups that do not
+    slow with the blobs held); None keeps its default LokiJS store in ``location``. Raises ``FileNotFoundError`` if Azurite
     is not installed (``make setup``), ``RuntimeError``/``TimeoutError`` if it
     does not start listening within 30 s. Stop it with :func:`stop`.
     """
@@ -89,6 +92,7 @@ def start_azurite(location: Path, port: int, log_path: Path | None = None) -> su
         [str(AZURITE_BIN), "--location", str(location), "--blobHost", "127.0.0.1", "--blobPort", str(port),
          "--skipApiVersionCheck", "--loose", "--disableTelemetry"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "AZURITE_DB": metadata_db} if metadata_db else None,
     )
     wait_for_port(port, proc=proc)
     return proc
