@@ -27,6 +27,26 @@ def revision_time(value: Any) -> dt.datetime:
     return schema.to_db_value(utc_naive(value))
 
 
+def load_watermarks(conn, aggs: pd.DataFrame, step: pd.Timedelta) -> dict[str, dt.datetime | None]:
+    """Each target's watermark as far as a load of ``aggs`` (windows ``step`` long) can tell late from on time.
+
+    Reads only the stored rows starting at or after ``S - step``, S the load's earliest ``window_start``
+    (:func:`target_watermarks` ``since``), not the whole history. A stored row starting before that ends
+    before S when ``step`` long (before S + step when up to twice that), so before every window of the load
+    ends: it can neither put a load window behind the watermark (ends < mark) nor be the last window the load
+    changes (ends == mark), whether or not it is its target's last row. The decisions are those of the whole
+    history as long as no stored window is longer than twice ``step``; the snapshot's checks refuse windows
+    that are not ``window_minutes`` long. A longer one starting before ``S - step`` is not seen, so load
+    windows ending before it does count as on time: making that case exact would cost a read of every
+    target's whole history in the normal case (a load ahead of its watermarks), the very read this avoids.
+    Values as :func:`target_watermarks` (None: no such row); no query for an empty ``aggs``.
+    """
+    if aggs.empty:
+        return {}
+    since = aggs["window_start"].min() - step
+    return target_watermarks(conn, sorted(set(zip(aggs["device_id"], aggs["sensor_id"]))), since=since)
+
+
 def changed_aggregates(conn, aggs: pd.DataFrame, step: pd.Timedelta, stored: pd.DataFrame | None = None,
                        revised_at: dt.datetime | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(rows of aggs that differ from what is stored, the late ones among them)``.
@@ -36,6 +56,7 @@ def changed_aggregates(conn, aggs: pd.DataFrame, step: pd.Timedelta, stored: pd.
     window, already stored, changed more than one window length after its end
     (``revised_at``; a stream completing its last window is not late data).
     ``stored``: the stored aggregates of those windows, when the caller read them already.
+    Watermarks are read with :func:`load_watermarks` (rows near the load only).
     """
     if aggs.empty:
         return aggs, empty_windows()
@@ -56,7 +77,7 @@ def changed_aggregates(conn, aggs: pd.DataFrame, step: pd.Timedelta, stored: pd.
             eq = (a == b) | (np.isnan(a) & np.isnan(b))
         same &= eq
     changed = ~same
-    marks = target_watermarks(conn, sorted({(d, s) for d, s in zip(aggs["device_id"], aggs["sensor_id"])}))
+    marks = load_watermarks(conn, aggs, step)
     mark = np.array([np.datetime64(marks.get(target_name(d, s)) or "NaT", "us")
                      for d, s in zip(merged["device_id"], merged["sensor_id"])], dtype="datetime64[us]")
     ends = merged["window_end"].to_numpy("datetime64[us]")
@@ -75,20 +96,21 @@ def late_upserts(conn, df: pd.DataFrame, revised_at: dt.datetime) -> pd.DataFram
     """The late windows (:func:`empty_windows` columns) of upserting aggregate rows ``df``.
 
     Reads back only the targets that write behind their watermark (a bulk
-    upsert ahead of every watermark costs one watermark query).
+    upsert ahead of every watermark costs one watermark query, over the rows near
+    the upsert only: :func:`load_watermarks`, with ``step`` the frame's longest window).
     """
     frame = df[list(AGGREGATE_COLUMNS)].copy()
     frame["device_id"], frame["sensor_id"] = frame["device_id"].astype(str), frame["sensor_id"].astype(str)
     for col in ("window_start", "window_end"):
         frame[col] = stored_ts_series(frame[col])
-    marks = target_watermarks(conn, sorted(set(zip(frame["device_id"], frame["sensor_id"]))))
+    step = (frame["window_end"] - frame["window_start"]).max()
+    marks = load_watermarks(conn, frame, step)
     first_end = frame.groupby(["device_id", "sensor_id"])["window_end"].min()
     behind = [k for k, e in first_end.items() if marks.get(target_name(*k)) is not None and e <= marks[target_name(*k)]]
     if not behind:
         return empty_windows()
     keys = pd.MultiIndex.from_frame(frame[["device_id", "sensor_id"]])
     part = frame[keys.isin(behind)].reset_index(drop=True)
-    step = (part["window_end"] - part["window_start"]).max()
     return changed_aggregates(conn, part, step, revised_at=revised_at)[1]
 
 
