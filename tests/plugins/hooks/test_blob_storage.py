@@ -103,3 +103,24 @@ def test_many_at_once_in_order_with_missing_as_none(blob_store, tmp_path):
     assert list(got) == ["k/039", "k/000", "k/missing", "k/file"]
     assert got == {"k/039": b"39", "k/000": b"0", "k/missing": None, "k/file": b"from-file"}
     assert len(blob_store.list_names("predictions", "k/")) == 41
+
+
+@pytest.mark.parametrize("how", ["file", "bytes"])
+def test_a_blob_written_in_blocks_lists_its_md5(blob_conn_str, tmp_path, how):
+    """Over max_single_put_size the SDK writes blocks, and the service records no Content-MD5 of its own: the
+    upload sets it, so a listing confirms a part file of any size (at 100,000 targets each is over 64 MiB)."""
+    import hashlib
+    import os
+
+    store = BlobStore.from_connection_string(blob_conn_str, max_single_put_size=4096, max_block_size=1024)
+    store.ensure_containers(["big"])
+    data = os.urandom(10_000)  # 10 blocks
+    path = tmp_path / "part.parquet"
+    path.write_bytes(data)
+    store.upload_file("big", "a/part.parquet", path) if how == "file" else store.upload_bytes("big", "a/part.parquet", data)
+    assert store.download_bytes("big", "a/part.parquet") == data
+    assert store.list_md5("big") == {"a/part.parquet": hashlib.md5(data).hexdigest()}
+    # a one-request write of other bytes replaces the MD5 too
+    small = b"small"
+    store.upload_bytes("big", "a/part.parquet", small)
+    assert store.list_md5("big") == {"a/part.parquet": hashlib.md5(small).hexdigest()}
