@@ -110,7 +110,8 @@ class BlobStore:
         Content-MD5 (see :meth:`upload_file`).
 
         Raises ``BlobStoreUnavailable`` when storage does not answer."""
-        self._blob(container, name).upload_blob(data, overwrite=True, content_settings=_md5_settings(data))
+        settings = _md5_settings(_md5(data))
+        self._blob(container, name).upload_blob(data, overwrite=True, content_settings=settings)
 
     @_reachable
     def upload_file(self, container: str, name: str, path: Path | str) -> None:
@@ -122,15 +123,10 @@ class BlobStore:
         given on Put Block List) keeps :meth:`list_md5` exact for any size: at 100,000 targets the part
         files (over 64 MiB each) listed without MD5s and the collector re-read every one (BENCHMARKS.md §10).
         Raises ``BlobStoreUnavailable`` when storage does not answer."""
-        from azure.storage.blob import ContentSettings
-
-        digest = hashlib.md5(usedforsecurity=False)
         with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+            settings = _md5_settings(hashlib.file_digest(fh, _md5))
             fh.seek(0)
-            self._blob(container, name).upload_blob(fh, overwrite=True,
-                                                    content_settings=ContentSettings(content_md5=digest.digest()))
+            self._blob(container, name).upload_blob(fh, overwrite=True, content_settings=settings)
 
     @_reachable
     def download_bytes(self, container: str, name: str) -> bytes:
@@ -272,11 +268,16 @@ class BlobStore:
         self.parallel(one, items)
 
 
-def _md5_settings(data: bytes):
-    """``ContentSettings`` carrying ``data``'s MD5 (what the blob's Content-MD5 must be)."""
+def _md5(data: bytes = b""):
+    """A hashlib MD5 of ``data`` (not used for security: it is the Content-MD5 Blob Storage lists)."""
+    return hashlib.md5(data, usedforsecurity=False)
+
+
+def _md5_settings(md5) -> "ContentSettings":
+    """``ContentSettings`` whose Content-MD5 is the digest of ``md5`` (a finished hashlib MD5)."""
     from azure.storage.blob import ContentSettings
 
-    return ContentSettings(content_md5=hashlib.md5(data, usedforsecurity=False).digest())
+    return ContentSettings(content_md5=md5.digest())
 
 
 def read_json(store, container: str, name: str) -> dict | None:

@@ -117,7 +117,10 @@ def test_a_blob_written_in_blocks_lists_its_md5(blob_conn_str, tmp_path, how):
     data = os.urandom(10_000)  # 10 blocks
     path = tmp_path / "part.parquet"
     path.write_bytes(data)
-    store.upload_file("big", "a/part.parquet", path) if how == "file" else store.upload_bytes("big", "a/part.parquet", data)
+    if how == "file":
+        store.upload_file("big", "a/part.parquet", path)
+    else:
+        store.upload_bytes("big", "a/part.parquet", data)
     assert store.download_bytes("big", "a/part.parquet") == data
     assert store.list_md5("big") == {"a/part.parquet": hashlib.md5(data).hexdigest()}
     # a one-request write of other bytes replaces the MD5 too
