@@ -166,8 +166,13 @@ def run_physical(sql_odbc: str, interval, workdir: Path) -> dict:
 
 def bench_settings(parallelism: int) -> dict[str, str]:
     """What every benchmark sets over a deployment's Airflow settings: daily schedule, no retries, only
-    triggered runs, quick pokes, ``max(16, parallelism)`` task slots per DAG (environment variables)."""
+    triggered runs, quick pokes, ``max(16, parallelism)`` task slots per DAG, and this machine's memory
+    over ``parallelism`` as the memory one scoring unit may hold (``psutil.virtual_memory().total``)
+    (environment variables)."""
+    import psutil
+
     return {
+        "BATCH_SCORING_AUTO_UNIT_MEMORY_GIB": f"{psutil.virtual_memory().total / 2**30 / max(1, parallelism):.2f}",
         "BATCH_SCORING_SCHEDULE": "0 0 * * *",  # a day: 288 five-minute windows per target
         "BATCH_SCORING_RETRIES": "0",  # a failure shows as a failure, not as a slow run
         "BATCH_SCORING_FRESHNESS_POKE_SECONDS": "5",

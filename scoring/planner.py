@@ -55,11 +55,13 @@ warm is cheaper when ``gap < idle_min + node_startup``: then set
 ``idle_time_before_scale_down`` above the gap; otherwise scale to zero with a
 short idle time (``idle_min``, default 120 s).
 
-Memory (azureml, when ``node_memory_gib`` is given): a job holds its targets'
-rows and predictions, about ``window_bytes`` per target and window (windows =
-period / 5 minutes), so a job may take at most ``max_targets_per_job`` =
-``MEMORY_SHARE * node memory / (window_bytes * windows)`` targets; the
-recommendation keeps to it (``fits_memory`` says whether any plan did). The
+Memory (when ``node_memory_gib`` is given): a job holds its targets' rows and
+predictions, about ``window_bytes`` per target and window (windows = period / 5
+minutes), so a job may take at most ``max_targets_per_job`` =
+``MEMORY_SHARE * memory / (window_bytes * windows)`` targets, where memory is a
+node's (azureml: one job per node) or, local, what one scoring task may use (a
+worker's memory over the tasks it runs at once). ``auto_targets_per_unit`` and
+the recommendation keep to it (``fits_memory`` says whether any plan did). The
 default ``window_bytes`` is measured: ``bench.physical`` peaked at 1,880 MiB for
 10,000 targets x 288 windows, 333 MiB of which is the interpreter and libraries
 (its 20-target run), so (1,880 - 333) MiB / 2,880,000 = 563 bytes. ``MEMORY_SHARE``
@@ -104,7 +106,7 @@ class Params:
     workers: int = 4  # local: task slots (parallelism)
     run_overhead: float = 0.0  # s, fixed per run (sensor, snapshot, collect)
     run_per_target: float = 0.0  # s per target in the run's serial steps (snapshot's SQL read, collector)
-    node_memory_gib: float = 0.0  # azureml: a node's memory, GiB (0: not modelled)
+    node_memory_gib: float = 0.0  # GiB a job may hold: a node's (azureml), one task's (local); 0: not modelled
     window_bytes: float = WINDOW_BYTES  # peak bytes of a job per target and window
 
 
@@ -138,10 +140,10 @@ def effective_targets_per_job(targets: int, targets_per_job: int, max_jobs: int 
 
 def max_targets_per_job(p: Params) -> int | None:
     """The most targets one job's memory holds (see the module docstring), at least 1; ``None`` when
-    ``p.node_memory_gib`` is 0 (not modelled) or the mode is local."""
+    ``p.node_memory_gib`` is 0 (not modelled)."""
     from batch_scoring.scoring.config import WINDOW_MINUTES
 
-    if p.node_memory_gib <= 0 or p.mode == "local":
+    if p.node_memory_gib <= 0:
         return None
     windows = max(1, math.ceil(p.period / (WINDOW_MINUTES * 60)))
     return max(1, int(MEMORY_SHARE * p.node_memory_gib * 2**30 // (p.window_bytes * windows)))
@@ -185,10 +187,12 @@ def auto_targets_per_unit(p: Params, max_unit_seconds: float = math.inf) -> int:
 
     Candidates are the smallest sizes giving 1, 2, 3, ... waves over ``p``'s slots (``ceil(targets / (waves *
     slots))``), kept when one unit's modelled time (``job_overhead + size * per_target``, seconds) is at most
-    ``max_unit_seconds`` (a failed unit is retried whole: the cap bounds what a retry redoes); ties go to
-    the smaller size (more units: finer retries and more tasks to look at). With a positive per-unit overhead
-    the model's optimum is one wave, ``ceil(targets / slots)``, unless the cap asks for more. The size is
-    grown so that no run maps more than ``p.max_jobs`` units. Returns 1 for no targets. The DAG's ``auto``
+    ``max_unit_seconds`` (a failed unit is retried whole: the cap bounds what a retry redoes) and at most
+    :func:`max_targets_per_job` targets when memory is modelled (memory first: a unit over it fails, one
+    over the time cap only retries more); ties go to the smaller size (more units: finer retries and more
+    tasks to look at). With a positive per-unit overhead the model's optimum is one wave,
+    ``ceil(targets / slots)``, unless a cap asks for more. The size is grown so that no run maps more than
+    ``p.max_jobs`` units (that growth wins over both caps). Returns 1 for no targets. The DAG's ``auto``
     and :func:`recommend` both choose through this function.
     """
     if p.targets <= 0:
@@ -196,7 +200,9 @@ def auto_targets_per_unit(p: Params, max_unit_seconds: float = math.inf) -> int:
     slots = max(1, p.workers if p.mode == "local" else p.max_nodes * p.jobs_per_node)
     sizes = sorted({math.ceil(p.targets / (waves * slots)) for waves in range(1, math.ceil(p.targets / slots) + 1)})
     sizes = [effective_targets_per_job(p.targets, k, p.max_jobs) for k in sizes]
-    within = [k for k in sizes if p.job_overhead + k * p.per_target <= max_unit_seconds] or [min(sizes)]
+    cap = max_targets_per_job(p)
+    fitting = [k for k in sizes if cap is None or k <= cap] or [min(sizes)]
+    within = [k for k in fitting if p.job_overhead + k * p.per_target <= max_unit_seconds] or [min(fitting)]
     return min(within, key=lambda k: (estimate(Params(**{**asdict(p), "targets_per_job": k})).duration_cold, k))
 
 
@@ -282,7 +288,8 @@ def main(argv=None) -> int:
     parser.add_argument("--run-per-target", type=float, default=d.run_per_target,
                         help="seconds per target in the run's serial steps (snapshot, collector)")
     parser.add_argument("--node-memory-gib", type=float, default=d.node_memory_gib,
-                        help="azureml: a node's memory in GiB; jobs are kept small enough for it (default: not modelled)")
+                        help="a node's memory in GiB (local: what one task may use); jobs are kept small enough for it "
+                             "(default: not modelled)")
     parser.add_argument("--window-bytes", type=float, default=d.window_bytes,
                         help="a job's peak bytes per target and window (default: measured, see the module docstring)")
     parser.add_argument("--json", action="store_true")

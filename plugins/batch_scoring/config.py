@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     auto_target_seconds: float = _accepts("a number of seconds > 0", default=0.025, gt=0, allow_inf_nan=False)
     # A failed unit is retried whole: auto keeps one unit's modelled time under this.
     auto_max_unit_seconds: float = _accepts("a number of seconds > 0", default=900.0, gt=0, allow_inf_nan=False)
+    # The memory one scoring unit may hold (local: a worker's memory over the tasks it runs at once; azureml: a
+    # node's): auto keeps a unit to 0.8 of it at 563 bytes per target-window (scoring.planner). 4 GiB is our
+    # choice, a small Celery worker or pod's share; 0 = not modelled.
+    auto_unit_memory_gib: float = _accepts("a number of GiB >= 0 (0 = not modelled)", default=4.0, ge=0,
+                                           allow_inf_nan=False)
     # Local backend: the worker's cache of models by sha256 (batch_scoring.model_cache); "" = <system temp>/batch-scoring-model-cache.
     model_cache_dir: str = _accepts("a folder path (empty: a folder under the system temp dir)", default="")
     # Least recently used models are evicted above this size; 0 turns the cache off (every unit downloads its models).

@@ -41,7 +41,8 @@ def snapshot_task(context) -> list[list[str]]:
         with sensor_sql(s.sql_conn_id) as conn:
             plan = snapshot_interval(conn, BlobStore.from_conn_id(s.blob_conn_id), s, interval)
         max_map = conf.getint("core", "max_map_length")
-        costs = auto_costs(s, context["params"].get("backend") or s.backend, airflow_slots(), max_map)
+        costs = auto_costs(s, context["params"].get("backend") or s.backend, airflow_slots(), max_map,
+                           (interval.end - interval.start).total_seconds())
         plan = apply_run_params(plan, context["params"], max_map, costs, s.auto_max_unit_seconds)
     except PermanentPipelineError as exc:
         raise AirflowFailException(str(exc)) from exc
@@ -49,12 +50,14 @@ def snapshot_task(context) -> list[list[str]]:
     if context["params"].get("targets_per_unit") == "auto" and plan["targets"]:
         from dataclasses import replace
 
-        from batch_scoring.scoring.planner import estimate
+        from batch_scoring.scoring.planner import estimate, max_targets_per_job
 
         e = estimate(replace(costs, targets=len(plan["targets"]), targets_per_job=plan["targets_per_unit"]))
+        cap = max_targets_per_job(costs)
+        memory = "" if cap is None else f"; at most {cap} targets per unit fit {costs.node_memory_gib:g} GiB"
         print(f"interval {interval.key}: targets_per_unit=auto: {plan['targets_per_unit']} per unit, {e.jobs} units in "
               f"{e.waves} wave(s) over {e.slots} slots; modelled {e.job_seconds:.1f} s per unit "
-              f"({costs.job_overhead:g} s + {costs.per_target * 1000:g} ms per target)")
+              f"({costs.job_overhead:g} s + {costs.per_target * 1000:g} ms per target){memory}")
     for note in plan["selection_notes"]:
         print(f"interval {interval.key}: {note}")
     print(

@@ -32,22 +32,25 @@ def select_targets(targets: list[str], patterns: list[str] | None) -> list[str]:
     return [t for t in targets if any(fnmatch.fnmatchcase(t, p) for p in patterns)]
 
 
-def auto_costs(settings, backend: str, airflow_slots: int, max_map_length: int):
+def auto_costs(settings, backend: str, airflow_slots: int, max_map_length: int, period_seconds: float):
     """The ``scoring.planner.Params`` (for 0 targets: fill in ``targets``) that ``auto`` plans a run with.
 
     ``backend`` ``local``: ``settings.auto_slots`` task slots (0 = ``airflow_slots``, the Airflow side's
     parallel task capacity), ``auto_task_overhead_seconds`` per task; ``azureml``: ``auto_slots`` (0 =
     ``azureml_max_nodes``) nodes of one job each, ``azureml_job_overhead_seconds`` per job. Both:
-    ``auto_target_seconds`` per target and ``max_map_length`` as the cap on units.
+    ``auto_target_seconds`` per target, ``max_map_length`` as the cap on units, and
+    ``auto_unit_memory_gib`` as the memory a unit may hold for an interval of ``period_seconds``
+    (the run's data interval: its windows are what a unit holds).
     """
     from batch_scoring.scoring.planner import Params
 
+    common = dict(per_target=settings.auto_target_seconds, max_jobs=max_map_length,
+                  node_memory_gib=settings.auto_unit_memory_gib, period=period_seconds)
     if backend == "azureml":
         return Params(0, max_nodes=settings.auto_slots or settings.azureml_max_nodes, jobs_per_node=1,
-                      job_overhead=settings.azureml_job_overhead_seconds, per_target=settings.auto_target_seconds,
-                      max_jobs=max_map_length, mode="azureml")
+                      job_overhead=settings.azureml_job_overhead_seconds, mode="azureml", **common)
     return Params(0, workers=settings.auto_slots or max(1, airflow_slots), job_overhead=settings.auto_task_overhead_seconds,
-                  per_target=settings.auto_target_seconds, max_jobs=max_map_length, mode="local")
+                  mode="local", **common)
 
 
 def unit_size(n_targets: int, requested, max_map_length: int, costs=None, max_unit_seconds: float = math.inf) -> int:

@@ -73,6 +73,20 @@ def test_auto_batching_plans_units_from_the_cost_model(dag, world, blob_store, m
 
 
 @pytest.mark.parametrize("sql_conn_str", ["sqlite"], indirect=True)
+def test_auto_keeps_a_unit_within_the_memory_a_unit_may_hold(dag, world, blob_store, monkeypatch, capsys):
+    """1 slot would take all 4 targets in one unit; 2e-05 GiB holds 2 targets of an hour (0.8 x 2e-05 GiB /
+    (563 bytes x 12 windows) = 2.5; a day's 288 windows would allow 1): 2 units of 2, in 2 waves."""
+    monkeypatch.setenv("BATCH_SCORING_AUTO_SLOTS", "1")
+    monkeypatch.setenv("BATCH_SCORING_AUTO_UNIT_MEMORY_GIB", "0.00002")
+    run, ok = run_interval(dag, SCORING[0], targets=[], targets_per_unit="auto")
+    assert ok, run.state
+    assert [k for k in task_states(run) if k[0] == "score"] == [("score", 0), ("score", 1)]
+    assert read_manifest(blob_store, KEY)["counts"]["ok"] == 4
+    assert ("targets_per_unit=auto: 2 per unit, 2 units in 2 wave(s) over 1 slots; modelled 1.1 s per unit "
+            "(1 s + 25 ms per target); at most 2 targets per unit fit 2e-05 GiB") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sql_conn_str", ["sqlite"], indirect=True)
 def test_dry_run_scores_nothing(dag, world, blob_store):
     run, ok = run_interval(dag, SCORING[0], dry_run=True)
     assert ok, run.state

@@ -50,12 +50,24 @@ def test_auto_keeps_a_unit_under_the_cap_and_never_maps_more_than_max_map_length
     size = unit_size(10_000, "auto", 1024, LOCAL_4, max_unit_seconds=30)
     assert size == 834  # 3 waves of 4 units: 1 + 834 * 0.025 = 21.9 s; 2 waves (1,250/unit) = 32.3 s > 30
     assert unit_size(10_000, "auto", 16, LOCAL_4, max_unit_seconds=1) == 625  # no size fits 1 s: max_map_length wins
-    azure = auto_costs(_Settings(auto_slots=0, azureml_max_nodes=3), "azureml", 99, 1024)
+    azure = auto_costs(_Settings(auto_slots=0, azureml_max_nodes=3), "azureml", 99, 1024, 3600)
     assert (azure.mode, azure.max_nodes, azure.job_overhead) == ("azureml", 3, 60.0)
     assert unit_size(900, "auto", 1024, azure) == 300  # one job per node
-    local = auto_costs(_Settings(auto_slots=0), "local", 6, 1024)
+    local = auto_costs(_Settings(auto_slots=0), "local", 6, 1024, 3600)
     assert (local.mode, local.workers, local.job_overhead, local.per_target) == ("local", 6, 1.0, 0.025)
-    assert auto_costs(_Settings(auto_slots=2), "local", 6, 1024).workers == 2
+    assert auto_costs(_Settings(auto_slots=2), "local", 6, 1024, 3600).workers == 2
+
+
+def test_auto_costs_carry_the_unit_memory_and_the_interval_length():
+    day = auto_costs(_Settings(auto_slots=4), "local", 4, 1024, period_seconds=86_400)
+    assert (day.node_memory_gib, day.period) == (4.0, 86_400)  # the default: 4 GiB
+    assert unit_size(100_000, "auto", 1024, day) == 12_500  # 4 GiB holds 21,190 targets of a day: 2 waves of 4
+    hour = auto_costs(_Settings(auto_slots=4), "local", 4, 1024, period_seconds=3_600)
+    assert unit_size(100_000, "auto", 1024, hour) == 25_000  # 12 windows a target: one wave fits
+    off = auto_costs(_Settings(auto_slots=4, auto_unit_memory_gib=0), "local", 4, 1024, period_seconds=86_400)
+    assert unit_size(100_000, "auto", 1024, off) == 25_000
+    azure = auto_costs(_Settings(azureml_max_nodes=4, auto_unit_memory_gib=16), "azureml", 1, 1024, 86_400)
+    assert unit_size(200_000, "auto", 1024, azure) == 50_000  # 16 GiB holds 84,763: 4 nodes x 1 job of 50,000
 
 
 def _Settings(**over):

@@ -133,7 +133,40 @@ def test_memory_bounds_the_targets_of_a_job():
     assert unbounded["targets_per_job"] == 100_000 and "fits_memory" not in unbounded
     hourly = Params(targets=100_000, node_memory_gib=16)  # 12 windows a job-target: one job holds them all
     assert max_targets_per_job(hourly) == 2_034_324 and recommend(hourly)["targets_per_job"] == 100_000
-    assert max_targets_per_job(Params(targets=10, mode="local", node_memory_gib=16)) is None
+    # local: the memory one task may use, the same rule
+    assert max_targets_per_job(Params(targets=10, mode="local", period=86_400, node_memory_gib=16)) == 84_763
+    assert max_targets_per_job(Params(targets=10, mode="local")) is None
+
+
+@pytest.mark.parametrize("mode, memory, expected", [
+    ("local", 0.0, 25_000),    # not modelled: one wave of 4 units of 25,000 (about 4 GB each)
+    ("local", 4.0, 12_500),    # 4 GiB holds 21,190 targets of a day: two waves of 4 units
+    ("local", 0.5, 2_500),     # 0.5 GiB holds 2,648: the first size of 4 x k units under it is 10 waves of 2,500
+    ("azureml", 4.0, 12_500),  # 4 nodes of one job each: the same bound per job
+])
+def test_auto_keeps_a_unit_within_memory(mode, memory, expected):
+    from batch_scoring.scoring.planner import max_targets_per_job
+
+    p = Params(100_000, mode=mode, workers=4, max_nodes=4, job_overhead=1.0, per_target=0.0027, period=86_400,
+               node_memory_gib=memory)
+    k = auto_targets_per_unit(p)
+    assert k == expected
+    cap = max_targets_per_job(p)
+    if cap is not None:
+        assert k <= cap
+        fitting = [j for j in range(1, 100_001) if j <= cap]  # quickest of every size that fits, ties to the smaller
+        runs = {j: estimate(Params(**{**p.__dict__, "targets_per_job": j})).duration_cold for j in fitting[::50] + [k]}
+        assert runs[k] == pytest.approx(min(runs.values()))
+
+
+def test_memory_wins_over_the_time_cap_and_max_jobs_over_both():
+    p = Params(1000, mode="local", workers=2, job_overhead=1.0, per_target=0.025, period=86_400, node_memory_gib=0.01)
+    # memory: 0.8 x 0.01 GiB / (563 x 288) = 52 targets; a 1.5 s cap would want 20 per unit: both kept
+    assert auto_targets_per_unit(p, max_unit_seconds=1.5) == 20
+    # a 3 s cap alone would allow 80; memory keeps it to 50 (ceil(1000 / (2 x 10 waves)))
+    assert auto_targets_per_unit(p, max_unit_seconds=3.0) == 50
+    # at most 4 units: 250 each, over both caps (the only way to map the run)
+    assert auto_targets_per_unit(Params(**{**p.__dict__, "max_jobs": 4}), max_unit_seconds=1.5) == 250
 
 
 def test_when_max_jobs_forces_jobs_over_the_memory_bound_the_plan_says_it_does_not_fit():
