@@ -15,6 +15,8 @@ shared by the unit's targets) or ``{"status": "failed", "reason", "blob"}``.
 """
 from __future__ import annotations
 
+import logging
+
 from batch_scoring.scoring.config import parse_target
 from batch_scoring.scoring.layout import model_manifest_blob, part_blob
 from batch_scoring.scoring.part_file import file_hashes
@@ -22,6 +24,8 @@ from batch_scoring.scoring.part_file import file_hashes
 from batch_scoring.hooks.blob_storage import read_json
 from batch_scoring.validation import validate_part, window_keys
 
+
+log = logging.getLogger(__name__)
 
 FOOTER_BUFFER = 64 << 10  # bytes fetched per range read: a part file's footer is usually within one or two
 
@@ -87,15 +91,19 @@ def confirmed_units(interval, units: list[list[str]], unit_receipts, listing: di
 
 
 def read_units(store, settings, interval, units: list[list[str]], present: set, windows: dict,
-               keep: dict | None = None, blobs: list[str] | None = None) -> dict[str, dict]:
+               keep: dict | None = None, blobs: list[str] | None = None, withdraw: bool = False) -> dict[str, dict]:
     """Entries of every target of ``units``, each unit's part file downloaded and checked in full.
 
     ``present``: the blob names listed under the interval folder; ``windows``: target -> its snapshot
     window starts (``validation.windows_by_target``); ``blobs``: each unit's part blob when it is not
     ``layout.part_blob(interval, unit)`` (an earlier file, for the targets a subset run left out). A unit
     whose part file is missing fails each of its targets with ``part file missing``. ``keep`` as in
-    ``confirmed_units``. Raises what the store raises (``BlobStoreUnavailable``); a bad file is never
-    raised, it is each target's reason.
+    ``confirmed_units``. ``withdraw``: a target whose footer receipt says it scored but whose rows fail a
+    check is taken out of the file (``part_file.fail_targets``: rows out, receipt failed with the reason,
+    same name), which is uploaded again; the other targets' entries get the new file's hashes. So the
+    dataset holds only rows the manifest calls ``ok``, as the local backend's check before upload does.
+    Raises what the store raises (``BlobStoreUnavailable``); a bad file is never raised, it is each
+    target's reason.
     """
     def check(item) -> dict[str, dict]:
         unit, blob = item
@@ -115,6 +123,16 @@ def read_units(store, settings, interval, units: list[list[str]], present: set, 
             if keep is not None:
                 keep[target] = (parse_target(target)[0], flagged)
             entries[target] = {"status": "ok", "blob": blob, "sha256": sha256, "md5": md5, **summary}
+        new = _without_failed_rows(data, entries) if withdraw else None
+        if new is not None:
+            store.upload_bytes(settings.predictions_container, blob, new)
+            hashes = file_hashes(new)
+            for entry in entries.values():
+                if entry["status"] == "ok":
+                    entry.update(sha256=hashes["output_sha256"], md5=hashes["output_md5"])
+            log.info("interval %s: took the rows of %s out of %s/%s: they failed the collector's checks",
+                     interval.key, ", ".join(sorted(t for t, e in entries.items() if e["status"] == "failed")[:20]),
+                     settings.predictions_container, blob)
         return entries
 
     results = {}
@@ -122,3 +140,17 @@ def read_units(store, settings, interval, units: list[list[str]], present: set, 
     for entries in store.parallel(check, list(zip(units, names))):
         results.update(entries)
     return results
+
+
+def _without_failed_rows(data: bytes, entries: dict[str, dict]) -> bytes | None:
+    """``data`` with the rows of each failed entry whose footer receipt says it scored taken out
+    (``part_file.fail_targets``), or ``None`` when there are none (or the file has no readable footer)."""
+    from batch_scoring.scoring.part_file import fail_targets, read_receipts
+
+    try:
+        footer = {r["target"]: r for r in read_receipts(data)}
+    except ValueError:
+        return None
+    reasons = {t: f"the collector's check failed: {e['reason']}" for t, e in entries.items()
+               if e["status"] == "failed" and footer.get(t, {}).get("status") == "ok"}
+    return fail_targets(data, reasons) if reasons else None

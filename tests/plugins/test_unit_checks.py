@@ -60,6 +60,46 @@ def test_read_units_checks_each_target_and_names_a_missing_file(blob_store):
     assert again["d1/s1"]["status"] == "failed" and again["d1/s1"]["reason"].startswith("scored with model abab")
 
 
+@pytest.mark.parametrize("fault", ["model changed", "rows altered"])
+def test_read_units_withdraws_the_rows_of_a_target_that_fails(blob_store, fault):
+    """Azure ML wrote the file: a target whose rows fail the collector's check leaves the dataset (its rows
+    out of the file, its footer receipt failed); the other target keeps its rows and gets the new hashes."""
+    from batch_scoring.scoring.part_file import read_receipts
+
+    unit = ["d1/s1", "d1/s2"]
+    t1, t2 = rows("d1", "s1"), rows("d1", "s2")
+    receipts = [receipt("d1/s1", t1), receipt("d1/s2", t2)]
+    if fault == "rows altered":  # the rows in the file are not those the receipt's rows_sha256 was taken of
+        t1 = rows("d1", "s1", decision_score=0.5)
+    data = part_bytes([t1, t2], receipts, t1.schema)
+    blob = part_blob(INTERVAL, unit)
+    blob_store.upload_bytes("predictions", blob, data)
+    for target in unit:
+        changed = fault == "model changed" and target == "d1/s1"
+        blob_store.upload_bytes("models", model_manifest_blob(target), json.dumps({"sha256": ("cd" if changed else "ab") * 32}).encode())
+    present = set(blob_store.list_names("predictions", prefix=""))
+
+    kept = read_units(blob_store, settings(), INTERVAL, [unit], present, WINDOWS_BY_TARGET)  # withdraw off
+    assert kept["d1/s1"]["status"] == "failed" and blob_store.download_bytes("predictions", blob) == data
+
+    got = read_units(blob_store, settings(), INTERVAL, [unit], present, WINDOWS_BY_TARGET, withdraw=True)
+    reason = got["d1/s1"]["reason"]
+    assert got["d1/s1"]["status"] == "failed"
+    assert reason.startswith("scored with model abab" if fault == "model changed" else "rows differ")
+    after = blob_store.download_bytes("predictions", blob)
+    table = pq.read_table(io.BytesIO(after))
+    assert set(table["sensor_id"].to_pylist()) == {"s2"} and table.num_rows == 12
+    footer = {r["target"]: r for r in read_receipts(after)}
+    assert footer["d1/s1"]["status"] == "failed" and footer["d1/s1"]["error"] == f"the collector's check failed: {reason}"
+    assert footer["d1/s1"]["rows_sha256"] is None and footer["d1/s2"] == receipts[1]
+    assert got["d1/s2"] == {**got["d1/s2"], "status": "ok", "sha256": hashlib.sha256(after).hexdigest(),
+                            "md5": hashlib.md5(after).hexdigest(), "rows_sha256": rows_digest(t2)}
+    # read again: the file now says d1/s1 failed, and nothing more is taken out
+    again = read_units(blob_store, settings(), INTERVAL, [unit], present, WINDOWS_BY_TARGET, withdraw=True)
+    assert again["d1/s2"]["md5"] == hashlib.md5(after).hexdigest()
+    assert blob_store.download_bytes("predictions", blob) == after
+
+
 def test_confirmed_units_needs_every_receipt_validated_and_the_listed_md5():
     data, returned = unit_a()
     blob = part_blob(INTERVAL, UNIT_A)

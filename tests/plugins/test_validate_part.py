@@ -88,5 +88,10 @@ def test_a_target_failed_after_writing_leaves_the_file_and_keeps_its_receipt():
     assert pq.read_table(io.BytesIO(fixed)).num_rows == 12
     assert [r["status"] for r in read_receipts(fixed)] == ["ok", "failed"]
     assert fail_targets(data, {}) == data
+    # rows of a target the footer does not hold (relabelled after writing) leave with the failed target's
+    stray = part([t1, t2.set_column(0, "device_id", pa.array(["d9"] * 12, t2.schema.field("device_id").type))],
+                 [receipt("d1/s1", t1), receipt("d1/s2", t2)])
+    fixed = fail_targets(stray, {"d1/s2": "part file: rows of targets outside the unit: d9/s2"})
+    assert pq.read_table(io.BytesIO(fixed))["device_id"].to_pylist() == ["d1"] * 12
     with pytest.raises(KeyError, match="d9/s9"):
         fail_targets(data, {"d9/s9": "x"})

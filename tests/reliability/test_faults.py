@@ -12,11 +12,13 @@ import io
 import json
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from batch_scoring.errors import PermanentPipelineError, PipelineError
 
 from batch_scoring.scoring.layout import interval_folder, manifest_blob, part_blob, snapshot_blob
+from batch_scoring.scoring.part_file import read_receipts
 from tests.reliability.conftest import HOUR, SCORING, TARGETS, interval
 
 IV = interval()
@@ -365,6 +367,12 @@ def test_collector_catches_every_deleted_truncated_or_altered_prediction(world):
     assert reasons["dev001/s2"].startswith("unreadable part file")
     assert reasons["dev002/s1"].startswith("1 anomaly flag(s) disagree with decision_score < threshold")
     assert reasons["dev002/s2"] == "11 rows for 12 input windows"
+    # the rows that failed left the dataset (their receipts say why); the unreadable file is left as it is
+    for target in ("dev002/s1", "dev002/s2"):
+        left = world.store.download_bytes("predictions", p[target])
+        assert pq.read_table(io.BytesIO(left)).num_rows == 0
+        assert read_receipts(left)[0]["error"] == f"the collector's check failed: {reasons[target]}"
+    assert world.store.download_bytes("predictions", p["dev001/s2"]) == good[p["dev001/s2"]][:200]
     # other alterations, one at a time
     for change, reason in [
         (lambda f: f.assign(model_sha256="0" * 64), "scored with model 000000000000, but the deployed model is"),
@@ -378,6 +386,7 @@ def test_collector_catches_every_deleted_truncated_or_altered_prediction(world):
         with pytest.raises(PipelineError):
             world.collect(world.snapshot())
         assert world.manifest()["targets"]["dev002/s2"]["reason"].startswith(reason)
+        assert pq.read_table(io.BytesIO(world.store.download_bytes("predictions", p["dev002/s2"]))).num_rows == 0
     # recovery with the local backend: rerun the scoring (clear the score tasks), same bytes
     assert world.run() == clean and world.predictions() == good
 
