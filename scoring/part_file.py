@@ -175,8 +175,8 @@ def without_targets(data: bytes, drop) -> tuple[str | None, bytes | None]:
 def fail_targets(data: bytes, reasons: dict) -> bytes:
     """A part file with the targets of ``reasons`` (target -> why) turned into failed ones: their rows
     removed, their receipts ``status: "failed"`` with ``error`` = the reason (and no rows, anomalies,
-    output or ``rows_sha256``). Rows of targets the footer does not hold go too (no receipt vouches for
-    them). The other targets' rows and receipts are unchanged; the name stays (the unit's targets are the
+    output or ``rows_sha256``). Rows of targets without an ``ok`` receipt in the footer go too (nothing
+    vouches for them). The other targets' rows and receipts are unchanged; the name stays (the unit's targets are the
     same). For a scoring unit whose file failed a check after it was written.
 
     Raises ``ValueError`` (``read_receipts``) for a file that is not a part file, and ``KeyError``
@@ -193,5 +193,6 @@ def fail_targets(data: bytes, reasons: dict) -> bytes:
                             "anomaly_window_starts": [], "output": None, "rows_sha256": None}
     table = pq.read_table(io.BytesIO(data))
     ids = _target_ids(table)
-    table = table.filter(pc.is_in(ids, value_set=pa.array(sorted(set(receipts) - set(reasons)), pa.string())))
+    vouched = sorted(t for t, r in receipts.items() if r.get("status") == "ok")  # after the update above
+    table = table.filter(pc.is_in(ids, value_set=pa.array(vouched, pa.string())))
     return part_bytes([table.replace_schema_metadata(None)], list(receipts.values()), table.schema.remove_metadata())
