@@ -60,12 +60,15 @@ def trigger_logs(topo: Topology, runs: dict) -> dict[str, list[str]]:
     return out
 
 
+FIRED = r"Trigger fired event.*?'status': '(\w+)'"  # the triggerer's line for an event a trigger yielded
+
+
 def trigger_events(topo: Topology, runs: dict) -> dict[str, str]:
     """``{task try: status of the event its trigger fired}`` ("not fired" if none of its logs says
     "Trigger fired event")."""
     out = {}
     for key, texts in trigger_logs(topo, runs).items():
-        fired = [m.group(1) for t in texts for m in [re.search(r"Trigger fired event.*?'status': '(\w+)'", t)] if m]
+        fired = [m.group(1) for t in texts for m in [re.search(FIRED, t)] if m]
         out[key] = fired[0] if len(fired) == 1 else f"fired {len(fired)} times" if fired else "not fired"
     return out
 
@@ -113,8 +116,15 @@ def test_b_triggerer_stopped_while_jobs_are_deferred(topology):
     assert stopped["deferred"] >= 10 and stopped["deferred while down"] >= 5, stopped
     assert_validated(topo, runs, UNITS)
     groups = assert_one_job_each(em, starts, UNITS)
-    fired = trigger_events(topo, runs)
-    assert sorted(fired.values()) == ["success"] * len(groups), fired
+    # Each trigger fired success, once per triggerer that ran it: Airflow's deferring guide says "you must
+    # assume that duplicates of your trigger instance may run", and a trigger the old triggerer fired just
+    # before SIGTERM, its event not yet stored, is run and fired again by the new one (seen in CI on
+    # 2026-12-01). The task still resumed once: one job each, every unit validated (above).
+    fired = {key: [re.findall(FIRED, text) for text in texts] for key, texts in trigger_logs(topo, runs).items()}
+    assert len(fired) == len(groups), fired
+    assert all(1 <= sum(map(len, logs)) and all(len(one) <= 1 for one in logs) for logs in fired.values()), fired
+    assert {status for logs in fired.values() for one in logs for status in one} == {"success"}, fired
+    twice = sorted(key for key, logs in fired.items() if sum(map(len, logs)) > 1)
     # Each trigger logs its deadline when it starts: the one the restarted triggerer resumed logs it twice,
     # and the same (the operator fixed it at submission; a restart does not extend it).
     deadlines = trigger_deadlines(topo, runs)
@@ -122,7 +132,8 @@ def test_b_triggerer_stopped_while_jobs_are_deferred(topology):
     # (a wait deferred just before the stop may not have reached the old triggerer yet: it starts once)
     assert len(resumed) >= max(1, stopped["deferred while down"] // 2), deadlines
     assert all(len(set(d)) == 1 for d in deadlines.values()), deadlines
-    print(f"(b) jobs: {len(groups)}, duplicates: 0; trigger events: {len(fired)}; "
+    print(f"(b) jobs: {len(groups)}, duplicates: 0; triggers that fired: {len(fired)} "
+          f"(on both triggerers: {len(twice)}{': ' + ', '.join(twice) if twice else ''}); "
           f"triggers resumed by the new triggerer with their original deadline: {len(resumed)}")
 
 
