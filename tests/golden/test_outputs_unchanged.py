@@ -147,7 +147,7 @@ def clear(store, s) -> None:
             store.delete(container, name)
 
 
-def test_both_backends_leave_the_recorded_bytes(monkeypatch, world, aml_emulator, blob_store):
+def test_both_backends_leave_the_same_bytes_and_the_recorded_outputs(monkeypatch, world, aml_emulator, blob_store):
     s = world
     run, ok = run_interval(parse_dag(monkeypatch, "local"), SCORING[0] + dt.timedelta(hours=1))
     assert ok, run.state
