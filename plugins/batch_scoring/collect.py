@@ -7,8 +7,8 @@
 2. confirm by MD5 the units that validated their part file where they wrote it (``unit_checks``);
 3. for a run over a subset, sort the targets it left out by what the earlier manifest says of them
    (kept unchanged, checked again, or never scored);
-4. read and check in full every unit not confirmed (taking a target whose rows fail out of its file,
-   ``unit_checks.read_units(withdraw=True)``), and the files of those to check again;
+4. read and check in full every unit not confirmed, and the files of those to check again (a target whose
+   rows fail is taken out of the file it was read from, ``unit_checks.read_units``);
 5. rewrite each earlier part file holding targets a subset run left out beside ones it rescored (those
    targets only, ``part_file.without_targets``, checked again), merge the results into the manifest and
    upload it (``<interval folder>/_manifest.json``), then delete the part files no target of the manifest
@@ -102,7 +102,7 @@ def collect_interval(store, settings, interval: Interval, plan: dict, min_covera
     unread = [u for u in units if any(t not in results for t in u)]
     windows = _snapshot_windows(store, settings, interval) if unread or recheck or folder.rewrite else {}
     if unread or recheck:
-        results.update(read_units(store, settings, interval, unread, set(listing), windows, keep, withdraw=True))
+        results.update(read_units(store, settings, interval, unread, set(listing), windows, keep))
         results.update(_recheck(store, settings, interval, recheck, earlier, set(listing), windows, keep))
     counts = {"confirmed": n_confirmed + len(kept), "read": sum(len(u) for u in unread) + len(recheck)}
     if verified is not None:

@@ -91,14 +91,14 @@ def confirmed_units(interval, units: list[list[str]], unit_receipts, listing: di
 
 
 def read_units(store, settings, interval, units: list[list[str]], present: set, windows: dict,
-               keep: dict | None = None, blobs: list[str] | None = None, withdraw: bool = False) -> dict[str, dict]:
+               keep: dict | None = None, blobs: list[str] | None = None) -> dict[str, dict]:
     """Entries of every target of ``units``, each unit's part file downloaded and checked in full.
 
     ``present``: the blob names listed under the interval folder; ``windows``: target -> its snapshot
     window starts (``validation.windows_by_target``); ``blobs``: each unit's part blob when it is not
     ``layout.part_blob(interval, unit)`` (an earlier file, for the targets a subset run left out). A unit
     whose part file is missing fails each of its targets with ``part file missing``. ``keep`` as in
-    ``confirmed_units``. ``withdraw``: a target whose footer receipt says it scored but whose rows fail a
+    ``confirmed_units``. A target whose footer receipt says it scored but whose rows fail a
     check is taken out of the file (``part_file.fail_targets``: rows out, receipt failed with the reason,
     same name), which is uploaded again; the other targets' entries get the new file's hashes. So the
     dataset holds only rows the manifest calls ``ok``, as the local backend's check before upload does.
@@ -123,7 +123,7 @@ def read_units(store, settings, interval, units: list[list[str]], present: set, 
             if keep is not None:
                 keep[target] = (parse_target(target)[0], flagged)
             entries[target] = {"status": "ok", "blob": blob, "sha256": sha256, "md5": md5, **summary}
-        new = _without_failed_rows(data, entries) if withdraw else None
+        new = _without_failed_rows(data, entries)
         if new is not None:
             store.upload_bytes(settings.predictions_container, blob, new)
             hashes = file_hashes(new)

@@ -79,10 +79,7 @@ def test_read_units_withdraws_the_rows_of_a_target_that_fails(blob_store, fault)
         blob_store.upload_bytes("models", model_manifest_blob(target), json.dumps({"sha256": ("cd" if changed else "ab") * 32}).encode())
     present = set(blob_store.list_names("predictions", prefix=""))
 
-    kept = read_units(blob_store, settings(), INTERVAL, [unit], present, WINDOWS_BY_TARGET)  # withdraw off
-    assert kept["d1/s1"]["status"] == "failed" and blob_store.download_bytes("predictions", blob) == data
-
-    got = read_units(blob_store, settings(), INTERVAL, [unit], present, WINDOWS_BY_TARGET, withdraw=True)
+    got = read_units(blob_store, settings(), INTERVAL, [unit], present, WINDOWS_BY_TARGET)
     reason = got["d1/s1"]["reason"]
     assert got["d1/s1"]["status"] == "failed"
     assert reason.startswith("scored with model abab" if fault == "model changed" else "rows differ")
@@ -95,7 +92,7 @@ def test_read_units_withdraws_the_rows_of_a_target_that_fails(blob_store, fault)
     assert got["d1/s2"] == {**got["d1/s2"], "status": "ok", "sha256": hashlib.sha256(after).hexdigest(),
                             "md5": hashlib.md5(after).hexdigest(), "rows_sha256": rows_digest(t2)}
     # read again: the file now says d1/s1 failed, and nothing more is taken out
-    again = read_units(blob_store, settings(), INTERVAL, [unit], present, WINDOWS_BY_TARGET, withdraw=True)
+    again = read_units(blob_store, settings(), INTERVAL, [unit], present, WINDOWS_BY_TARGET)
     assert again["d1/s2"]["md5"] == hashlib.md5(after).hexdigest()
     assert blob_store.download_bytes("predictions", blob) == after
 
