@@ -6,13 +6,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := $(shell sed -n 's/^uv==//p' requirements.lock)
-# what `system` installs when missing (only the missing ones: a NodeSource nodejs already carries npm and conflicts with Debian's)
-APT_PACKAGES := unixodbc libsqliteodbc odbc-postgresql postgresql mariadb-server redis-server python3-venv nodejs npm docker-compose chromium
 PYTEST_ARGS ?=
 # this checkout's code first (a git worktree shares the venv, whose editable install points at another checkout)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup system demo airflow prod-local test test-fast test-slow clean bench bench-executors
+.PHONY: help setup setup-demo system system-demo demo airflow prod-local test test-fast test-slow clean bench bench-executors
 
 help:
 	@echo "make demo     simulate, aggregate, train, backfill the DAG through Airflow's scheduler, print the report"
@@ -21,21 +19,41 @@ help:
 	@echo "make prod-local  the production topology as local processes (Celery, 2 workers, PostgreSQL, Redis) until Ctrl-C"
 	@echo "make bench-executors  the same fleet through Celery (2 workers) and LocalExecutor, alternated (BENCHMARKS.md)"
 	@echo "make setup    only install: system packages (as root), venv from requirements.lock, Azurite"
+	@echo "make setup-demo  only what the demo and the UI need (no PostgreSQL, MariaDB, Redis, docker-compose, Chromium)"
 
 setup: system $(VENV)/.installed node_modules/.installed
 
-# System packages via apt when root and something is missing; otherwise say what is needed.
-system:
+# what the demo and the UI need: no PostgreSQL, MariaDB, Redis, docker-compose or Chromium
+setup-demo: system-demo $(VENV)/.installed node_modules/.installed
+
+# System packages: for each, the apt package(s) and how to tell it is there; only missing ones are installed
+# (a NodeSource nodejs already carries npm and conflicts with Debian's). `make demo` and `make airflow`
+# need only DEMO_SYSTEM (unixODBC with the SQLite driver, Node.js for Azurite, venv); the tests need them all.
+PKG_sqlite := libsqliteodbc unixodbc
+HAS_sqlite := odbcinst -q -d -n SQLite3
+PKG_node := nodejs npm
+HAS_node := command -v npm
+PKG_venv := python3-venv
+HAS_venv := $(PYTHON) -c "import venv, ensurepip"
+PKG_pgodbc := odbc-postgresql
+HAS_pgodbc := odbcinst -q -d -n "PostgreSQL Unicode"
+PKG_postgres := postgresql
+HAS_postgres := ls /usr/lib/postgresql/*/bin/initdb
+PKG_mariadb := mariadb-server
+HAS_mariadb := test -x /usr/sbin/mariadbd
+PKG_redis := redis-server
+HAS_redis := command -v redis-server
+PKG_compose := docker-compose
+HAS_compose := command -v docker-compose
+PKG_chromium := chromium
+HAS_chromium := test -x /usr/bin/chromium
+DEMO_SYSTEM := sqlite node venv
+TEST_SYSTEM := $(DEMO_SYSTEM) pgodbc postgres mariadb redis compose chromium
+
+# Install the missing ones of $(1) via apt when root; otherwise say what is needed and stop.
+define need_system
 	@missing=""; \
-	odbcinst -q -d -n SQLite3 >/dev/null 2>&1 || missing="$$missing libsqliteodbc unixodbc"; \
-	odbcinst -q -d -n "PostgreSQL Unicode" >/dev/null 2>&1 || missing="$$missing odbc-postgresql"; \
-	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
-	test -x /usr/sbin/mariadbd || missing="$$missing mariadb-server"; \
-	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
-	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
-	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
-	test -x /usr/bin/chromium || missing="$$missing chromium"; \
-	$(PYTHON) -c "import venv, ensurepip" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	$(foreach p,$(1),$(HAS_$(p)) >/dev/null 2>&1 || missing="$$missing $(PKG_$(p))"; ) \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing missing system packages:$$missing"; \
@@ -44,6 +62,13 @@ system:
 	    echo "missing system packages:$$missing -- run: sudo apt-get install -y$$missing"; exit 1; \
 	  fi; \
 	fi
+endef
+
+system:
+	$(call need_system,$(TEST_SYSTEM))
+
+system-demo:
+	$(call need_system,$(DEMO_SYSTEM))
 
 # The venv is built from the fully pinned lock (Airflow's constraint files are not reachable here).
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -57,10 +82,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-demo: setup
+demo: setup-demo
 	$(PY) -m devstack.demo
 
-airflow: setup
+airflow: setup-demo
 	$(PY) -m devstack.airflow_ui
 
 # The production topology from the installed wheel (devstack/prod_local.py): state and logs in .local/prod.

@@ -75,6 +75,8 @@ def prepare_data(args, end: dt.datetime):
     store = BlobStore.from_connection_string(services.azurite_connection_string(AZURITE_PORT))
     for container in settings().containers:
         store.delete_container(container)
+    step(f"simulating {args.devices} devices x {args.sensors} sensors for two days, aggregating, training "
+         f"{args.devices * args.sensors} models (about a minute)")
     conn = connect(SQL_ODBC)
     try:
         world = simulate_world(
@@ -100,6 +102,8 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
     from devstack.standalone import FINISHED, running_standalone, run_interval_start
 
     dag_id = "batch_scoring"
+    step(f"starting airflow standalone (scheduler, API server, DAG processor, triggerer; about a minute), "
+         f"log: {(AIRFLOW_HOME / 'standalone.log').relative_to(REPO)}")
     with running_standalone(env, AIRFLOW_PORT, AIRFLOW_HOME / "standalone.log", dag_id) as (_, api):
         last_logical = end - dt.timedelta(hours=1)
         # The same as `airflow backfill create --dag-id batch_scoring --from-date ... --to-date ...
