@@ -14,7 +14,8 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 help:
 	@echo "make demo     simulate, aggregate, train, backfill the DAG through Airflow's scheduler, print the report"
-	@echo "make test     the whole test suite (real Airflow, Azurite, SQLite and PostgreSQL over ODBC)"
+	@echo "make test     the whole test suite (real Airflow, Azurite, SQLite and PostgreSQL over ODBC; also needs"
+	@echo "              PostgreSQL, MariaDB, Redis, docker-compose and Chromium, installed via apt as root)"
 	@echo "make airflow  Azurite + airflow standalone on the demo's runs (UI at http://localhost:8080)"
 	@echo "make prod-local  the production topology as local processes (Celery, 2 workers, PostgreSQL, Redis) until Ctrl-C"
 	@echo "make bench-executors  the same fleet through Celery (2 workers) and LocalExecutor, alternated (BENCHMARKS.md)"
@@ -72,6 +73,7 @@ system-demo:
 
 # The venv is built from the fully pinned lock (Airflow's constraint files are not reachable here).
 $(VENV)/.installed: requirements.lock pyproject.toml
+	@echo "installing the venv from requirements.lock (about a minute the first time)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(VENV)/bin/uv || $(VENV)/bin/pip install -q "uv==$(UV_VERSION)"
 	$(VENV)/bin/uv pip sync -q --compile-bytecode --python $(PY) requirements.lock
@@ -79,6 +81,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
+	@echo "installing Azurite and playwright-core from package-lock.json (about half a minute the first time)"
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
