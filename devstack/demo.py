@@ -141,19 +141,19 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
             bar.close()
 
 
-TASK_FINISHED = ("success", "failed", "skipped", "upstream_failed", "removed")  # Airflow's finished TI states
-
-
 def tasks_finished(api, dag_id: str, runs) -> tuple[int, int]:
     """(finished, known) task instances over ``runs`` (REST form): the demo's progress inside the runs.
 
     A mapped task counts once until the scheduler expands it, so ``known`` grows as runs start.
+    Finished: Airflow's own ``State.finished`` (success, failed, skipped, upstream_failed, removed).
     """
+    from airflow.utils.state import State
+
     finished = known = 0
     for run in runs:
         states = [ti["state"] for ti in api.all_task_instances(dag_id, run["dag_run_id"])]
         known += len(states)
-        finished += sum(state in TASK_FINISHED for state in states)
+        finished += sum(state in State.finished for state in states)
     return finished, known
 
 
