@@ -115,14 +115,14 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
         step(f"backfill created for {start:%H:%M}..{end:%H:%M}; the scheduler is running it "
              f"(a few minutes on 2 cores; UI: make airflow)")
         wanted = {start + dt.timedelta(hours=h) for h in range(int((end - start) / dt.timedelta(hours=1)))}
-        last_done, last_tasks, last_print = -1, (-1, -1), 0.0
+        last_done, last_tasks, last_print, finished_runs = -1, (-1, -1), 0.0, {}
         bar = progress(None, "  runs finished", total=len(wanted), unit="run")  # off a terminal: printed lines instead
 
         def all_finished() -> list[dict] | None:
             nonlocal last_done, last_tasks, last_print
             latest = api.latest_runs(dag_id, wanted)
             done = [r for r in latest.values() if r["state"] in FINISHED]
-            tasks = tasks_finished(api, dag_id, latest.values())
+            tasks = tasks_finished(api, dag_id, latest.values(), finished_runs)
             if len(done) != last_done or tasks != last_tasks:
                 bar.update(len(done) - max(last_done, 0))
                 bar.set_postfix_str(f"tasks finished {tasks[0]}/{tasks[1]}")
@@ -141,19 +141,26 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
             bar.close()
 
 
-def tasks_finished(api, dag_id: str, runs) -> tuple[int, int]:
+def tasks_finished(api, dag_id: str, runs, done: dict) -> tuple[int, int]:
     """(finished, known) task instances over ``runs`` (REST form): the demo's progress inside the runs.
 
     A mapped task counts once until the scheduler expands it, so ``known`` grows as runs start.
     Finished: Airflow's own ``State.finished`` (success, failed, skipped, upstream_failed, removed).
+    ``done``: run id -> counts of runs already finished, filled here, so a finished run is asked once.
     """
     from airflow.utils.state import State
 
+    from devstack.standalone import FINISHED
+
     finished = known = 0
     for run in runs:
-        states = [ti["state"] for ti in api.all_task_instances(dag_id, run["dag_run_id"])]
-        known += len(states)
-        finished += sum(state in State.finished for state in states)
+        counts = done.get(run["dag_run_id"])
+        if counts is None:
+            states = [ti["state"] for ti in api.all_task_instances(dag_id, run["dag_run_id"])]
+            counts = (sum(state in State.finished for state in states), len(states))
+            if run["state"] in FINISHED:
+                done[run["dag_run_id"]] = counts
+        finished, known = finished + counts[0], known + counts[1]
     return finished, known
 
 
