@@ -86,6 +86,39 @@ def build_world(T: int, store, conn_str_sql: str, workdir: Path, settings) -> li
     return targets
 
 
+def check_world(fleets, sql: str) -> None:
+    """Refuse ``--reuse-world`` unless every fleet size in ``fleets`` has a world under ``WORK``: ``T<T>/targets.txt``
+    of ``T`` lines (written last by :func:`build_world`), its SQLite file and Azurite's data. Raises ``SystemExit``."""
+    if sql != "sqlite":
+        raise SystemExit("--reuse-world keeps SQLite worlds only (the PostgreSQL server is throwaway)")
+    for T in fleets:
+        targets = WORK / f"T{T}" / "targets.txt"
+        missing = [p for p in (targets, WORK / f"T{T}" / "sensors.db", WORK / "azurite") if not p.exists()]
+        if missing:
+            raise SystemExit(f"--reuse-world: no complete world for T={T}: missing {', '.join(map(str, missing))}")
+        if len(targets.read_text().split()) != T:
+            raise SystemExit(f"--reuse-world: {targets} does not list {T} targets")
+
+
+def reused_world(T: int, store, settings, interval, workdir: Path) -> list[str]:
+    """The targets of the world kept at ``workdir`` (``--reuse-world``), after checking that Azurite still holds
+    every file of ``workdir/models`` (one listing) and the interval's snapshot blob. Raises ``SystemExit`` naming what is missing."""
+    from batch_scoring.scoring.layout import snapshot_blob
+
+    targets = (workdir / "targets.txt").read_text().split()
+    models = workdir / "models"
+    files = {p.relative_to(models).as_posix() for p in models.rglob("*") if p.is_file()}
+    missing = sorted(files - set(store.list_names(settings.models_container)))
+    if not files or missing:
+        raise SystemExit(f"--reuse-world: {len(missing):,} of {len(files):,} model files are not deployed "
+                         f"(first: {missing[:1]}): rebuild without --reuse-world")
+    if not store.exists(settings.aggregates_container, snapshot_blob(interval)):
+        raise SystemExit(f"--reuse-world: the snapshot blob {snapshot_blob(interval)} is missing: rebuild without --reuse-world")
+    log(f"T={T}: reusing the world built {time.ctime((workdir / 'targets.txt').stat().st_mtime)}: {len(targets):,} targets, "
+        f"{T * 288:,} aggregate rows in {workdir / 'sensors.db'}, models and snapshot blob in Azurite")
+    return targets
+
+
 def _ensure_containers(store, names, attempts: int = 30) -> None:
     from azure.core.exceptions import ResourceExistsError
 
@@ -339,6 +372,9 @@ def main(argv=None) -> int:
                              "lookups do not slow with the blobs held (needed for 100,000 targets; devstack/mariadb.py)")
     parser.add_argument("--no-markdown", action="store_true")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results (default: keep fleet sizes not re-run)")
+    parser.add_argument("--reuse-world", action="store_true",
+                        help="keep the world an earlier run of the same T built (its SQL aggregates, deployed models, snapshot "
+                             "blob, Azurite and MariaDB data: over an hour at 100,000 targets) and measure again; SQLite only")
     parser.add_argument("--render-only", action="store_true", help="only re-render .local/bench/results.json into the markdown")
     args = parser.parse_args(argv)
     if args.render_only:
@@ -352,14 +388,18 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     WORK.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(WORK / "azurite", ignore_errors=True)
+    if args.reuse_world:
+        check_world(args.targets, args.sql)
+    else:
+        shutil.rmtree(WORK / "azurite", ignore_errors=True)
     az_port, af_port = services.free_port(), services.free_port()
     AZURITE_LOG.unlink(missing_ok=True)
     maria = None
     if args.azurite_metadata == "mariadb":
         from devstack.mariadb import start_mariadb
 
-        shutil.rmtree(WORK / "mariadb", ignore_errors=True)
+        if not args.reuse_world:
+            shutil.rmtree(WORK / "mariadb", ignore_errors=True)
         maria = start_mariadb(WORK / "mariadb", services.free_port())
     azurite = services.start_azurite(WORK / "azurite", az_port, log_path=AZURITE_LOG,
                                      metadata_db=maria.azurite_db() if maria else None)
@@ -384,16 +424,26 @@ def main(argv=None) -> int:
     try:
         for T in args.targets:
             workdir = WORK / f"T{T}"
-            shutil.rmtree(workdir, ignore_errors=True)
-            workdir.mkdir(parents=True)
+            if args.reuse_world:  # the world stays; the standalone's home and log are new
+                shutil.rmtree(workdir / "airflow", ignore_errors=True)
+                (workdir / "standalone.log").unlink(missing_ok=True)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+                workdir.mkdir(parents=True)
             sql_odbc = f"Driver=SQLite3;Database={workdir / 'sensors.db'}"
             if pg is not None:
                 from devstack.postgres import create_database
 
                 create_database(pg, f"sensors_t{T}")
                 sql_odbc = pg.conn_str(f"sensors_t{T}")
-            build_world(T, store, sql_odbc, workdir, settings)
-            if args.blob_floor_max is not None and T > args.blob_floor_max:
+            if args.reuse_world:
+                reused_world(T, store, settings, interval, workdir)
+            else:
+                build_world(T, store, sql_odbc, workdir, settings)
+            if args.reuse_world and args.blob_floor_max is not None and T > args.blob_floor_max:
+                floor = None  # the snapshot blob is the world's
+                log(f"T={T}: blob-store floor skipped (over --blob-floor-max {args.blob_floor_max})")
+            elif args.blob_floor_max is not None and T > args.blob_floor_max:
                 write_snapshot(store, sql_odbc, settings, interval)  # what measure_floor leaves for the DAG runs
                 floor = None
                 log(f"T={T}: blob-store floor skipped (over --blob-floor-max {args.blob_floor_max})")
@@ -405,6 +455,8 @@ def main(argv=None) -> int:
             log(f"T={T}: physical floor {physical['wall']:.1f}s wall, {physical['cpu']:.1f}s CPU "
                 f"(phases {json.dumps({k: round(v, 2) for k, v in physical['phases'].items()})})")
             fleet = {"floor": floor, "physical": physical, "dag": []}
+            if args.reuse_world:
+                fleet["world_reused_from"] = time.strftime("%Y-%m-%d %H:%M", time.localtime((workdir / "targets.txt").stat().st_mtime))
             results["fleets"][str(T)] = fleet
             env = bench_env(workdir / "airflow", sql_odbc, conn_str, args.parallelism)
             with running_standalone(env, af_port, workdir / "standalone.log", DAG_ID) as (proc, api):
