@@ -73,7 +73,7 @@ system-demo:
 
 # The venv is built from the fully pinned lock (Airflow's constraint files are not reachable here).
 $(VENV)/.installed: requirements.lock pyproject.toml
-	@echo "installing the venv from requirements.lock (about a minute the first time)"
+	@echo "installing the venv from requirements.lock (1-2 minutes the first time)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(VENV)/bin/uv || $(VENV)/bin/pip install -q "uv==$(UV_VERSION)"
 	$(VENV)/bin/uv pip sync -q --compile-bytecode --python $(PY) requirements.lock

@@ -113,7 +113,8 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
         api.create_backfill(dag_id, start, last_logical)
         api.unpause(dag_id)
         step(f"backfill created for {start:%H:%M}..{end:%H:%M}; the scheduler is running it "
-             f"(a few minutes on 2 cores; UI: make airflow)")
+             f"(a few minutes on 2 cores; UI: make airflow). The task total grows as each run "
+             f"expands its mapped scoring tasks")
         wanted = {start + dt.timedelta(hours=h) for h in range(int((end - start) / dt.timedelta(hours=1)))}
         last_done, last_tasks, last_print, finished_runs = -1, (-1, -1), 0.0, {}
         bar = progress(None, "  runs finished", total=len(wanted), unit="run")  # off a terminal: printed lines instead
@@ -125,9 +126,10 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
             tasks = tasks_finished(api, dag_id, latest.values(), finished_runs)
             if len(done) != last_done or tasks != last_tasks:
                 bar.update(len(done) - max(last_done, 0))
-                bar.set_postfix_str(f"tasks finished {tasks[0]}/{tasks[1]}")
+                bar.set_postfix_str(f"tasks finished {tasks[0]}/{tasks[1]} so far")
                 if bar.disable and (len(done) != last_done or time.monotonic() - last_print >= 20):
-                    print(f"  runs finished {len(done)}/{len(wanted)}, tasks finished {tasks[0]}/{tasks[1]}", flush=True)
+                    print(f"  runs finished {len(done)}/{len(wanted)}, tasks finished {tasks[0]}/{tasks[1]} so far",
+                          flush=True)
                     last_print = time.monotonic()  # off a terminal: a line when a run ends, else at most every 20 s
                 last_done, last_tasks = len(done), tasks
             if len(latest) == len(wanted) and len(done) == len(wanted):
