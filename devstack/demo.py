@@ -112,10 +112,10 @@ def run_backfill(env: dict, start: dt.datetime, end: dt.datetime) -> list[dict]:
         # is busy can lock the DB under the scheduler (see RELIABILITY.md).
         api.create_backfill(dag_id, start, last_logical)
         api.unpause(dag_id)
-        step(f"backfill created for {start:%H:%M}..{end:%H:%M}; the scheduler is running it "
-             f"(a few minutes on 2 cores; UI: make airflow). The task total grows as each run "
-             f"expands its mapped scoring tasks")
         wanted = {start + dt.timedelta(hours=h) for h in range(int((end - start) / dt.timedelta(hours=1)))}
+        step(f"backfill created for the {len(wanted)} hourly intervals from {start:%H:%M} to {end:%H:%M}; "
+             f"the scheduler is running it (a few minutes on 2 cores; UI: make airflow). The runs go side by side, so they finish "
+             f"near the end together; the task total grows as each run expands its mapped scoring tasks")
         last_done, last_tasks, last_print, finished_runs = -1, (-1, -1), 0.0, {}
         bar = progress(None, "  runs finished", total=len(wanted), unit="run")  # off a terminal: printed lines instead
 
@@ -209,6 +209,9 @@ def report(runs: list[dict], start: dt.datetime, end: dt.datetime) -> int:
     if not predictions.empty:
         pr = precision_recall(predictions, labels)
         print(f"windows        {len(predictions):,} scored, {int(predictions['is_anomaly'].sum()):,} flagged as anomalies")
+        anomalous = pr["tp"] + pr["fn"]
+        print(f"anomalous      {anomalous:,} of these windows in the ground truth ({100 * anomalous / len(predictions):.1f} %; "
+              f"README: What the models catch)")
         print(f"precision      {pr['precision']:.3f}  (tp {pr['tp']}, fp {pr['fp']})")
         print(f"recall         {pr['recall']:.3f}  (fn {pr['fn']})")
         for kind, m in pr["by_kind"].items():
