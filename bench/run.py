@@ -100,23 +100,28 @@ def check_world(fleets, sql: str) -> None:
             raise SystemExit(f"--reuse-world: {targets} does not list {T} targets")
 
 
-def reused_world(T: int, store, settings, interval, workdir: Path) -> list[str]:
-    """The targets of the world kept at ``workdir`` (``--reuse-world``), after checking that Azurite still holds
-    every file of ``workdir/models`` (one listing) and the interval's snapshot blob. Raises ``SystemExit`` naming what is missing."""
+def reused_world(T: int, store, settings, interval, workdir: Path) -> str:
+    """When the world kept at ``workdir`` (``--reuse-world``) was built (``YYYY-MM-DD HH:MM``, local time), after
+    checking that Azurite holds every file of ``workdir/models`` with the same bytes (its MD5 against one
+    ``BlobStore.list_md5`` listing) and the interval's snapshot blob. Raises ``SystemExit`` naming what is missing."""
+    import hashlib
+
     from batch_scoring.scoring.layout import snapshot_blob
 
-    targets = (workdir / "targets.txt").read_text().split()
     models = workdir / "models"
-    files = {p.relative_to(models).as_posix() for p in models.rglob("*") if p.is_file()}
-    missing = sorted(files - set(store.list_names(settings.models_container)))
-    if not files or missing:
-        raise SystemExit(f"--reuse-world: {len(missing):,} of {len(files):,} model files are not deployed "
-                         f"(first: {missing[:1]}): rebuild without --reuse-world")
+    deployed = store.list_md5(settings.models_container)
+    files = sorted(p for p in models.rglob("*") if p.is_file())
+    wrong = [n for n in (p.relative_to(models).as_posix() for p in files)
+             if deployed.get(n) != hashlib.md5((models / n).read_bytes()).hexdigest()]
+    if not files or wrong:
+        raise SystemExit(f"--reuse-world: {len(wrong):,} of {len(files):,} model files are not deployed as written "
+                         f"(first: {wrong[:1]}): rebuild without --reuse-world")
     if not store.exists(settings.aggregates_container, snapshot_blob(interval)):
         raise SystemExit(f"--reuse-world: the snapshot blob {snapshot_blob(interval)} is missing: rebuild without --reuse-world")
-    log(f"T={T}: reusing the world built {time.ctime((workdir / 'targets.txt').stat().st_mtime)}: {len(targets):,} targets, "
-        f"{T * 288:,} aggregate rows in {workdir / 'sensors.db'}, models and snapshot blob in Azurite")
-    return targets
+    built = time.strftime("%Y-%m-%d %H:%M", time.localtime((workdir / "targets.txt").stat().st_mtime))
+    log(f"T={T}: reusing the world built {built}: {T * 288:,} aggregate rows in {workdir / 'sensors.db'}, "
+        f"{len(files):,} model files and the snapshot blob in Azurite")
+    return built
 
 
 def _ensure_containers(store, names, attempts: int = 30) -> None:
@@ -436,15 +441,12 @@ def main(argv=None) -> int:
 
                 create_database(pg, f"sensors_t{T}")
                 sql_odbc = pg.conn_str(f"sensors_t{T}")
-            if args.reuse_world:
-                reused_world(T, store, settings, interval, workdir)
-            else:
+            reused = reused_world(T, store, settings, interval, workdir) if args.reuse_world else None
+            if reused is None:
                 build_world(T, store, sql_odbc, workdir, settings)
-            if args.reuse_world and args.blob_floor_max is not None and T > args.blob_floor_max:
-                floor = None  # the snapshot blob is the world's
-                log(f"T={T}: blob-store floor skipped (over --blob-floor-max {args.blob_floor_max})")
-            elif args.blob_floor_max is not None and T > args.blob_floor_max:
-                write_snapshot(store, sql_odbc, settings, interval)  # what measure_floor leaves for the DAG runs
+            if args.blob_floor_max is not None and T > args.blob_floor_max:
+                if reused is None:  # a reused world keeps its snapshot blob
+                    write_snapshot(store, sql_odbc, settings, interval)  # what measure_floor leaves for the DAG runs
                 floor = None
                 log(f"T={T}: blob-store floor skipped (over --blob-floor-max {args.blob_floor_max})")
             else:
@@ -455,8 +457,8 @@ def main(argv=None) -> int:
             log(f"T={T}: physical floor {physical['wall']:.1f}s wall, {physical['cpu']:.1f}s CPU "
                 f"(phases {json.dumps({k: round(v, 2) for k, v in physical['phases'].items()})})")
             fleet = {"floor": floor, "physical": physical, "dag": []}
-            if args.reuse_world:
-                fleet["world_reused_from"] = time.strftime("%Y-%m-%d %H:%M", time.localtime((workdir / "targets.txt").stat().st_mtime))
+            if reused is not None:
+                fleet["world_reused_from"] = reused
             results["fleets"][str(T)] = fleet
             env = bench_env(workdir / "airflow", sql_odbc, conn_str, args.parallelism)
             with running_standalone(env, af_port, workdir / "standalone.log", DAG_ID) as (proc, api):

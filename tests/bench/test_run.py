@@ -58,6 +58,7 @@ def test_reuse_world_refuses_an_incomplete_world_and_names_what_is_missing(tmp_p
 
 def test_a_reused_world_needs_every_model_deployed_and_the_snapshot_blob(blob_store, tmp_path):
     import datetime as dt
+    import time
 
     from batch_scoring.config import settings
     from batch_scoring.scoring.layout import Interval, snapshot_blob
@@ -70,10 +71,14 @@ def test_a_reused_world_needs_every_model_deployed_and_the_snapshot_blob(blob_st
         (tmp_path / "models" / target).mkdir(parents=True)
         (tmp_path / "models" / target / "model.joblib").write_bytes(target.encode())
     blob_store.upload_bytes(s.models_container, "rw0/s0/model.joblib", b"rw0/s0")
-    with pytest.raises(SystemExit, match=r"1 of 2 model files are not deployed \(first: \['rw0/s1/model.joblib'\]\)"):
+    with pytest.raises(SystemExit, match=r"1 of 2 model files are not deployed as written \(first: \['rw0/s1/model.joblib'\]\)"):
+        reused_world(2, blob_store, s, interval, tmp_path)
+    blob_store.upload_bytes(s.models_container, "rw0/s1/model.joblib", b"another model")  # there, other bytes
+    with pytest.raises(SystemExit, match=r"1 of 2 .*\['rw0/s1/model.joblib'\]"):
         reused_world(2, blob_store, s, interval, tmp_path)
     blob_store.upload_bytes(s.models_container, "rw0/s1/model.joblib", b"rw0/s1")
     with pytest.raises(SystemExit, match=f"snapshot blob {snapshot_blob(interval)} is missing"):
         reused_world(2, blob_store, s, interval, tmp_path)
     blob_store.upload_bytes(s.aggregates_container, snapshot_blob(interval), b"parquet")
-    assert reused_world(2, blob_store, s, interval, tmp_path) == ["rw0/s0", "rw0/s1"]
+    built = time.strftime("%Y-%m-%d %H:%M", time.localtime((tmp_path / "targets.txt").stat().st_mtime))
+    assert reused_world(2, blob_store, s, interval, tmp_path) == built
